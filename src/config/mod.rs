@@ -1,0 +1,39 @@
+//! Experiment configuration: one typed tree (`ExperimentConfig`) whose Rust defaults are the
+//! built-in default experiment, layered with YAML files and `--set` overrides.
+
+mod layered;
+
+use serde::{Deserialize, Serialize};
+
+pub use layered::{ConfigError, Invalid, Layers, Source, Validate, load, to_yaml};
+
+use crate::data::DataConfig;
+use crate::model::ModelConfig;
+
+/// Everything a run reads. Each binary uses the sections it needs; unknown keys anywhere are
+/// errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Seeds weight initialisation, shuffling and random crops.
+    pub seed: u64,
+    pub model: ModelConfig,
+    pub data: DataConfig,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            model: ModelConfig::default(),
+            data: DataConfig::default(),
+        }
+    }
+}
+
+impl Validate for ExperimentConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        self.model.validate()?;
+        self.data.validate()
+    }
+}

@@ -1,0 +1,83 @@
+//! Readers for the annotation formats of the aesthetic datasets, each in its own file, and for
+//! plain folders and list files of images.
+
+pub mod ava;
+pub mod ava_captions;
+pub mod flickr_aes;
+pub mod llava;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use super::DataError;
+
+/// File extensions taken as images when scanning a folder (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// The image files in a folder, sorted by path. Files are chosen by extension only; whether
+/// they decode is found out when they are loaded, where failures are skipped and counted.
+pub fn scan_folder(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, DataError> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let entries = std::fs::read_dir(&current).map_err(|source| DataError::Io {
+            path: current.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| DataError::Io {
+                path: current.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            if path.is_dir() {
+                if recursive {
+                    pending.push(path);
+                }
+            } else if has_image_extension(&path) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// A list file: one image path a line, relative to the list file's folder unless absolute;
+/// blank lines and lines starting with `#` are ignored.
+pub fn read_list(path: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let text = read_text(path)?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| base.join(l))
+        .collect())
+}
+
+pub(crate) fn read_text(path: &Path) -> Result<String, DataError> {
+    std::fs::read_to_string(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DataError> {
+    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| DataError::Malformed {
+        path: path.to_path_buf(),
+        line: e.line(),
+        message: e.to_string(),
+    })
+}

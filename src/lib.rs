@@ -1,0 +1,15 @@
+//! `calm`: comprehensive aesthetic multimodal models in the style of CALM (Liu et al., "Advancing
+//! Comprehensive Aesthetic Insight with Multi-Scale Text-Guided Self-Supervised Learning",
+//! AAAI 2025), on Burn.
+//!
+//! Layout: `config` (layered YAML), `data` (datasets, transforms, loaders), `model` (modules,
+//! no file access), `device` (backend choice), `run` (output directories), `cli` (what the
+//! binaries share).
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod io;
+pub mod model;
+pub mod run;

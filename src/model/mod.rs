@@ -1,0 +1,56 @@
+//! Model components. Nothing here reads files: `crate::io` maps checkpoints onto them.
+
+pub mod mfam;
+pub mod vision;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Invalid, Validate};
+pub use mfam::{LevelConfig, MfamConfig, ProjectorKind, QFormerConfig, ThematicConfig};
+pub use vision::{ClipVisionConfig, EfficientNetLite0Config, HiddenAct, VisionConfig};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    pub vision: VisionConfig,
+    pub mfam: MfamConfig,
+}
+
+impl Validate for ModelConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if let VisionConfig::Clip(clip) = &self.vision {
+            divisible(
+                "model.vision.hidden_size",
+                clip.hidden_size,
+                "model.vision.num_attention_heads",
+                clip.num_attention_heads,
+            )?;
+            if clip.patch_size == 0 || clip.image_size % clip.patch_size != 0 {
+                return Err(Invalid::new(
+                    "model.vision.image_size",
+                    format!(
+                        "image_size {} is not a multiple of patch_size {}",
+                        clip.image_size, clip.patch_size
+                    ),
+                ));
+            }
+        }
+        self.mfam.validate_against(&self.vision)
+    }
+}
+
+/// Attention splits `hidden` evenly over `heads`.
+pub(crate) fn divisible(
+    hidden_key: &str,
+    hidden: usize,
+    heads_key: &str,
+    heads: usize,
+) -> Result<(), Invalid> {
+    if heads == 0 || hidden % heads != 0 {
+        return Err(Invalid::new(
+            heads_key,
+            format!("{hidden_key} = {hidden} is not divisible by {heads_key} = {heads}"),
+        ));
+    }
+    Ok(())
+}

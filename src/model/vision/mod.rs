@@ -1,0 +1,106 @@
+//! Frozen image encoders. Which one is used is a closed choice (`kind` in YAML); every encoder
+//! returns a list of hidden states, one per depth, which the MFAM's three Q-Formers read.
+//! Full scale follows HF `CLIPVisionModel`; offline and on CPU, EfficientNet-Lite0 (DESIGN.md 2).
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Normalization;
+
+/// Which encoder, with its hyper-parameters. Field names follow the HF `config.json` keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VisionConfig {
+    EfficientnetLite0(EfficientNetLite0Config),
+    Clip(ClipVisionConfig),
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        Self::EfficientnetLite0(EfficientNetLite0Config::default())
+    }
+}
+
+impl VisionConfig {
+    /// How many hidden states the encoder returns: valid level ids are `0..num_hidden_states()`.
+    pub fn num_hidden_states(&self) -> usize {
+        match self {
+            Self::EfficientnetLite0(_) => EfficientNetLite0Config::NUM_STAGES,
+            // The embeddings output, then one per layer (HF `output_hidden_states`).
+            Self::Clip(c) => c.num_hidden_layers + 1,
+        }
+    }
+
+    /// The pixel statistics the encoder was trained with.
+    pub fn normalization(&self) -> Normalization {
+        match self {
+            Self::EfficientnetLite0(_) => Normalization::Imagenet,
+            Self::Clip(_) => Normalization::Clip,
+        }
+    }
+
+    pub fn image_size(&self) -> usize {
+        match self {
+            Self::EfficientnetLite0(c) => c.image_size,
+            Self::Clip(c) => c.image_size,
+        }
+    }
+}
+
+/// EfficientNet-Lite0 (Tan & Le 2019; the Lite variants drop squeeze-excitation and use ReLU6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EfficientNetLite0Config {
+    pub image_size: usize,
+}
+
+impl EfficientNetLite0Config {
+    /// The seven MBConv stages; stage `i`'s output is hidden state `i`.
+    pub const NUM_STAGES: usize = 7;
+}
+
+impl Default for EfficientNetLite0Config {
+    fn default() -> Self {
+        Self { image_size: 224 }
+    }
+}
+
+/// Activation named by HF's `hidden_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HiddenAct {
+    QuickGelu,
+    Gelu,
+    GeluNew,
+    Relu,
+}
+
+/// HF `CLIPVisionConfig`; the default is ViT-L/14 at 336 px, the encoder of LLaVA-1.5.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClipVisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_channels: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub hidden_act: HiddenAct,
+    pub layer_norm_eps: f64,
+}
+
+impl Default for ClipVisionConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            num_hidden_layers: 24,
+            num_attention_heads: 16,
+            num_channels: 3,
+            image_size: 336,
+            patch_size: 14,
+            hidden_act: HiddenAct::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The GPU kernels' path: a small forward pass on the wgpu backend equals the same pass on the
+//! CPU backend. Built only with `--features wgpu`; on a machine without a Vulkan (or other
+//! wgpu) adapter it reports and returns, except in CI, which installs software Vulkan.
+#![cfg(feature = "wgpu")]
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::module::Module;
+use burn::nn::{LayerNormConfig, LinearConfig};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Distribution, Tensor};
+use calm::device::DeviceSpec;
+
+fn adapter() -> Option<Device> {
+    let device = DeviceSpec::Wgpu.device().ok()?;
+    let probe = device.clone();
+    catch_unwind(AssertUnwindSafe(move || {
+        Tensor::<1>::from_floats([1.0, 2.0], &probe)
+            .sum()
+            .into_scalar::<f32>()
+    }))
+    .ok()
+    .filter(|&s| s == 3.0)
+    .map(|_| device)
+}
+
+#[test]
+fn forward_pass_on_wgpu_matches_flex() {
+    let Some(gpu) = adapter() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs software Vulkan, yet no wgpu adapter was found"
+        );
+        eprintln!("no wgpu adapter on this machine; nothing to compare");
+        return;
+    };
+    let cpu = Device::flex();
+    let linear = LinearConfig::new(32, 48).init(&cpu);
+    let norm = LayerNormConfig::new(48).init(&cpu);
+    let x = Tensor::<3>::random([2, 5, 32], Distribution::Normal(0.0, 1.0), &cpu);
+
+    let forward = |x: Tensor<3>, linear: &burn::nn::Linear, norm: &burn::nn::LayerNorm| {
+        softmax(norm.forward(gelu(linear.forward(x))), 2)
+    };
+    let expected = forward(x.clone(), &linear, &norm).into_data();
+    let got = forward(
+        x.to_device(&gpu),
+        &linear.clone().to_device(&gpu),
+        &norm.clone().to_device(&gpu),
+    )
+    .into_data();
+    let (e, g): (Vec<f32>, Vec<f32>) =
+        (expected.to_vec().expect("f32"), got.to_vec().expect("f32"));
+    assert_eq!(e.len(), g.len());
+    let max = e
+        .iter()
+        .zip(&g)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(max < 1e-5, "max abs difference {max}");
+}
