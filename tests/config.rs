@@ -70,7 +70,10 @@ fn misspelt_enum_value_suggests_the_variant() {
     let file = write(dir.path(), "v.yaml", "model:\n  vision:\n    kind: clipp\n");
     let msg = load_err(&file, &[]).to_string();
     assert!(
-        msg.contains("clipp") && msg.contains("`clip`") && msg.contains("v.yaml"),
+        msg.contains("unknown value `clipp`")
+            && msg.contains("`clip`")
+            && msg.contains("model.vision")
+            && msg.contains("v.yaml"),
         "{msg}"
     );
 }
@@ -229,6 +232,13 @@ fn validate_rejects_inconsistent_values_and_names_the_source() {
     load::<ExperimentConfig>(Some(&clip), &[]).expect("layer 24 of ViT-L is valid");
     let msg = load_err(&clip, &["model.mfam.high.layers=[25]"]).to_string();
     assert!(msg.contains("--set model.mfam.high.layers=[25]"), "{msg}");
+    let msg = load::<ExperimentConfig>(None, &["data.image.resize_shorter=200".to_string()])
+        .expect_err("a 200px resize cannot give a 224px crop")
+        .to_string();
+    assert!(
+        msg.contains("data.image.resize_shorter") && msg.contains("224px"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -2,11 +2,12 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use calm::cli::CommonArgs;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Inspect configs, datasets and model forward passes.
 #[derive(Debug, Parser)]
@@ -29,11 +30,43 @@ enum What {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// Run one model component on inputs from a safetensors file and write its outputs.
+    /// Run one model component on inputs from a safetensors file and write its outputs, to
+    /// compare a checkpoint against a reference implementation.
     Forward {
-        #[command(flatten)]
-        common: CommonArgs,
+        /// The component's architecture.
+        #[arg(long, value_enum)]
+        arch: Arch,
+        /// Checkpoint directory as HF `save_pretrained` writes it (config.json + safetensors).
+        #[arg(long, value_name = "DIR")]
+        checkpoint: PathBuf,
+        /// Input tensors (safetensors), e.g. `pixel_values`.
+        #[arg(long, value_name = "FILE")]
+        inputs: PathBuf,
+        /// Where to write the output tensors (safetensors).
+        #[arg(long, value_name = "FILE")]
+        output: PathBuf,
+        /// Device: cpu, wgpu or cuda:N.
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: calm::device::DeviceSpec,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Arch {
+    ClipVision,
+    #[value(name = "efficientnet-lite0")]
+    EfficientnetLite0,
+    Qformer,
+    Bert,
+}
+
+impl Arch {
+    fn issue(self) -> u32 {
+        match self {
+            Self::ClipVision | Self::EfficientnetLite0 => 3,
+            Self::Qformer | Self::Bert => 4,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -69,6 +102,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        What::Forward { .. } => Err(common::not_built("`inspect forward`", 3)),
+        What::Forward { arch, .. } => Err(common::not_built(
+            &format!(
+                "`inspect forward --arch {}`",
+                arch.to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            ),
+            arch.issue(),
+        )),
     }
 }

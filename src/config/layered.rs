@@ -230,10 +230,10 @@ impl Layers {
             let key = dotted(err.path());
             let message = err.inner().to_string();
             match unknown_name(&message) {
-                Some((name, candidates)) => {
+                Some(Unknown::Field(name, candidates)) => {
                     let key = if key.ends_with(&name) {
                         key
-                    } else if key.is_empty() || key == "." {
+                    } else if key.is_empty() {
                         name.clone()
                     } else {
                         format!("{key}.{name}")
@@ -244,6 +244,14 @@ impl Layers {
                         key,
                     }
                 }
+                Some(Unknown::Variant(value, candidates)) => ConfigError::InvalidValue {
+                    origin: self.source_of(&key),
+                    message: format!(
+                        "unknown value `{value}`; nearest valid value: {}",
+                        nearest(&value, &candidates)
+                    ),
+                    key,
+                },
                 None => ConfigError::InvalidValue {
                     origin: self.source_of(&key),
                     key,
@@ -351,15 +359,22 @@ fn dotted(path: &serde_path_to_error::Path) -> String {
     if text == "." { String::new() } else { text }
 }
 
-/// Reads serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant") message:
-/// the offending name and the valid ones.
-fn unknown_name(message: &str) -> Option<(String, Vec<String>)> {
-    if !(message.starts_with("unknown field") || message.starts_with("unknown variant")) {
-        return None;
-    }
+enum Unknown {
+    Field(String, Vec<String>),
+    Variant(String, Vec<String>),
+}
+
+/// Reads serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant ...")
+/// message: the offending name and the valid ones.
+fn unknown_name(message: &str) -> Option<Unknown> {
     let mut quoted = message.split('`').skip(1).step_by(2).map(str::to_string);
-    let name = quoted.next()?;
-    Some((name, quoted.collect()))
+    if message.starts_with("unknown field") {
+        Some(Unknown::Field(quoted.next()?, quoted.collect()))
+    } else if message.starts_with("unknown variant") {
+        Some(Unknown::Variant(quoted.next()?, quoted.collect()))
+    } else {
+        None
+    }
 }
 
 fn nearest(name: &str, candidates: &[String]) -> String {
@@ -376,11 +391,17 @@ mod tests {
 
     #[test]
     fn serde_messages_yield_name_and_candidates() {
-        let (name, candidates) =
-            unknown_name("unknown field `lr_rate`, expected one of `lr`, `steps`")
-                .unwrap_or_default();
-        assert_eq!(name, "lr_rate");
-        assert_eq!(candidates, vec!["lr", "steps"]);
+        match unknown_name("unknown field `lr_rate`, expected one of `lr`, `steps`") {
+            Some(Unknown::Field(name, candidates)) => {
+                assert_eq!(name, "lr_rate");
+                assert_eq!(candidates, vec!["lr", "steps"]);
+            }
+            _ => panic!("not read as an unknown field"),
+        }
+        assert!(matches!(
+            unknown_name("unknown variant `clipp`, expected `clip`"),
+            Some(Unknown::Variant(v, c)) if v == "clipp" && c == vec!["clip"]
+        ));
         assert_eq!(
             nearest("batch_sise", &["seed".into(), "batch_size".into()]),
             "`batch_size`"

@@ -34,6 +34,14 @@ impl Default for ExperimentConfig {
 impl Validate for ExperimentConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.model.validate()?;
-        self.data.validate()
+        self.data.validate()?;
+        let size = self.model.vision.image_size();
+        match self.data.image.resize_shorter {
+            Some(shorter) if shorter < size => Err(Invalid::new(
+                "data.image.resize_shorter",
+                format!("{shorter} is smaller than the encoder's {size}px input, so no crop fits"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
