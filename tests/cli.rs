@@ -192,3 +192,39 @@ fn unknown_or_missing_device_is_a_clear_error() {
             .exists()
     );
 }
+
+#[test]
+fn inspect_data_lists_skipped_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
+    std::fs::copy(
+        samples.join("scikit-image__coins.jpg"),
+        dir.path().join("coins.jpg"),
+    )
+    .expect("copy");
+    std::fs::write(dir.path().join("fake.png"), "text").expect("write");
+    let source = format!("data.source.path={}", dir.path().display());
+    let out = run(env!("CARGO_BIN_EXE_inspect"), &["data", "--set", &source]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("skipped") && stdout.contains("fake.png: not a JPEG, PNG or WebP image"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 images, 1 loaded in 1 batches of shape [1, 3, 224, 224], 1 skipped"),
+        "{stdout}"
+    );
+    let strict = run(
+        env!("CARGO_BIN_EXE_inspect"),
+        &[
+            "data",
+            "--set",
+            &source,
+            "--set",
+            "data.loader.bad_images=fail",
+        ],
+    );
+    assert!(!strict.status.success());
+    assert!(stderr(&strict).contains("fake.png"), "{}", stderr(&strict));
+}
