@@ -49,8 +49,10 @@ fn forward_pass_on_wgpu_matches_flex() {
         &norm.clone().to_device(&gpu),
     )
     .into_data();
-    let (e, g): (Vec<f32>, Vec<f32>) =
-        (expected.try_to_vec().expect("f32"), got.try_to_vec().expect("f32"));
+    let (e, g): (Vec<f32>, Vec<f32>) = (
+        expected.try_to_vec().expect("f32"),
+        got.try_to_vec().expect("f32"),
+    );
     assert_eq!(e.len(), g.len());
     let max = e
         .iter()
