@@ -185,6 +185,10 @@ fn png_webp_and_jpeg_decode_alike() {
         let back = decode_rgb(bytes.get_ref()).expect("decode");
         assert_eq!(back, jpeg, "{format:?} is lossless here");
     }
+    // Phones append trailers after the end-of-image marker; the photo is still whole.
+    let mut trailer = std::fs::read(sample("scikit-image__chelsea.jpg")).expect("read");
+    trailer.extend(std::iter::repeat_n(0xD9u8, 70_000));
+    assert_eq!(decode_rgb(&trailer).expect("jpeg with trailer"), jpeg);
     assert_eq!(
         decode_rgb(b"GIF89a\x01\x00\x01\x00"),
         Err(ImageError::Unsupported(ImageFormat::Gif))

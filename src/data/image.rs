@@ -41,7 +41,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         ImageFormat::Jpeg => {
             // The JPEG decoder fills a cut-off scan with grey instead of failing, so a
             // half-downloaded photo would train silently; the end-of-image marker tells.
-            if !has_jpeg_end(bytes) {
+            if jpeg_structure(bytes) == JpegEnd::Truncated {
                 return Err(ImageError::Truncated);
             }
         }
@@ -64,8 +64,83 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     Ok(image.to_rgb8())
 }
 
-/// A complete JPEG ends with EOI (FF D9); some cameras append a few padding bytes after it.
-fn has_jpeg_end(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(64)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+#[derive(Debug, PartialEq, Eq)]
+enum JpegEnd {
+    /// The marker walk reached EOI (FF D9).
+    Complete,
+    /// The data ran out before EOI.
+    Truncated,
+    /// The marker structure is broken; the decoder will say how.
+    Unparsed,
+}
+
+/// Walks the JPEG marker segments (ITU T.81 annex B) to its end-of-image marker. Searching for
+/// FF D9 near the end of the file would not do: phones append trailers after EOI (Samsung
+/// metadata, Motion Photo videos), and FF D9 can occur inside a cut-off file's thumbnail.
+fn jpeg_structure(b: &[u8]) -> JpegEnd {
+    let mut i = 2;
+    while i + 1 < b.len() {
+        if b[i] != 0xFF {
+            return JpegEnd::Unparsed;
+        }
+        let marker = b[i + 1];
+        match marker {
+            // Fill bytes before a marker.
+            0xFF => {
+                i += 1;
+                continue;
+            }
+            0xD9 => return JpegEnd::Complete,
+            // Markers without a length field: TEM and the restart markers.
+            0x01 | 0xD0..=0xD7 => {
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        if i + 3 >= b.len() {
+            return JpegEnd::Truncated;
+        }
+        i += 2 + usize::from(u16::from_be_bytes([b[i + 2], b[i + 3]]));
+        if marker == 0xDA {
+            // Entropy-coded data runs until a marker other than a stuffed 00 or a restart.
+            loop {
+                if i + 1 >= b.len() {
+                    return JpegEnd::Truncated;
+                }
+                if b[i] == 0xFF && b[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&b[i + 1]) {
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
+    JpegEnd::Truncated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jpeg_walk_finds_the_end_or_its_absence() {
+        // SOI, a 4-byte APP0, SOS with a 2-byte header, data with a stuffed FF 00 and a
+        // restart marker, then EOI.
+        let whole = [
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0xAA, 0xBB, 0xFF, 0xDA, 0x00, 0x02, 0x12, 0xFF,
+            0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xD9,
+        ];
+        assert_eq!(jpeg_structure(&whole), JpegEnd::Complete);
+        let mut trailer = whole.to_vec();
+        trailer.extend_from_slice(b"\x00\x01 an appended video or maker trailer");
+        assert_eq!(jpeg_structure(&trailer), JpegEnd::Complete);
+        for cut in 3..whole.len() - 1 {
+            assert_eq!(
+                jpeg_structure(&whole[..cut]),
+                JpegEnd::Truncated,
+                "cut at {cut}"
+            );
+        }
+        assert_eq!(jpeg_structure(&[0xFF, 0xD8, 0x12, 0x34]), JpegEnd::Unparsed);
+    }
 }

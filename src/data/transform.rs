@@ -2,7 +2,7 @@
 //! the shorter side with bicubic (Catmull-Rom, PIL's BICUBIC, antialiased like PIL), crop,
 //! scale to [0, 1], subtract the mean and divide by the standard deviation per channel.
 
-use fast_image_resize::images::Image as FirImage;
+use fast_image_resize::images::{Image as FirImage, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
 use rand::Rng;
@@ -109,10 +109,10 @@ fn resize_shorter(image: &RgbImage, target: usize) -> Result<RgbImage, ImageErro
     if (w, h) == image.dimensions() {
         return Ok(image.clone());
     }
-    let src = FirImage::from_vec_u8(
+    let src = ImageRef::new(
         image.width(),
         image.height(),
-        image.as_raw().clone(),
+        image.as_raw(),
         PixelType::U8x3,
     )
     .map_err(|e| ImageError::Decode(e.to_string()))?;
