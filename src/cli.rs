@@ -1,13 +1,13 @@
 //! What every command-line tool shares: the common flags, loading the config, choosing the
 //! device and starting a run directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
 use crate::config::{ConfigError, ExperimentConfig, load};
 use crate::device::DeviceSpec;
-use crate::run::{RunDir, RunError, RunRecord, default_output_dir};
+use crate::run::{RunDir, RunError, RunRecord};
 
 /// Flags common to `pretrain`, `finetune`, `evaluate`, `infer`, `sweep` and `inspect`.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,11 +43,10 @@ impl CommonArgs {
     /// Creates the run directory and records the resolved config, seed, git commit and
     /// command line in it.
     pub fn start_run(&self, command: &str, config: &ExperimentConfig) -> Result<RunDir, RunError> {
-        let path = self
-            .output_dir
-            .clone()
-            .unwrap_or_else(|| default_output_dir(command));
-        let run = RunDir::create(&path, self.overwrite)?;
+        let run = match &self.output_dir {
+            Some(path) => RunDir::create(path, self.overwrite)?,
+            None => RunDir::create_unique(&Path::new("runs").join(command))?,
+        };
         run.record(
             config,
             &RunRecord::current(command, config.seed, &self.device.to_string()),

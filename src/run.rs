@@ -49,7 +49,9 @@ impl RunRecord {
         let (git_commit, git_dirty) = git_state();
         Self {
             command: command.to_string(),
-            command_line: std::env::args().collect(),
+            command_line: std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
             seed,
             git_commit,
             git_dirty,
@@ -81,6 +83,31 @@ impl RunDir {
         })
     }
 
+    /// Creates a new directory `<base>/<UTC time>` (`-2`, `-3`, ... appended when runs start
+    /// in the same second); creation is atomic, so concurrent runs never share one.
+    pub fn create_unique(base: &Path) -> Result<Self, RunError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RunError::Io { path, source }
+        };
+        std::fs::create_dir_all(base).map_err(io(base))?;
+        let stamp = utc_timestamp(SystemTime::now()).replace([':', '-'], "");
+        for n in 1..=10_000 {
+            let name = if n == 1 {
+                stamp.clone()
+            } else {
+                format!("{stamp}-{n}")
+            };
+            let path = base.join(name);
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(Self { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
+        Err(RunError::Exists(base.join(stamp)))
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -98,14 +125,9 @@ impl RunDir {
     }
 }
 
-/// The default output directory of a command: `runs/<command>/<UTC time>`.
-pub fn default_output_dir(command: &str) -> PathBuf {
-    let stamp = utc_timestamp(SystemTime::now()).replace([':', '-'], "");
-    PathBuf::from("runs").join(command).join(stamp)
-}
-
-/// The commit of the source tree this binary was built from, and whether tracked files differ
-/// from it; `None` where git or the tree is not available (an installed binary).
+/// The commit checked out, when the run starts, in the source tree this binary was built from,
+/// and whether tracked files differ from it; `None` where git or that tree is not available
+/// (a binary copied elsewhere).
 fn git_state() -> (Option<String>, Option<bool>) {
     let dir = env!("CARGO_MANIFEST_DIR");
     let git = |args: &[&str]| {

@@ -228,3 +228,12 @@ fn inspect_data_lists_skipped_files() {
     assert!(!strict.status.success());
     assert!(stderr(&strict).contains("fake.png"), "{}", stderr(&strict));
 }
+
+#[test]
+fn default_run_directories_never_collide() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = calm::run::RunDir::create_unique(dir.path()).expect("first");
+    let b = calm::run::RunDir::create_unique(dir.path()).expect("second");
+    assert_ne!(a.path(), b.path());
+    assert!(a.path().is_dir() && b.path().is_dir());
+}

@@ -282,7 +282,7 @@ fn every_shipped_config_loads_and_validates() {
             }
         }
     }
-    assert!(count >= 3, "expected the shipped configs, found {count}");
+    assert!(count >= 7, "expected the shipped configs, found {count}");
 }
 
 #[test]
@@ -300,4 +300,99 @@ fn resolved_yaml_round_trips() {
     let file = write(dir.path(), "resolved.yaml", &yaml);
     let again: ExperimentConfig = load(Some(&file), &[]).expect("reloads");
     assert_eq!(again, config);
+}
+
+#[test]
+fn errors_inside_kind_sections_name_the_inner_key_and_its_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "base.yaml",
+        "model:\n  vision:\n    kind: clip\n    hidden_size: many\n",
+    );
+    let top = write(dir.path(), "top.yaml", "extends: base.yaml\n");
+    let err = load_err(&top, &["model.vision.image_size=224"]);
+    let msg = err.to_string();
+    assert!(matches!(err, ConfigError::InvalidValue { .. }), "{msg}");
+    assert!(
+        msg.contains("`model.vision.hidden_size`") && msg.contains("base.yaml"),
+        "{msg}"
+    );
+
+    let typo = write(
+        dir.path(),
+        "typo.yaml",
+        "data:\n  source:\n    kind: folder\n    pth: x\n",
+    );
+    let msg = load_err(&typo, &[]).to_string();
+    assert!(
+        msg.contains("unknown key `data.source.pth`")
+            && msg.contains("typo.yaml")
+            && msg.contains("`path`"),
+        "{msg}"
+    );
+
+    let act = write(
+        dir.path(),
+        "act.yaml",
+        "model:\n  vision:\n    kind: clip\n    hidden_act: gelux\n",
+    );
+    let msg = load_err(&act, &[]).to_string();
+    assert!(
+        msg.contains("`model.vision.hidden_act`") && msg.contains("nearest valid value: `gelu`"),
+        "{msg}"
+    );
+
+    let kind = write(
+        dir.path(),
+        "kind.yaml",
+        "data:\n  source:\n    kind: foldr\n",
+    );
+    let msg = load_err(&kind, &[]).to_string();
+    assert!(
+        msg.contains("`data.source.kind`") && msg.contains("`folder`") && msg.contains("kind.yaml"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn every_kind_round_trips_through_yaml() {
+    use calm::data::SourceConfig;
+    let sources = [
+        "{kind: folder, path: p, recursive: true}",
+        "{kind: list, path: l.txt}",
+        "{kind: ava, ava_txt: a, images: i, split_list: s}",
+        "{kind: ava_captions, json: j, images: i, split: val}",
+        "{kind: flickr_aes, csv: c, images: i}",
+        "{kind: llava, json: j, images: i}",
+    ];
+    for text in sources {
+        let set = format!("data.source={text}");
+        let config: ExperimentConfig = load(None, &[set.clone()]).expect(&set);
+        let yaml = calm::config::to_yaml(&config.data.source).expect("yaml");
+        let kind = text
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("{kind: ");
+        assert!(yaml.contains(&format!("kind: {kind}")), "{yaml}");
+        let back: SourceConfig = serde_saphyr::from_str(&yaml).expect("reads back");
+        assert_eq!(back, config.data.source, "{text}");
+    }
+    for vision in [
+        "{kind: efficientnet_lite0, image_size: 256}",
+        "{kind: clip, image_size: 224, patch_size: 16}",
+    ] {
+        let config: ExperimentConfig = load(
+            None,
+            &[
+                format!("model.vision={vision}"),
+                "model.mfam.high.layers=[6]".into(),
+            ],
+        )
+        .expect(vision);
+        let yaml = calm::config::to_yaml(&config.model.vision).expect("yaml");
+        let back: VisionConfig = serde_saphyr::from_str(&yaml).expect("reads back");
+        assert_eq!(back, config.model.vision, "{vision}");
+    }
 }

@@ -374,3 +374,79 @@ fn dropping_an_epoch_early_stops_the_workers() {
         start.elapsed()
     );
 }
+
+/// Panics on one sample, as a decoder might on a hostile file.
+struct Fragile;
+
+impl SampleSource for Fragile {
+    type Item = usize;
+    fn len(&self) -> usize {
+        6
+    }
+    fn describe(&self, index: usize) -> String {
+        format!("photo-{index}.jpg")
+    }
+    fn load(&self, index: usize, _: &mut StdRng) -> Result<usize, Skipped> {
+        assert!(index != 4, "decoder bug");
+        Ok(index)
+    }
+}
+
+#[test]
+fn a_panicking_sample_is_skipped_not_fatal() {
+    for workers in [0, 2] {
+        let loader = Loader::new(Fragile, loader_config(4, workers, BadImagePolicy::Skip), 0);
+        let got: Vec<usize> = loader
+            .epoch(0)
+            .flat_map(|b| b.expect("batch").items)
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 5], "workers={workers}");
+        let skipped = loader.skipped();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].what, "photo-4.jpg");
+        assert!(skipped[0].reason.contains("panicked"));
+    }
+}
+
+#[test]
+fn skips_are_logged_in_batch_order_whatever_the_workers() {
+    let (dir, _) = broken_folder();
+    let paths = calm::data::formats::scan_folder(dir.path(), false).expect("scan");
+    let names = |workers: usize| {
+        let loader = Loader::new(
+            ImageFiles {
+                paths: paths.clone(),
+                transform: transform(16),
+            },
+            loader_config(1, workers, BadImagePolicy::Skip),
+            0,
+        );
+        loader.epoch(0).for_each(drop);
+        loader
+            .skipped()
+            .into_iter()
+            .map(|s| s.index)
+            .collect::<Vec<_>>()
+    };
+    let inline = names(0);
+    assert_eq!(inline.len(), 3);
+    assert!(inline.windows(2).all(|w| w[0] < w[1]), "{inline:?}");
+    assert_eq!(names(3), inline);
+}
+
+#[test]
+fn extreme_aspect_ratios_are_refused_not_resized() {
+    let strip = RgbImage::new(5000, 1);
+    let err = transform(224)
+        .apply(&strip, &mut StdRng::seed_from_u64(0))
+        .expect_err("strip");
+    assert_eq!(err, ImageError::ExtremeAspect(5000, 1));
+    let panorama = RgbImage::new(2000, 100);
+    assert_eq!(
+        transform(32)
+            .apply(&panorama, &mut StdRng::seed_from_u64(0))
+            .expect("20:1 passes")
+            .len(),
+        3 * 32 * 32
+    );
+}

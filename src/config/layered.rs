@@ -13,6 +13,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::tagged::INNER_KEY;
+
 /// Where a configuration value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -227,11 +229,24 @@ impl Layers {
     /// Deserialises the merged tree into `T` and runs its `validate()`.
     pub fn resolve<T: DeserializeOwned + Validate>(&self) -> Result<T, ConfigError> {
         let config: T = serde_path_to_error::deserialize(&self.tree).map_err(|err| {
-            let key = dotted(err.path());
-            let message = err.inner().to_string();
+            let mut key = dotted(err.path());
+            let mut message = err.inner().to_string();
+            // Errors inside a `kind:` section carry their inner key in the message.
+            while let Some((inner, rest)) = message
+                .strip_prefix(INNER_KEY)
+                .and_then(|m| m.split_once("`: "))
+                .map(|(i, r)| (i.to_string(), r.to_string()))
+            {
+                key = if key.is_empty() {
+                    inner
+                } else {
+                    format!("{key}.{inner}")
+                };
+                message = rest;
+            }
             match unknown_name(&message) {
                 Some(Unknown::Field(name, candidates)) => {
-                    let key = if key.ends_with(&name) {
+                    let key = if key == name || key.ends_with(&format!(".{name}")) {
                         key
                     } else if key.is_empty() {
                         name.clone()

@@ -2,6 +2,7 @@
 //! built-in default experiment, layered with YAML files and `--set` overrides.
 
 mod layered;
+pub mod tagged;
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +41,10 @@ impl Validate for ExperimentConfig {
             Some(shorter) if shorter < size => Err(Invalid::new(
                 "data.image.resize_shorter",
                 format!("{shorter} is smaller than the encoder's {size}px input, so no crop fits"),
+            )),
+            Some(shorter) if shorter > 4 * size => Err(Invalid::new(
+                "data.image.resize_shorter",
+                format!("{shorter} is over 4x the encoder's {size}px input"),
             )),
             _ => Ok(()),
         }

@@ -23,7 +23,13 @@ pub enum ImageError {
     Decode(String),
     #[error("empty image ({0}x{1})")]
     Empty(u32, u32),
+    #[error("aspect ratio of {0}x{1} exceeds {MAX_ASPECT_RATIO}:1")]
+    ExtremeAspect(u32, u32),
 }
+
+/// Longest side over shortest side accepted: wide panoramas pass, while a 1-pixel-high strip,
+/// which would become hundreds of megabytes once its short side is resized, is skipped.
+pub const MAX_ASPECT_RATIO: u32 = 20;
 
 /// Reads and decodes an image file into 8-bit RGB, upright.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageError> {
@@ -134,7 +140,7 @@ mod tests {
         let mut trailer = whole.to_vec();
         trailer.extend_from_slice(b"\x00\x01 an appended video or maker trailer");
         assert_eq!(jpeg_structure(&trailer), JpegEnd::Complete);
-        for cut in 3..whole.len() - 1 {
+        for cut in 3..whole.len() {
             assert_eq!(
                 jpeg_structure(&whole[..cut]),
                 JpegEnd::Truncated,

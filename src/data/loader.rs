@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -73,6 +74,10 @@ pub trait SampleSource: Send + Sync + 'static {
         self.len() == 0
     }
     fn load(&self, index: usize, rng: &mut StdRng) -> Result<Self::Item, Skipped>;
+    /// Names a sample in reports, e.g. by its path.
+    fn describe(&self, index: usize) -> String {
+        format!("sample {index}")
+    }
 }
 
 /// The samples of one batch that loaded, with their dataset indices.
@@ -80,7 +85,13 @@ pub trait SampleSource: Send + Sync + 'static {
 pub struct Batch<T> {
     pub indices: Vec<usize>,
     pub items: Vec<T>,
+    /// The batch's samples that could not be loaded (under `BadImagePolicy::Skip`).
+    pub skipped: Vec<Skipped>,
 }
+
+/// Upper bounds that keep a mistyped config from exhausting threads or memory.
+pub const MAX_WORKERS: usize = 256;
+pub const MAX_PREFETCH_BATCHES: usize = 64;
 
 /// Splits a dataset into batches and loads them on worker threads.
 pub struct Loader<S: SampleSource> {
@@ -104,7 +115,8 @@ impl<S: SampleSource> Loader<S> {
         &self.source
     }
 
-    /// Samples left out so far under `BadImagePolicy::Skip`, across epochs.
+    /// Samples left out so far under `BadImagePolicy::Skip`, in the order their batches were
+    /// consumed, across epochs.
     pub fn skipped(&self) -> Vec<Skipped> {
         self.skipped.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -131,36 +143,51 @@ impl<S: SampleSource> Loader<S> {
             seed: self.seed,
             epoch,
             policy: self.config.bad_images,
-            skipped: Arc::clone(&self.skipped),
         };
-        if self.config.num_workers == 0 {
+        let workers = self.config.num_workers.min(MAX_WORKERS);
+        let prefetch = self.config.prefetch_batches.clamp(1, MAX_PREFETCH_BATCHES);
+        let (job_tx, job_rx) = channel::<(usize, Vec<usize>)>();
+        let (out_tx, out_rx) = sync_channel(workers * prefetch);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::with_capacity(workers);
+        for n in 0..workers {
+            let (job, job_rx, out_tx, cancel) = (
+                job.clone(),
+                Arc::clone(&job_rx),
+                out_tx.clone(),
+                Arc::clone(&cancel),
+            );
+            let spawned = std::thread::Builder::new()
+                .name(format!("calm-loader-{n}"))
+                .spawn(move || worker(job, job_rx, out_tx, cancel));
+            // Fewer threads than asked for (the OS refused one) only makes loading slower.
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(_) => break,
+            }
+        }
+        let log = Arc::clone(&self.skipped);
+        if handles.is_empty() {
             return Epoch {
                 plan,
                 next: 0,
+                log,
                 mode: Mode::Inline(job),
             };
         }
-        let (job_tx, job_rx) = channel::<(usize, Vec<usize>)>();
-        let in_flight = self.config.num_workers * self.config.prefetch_batches.max(1);
-        let (out_tx, out_rx) = sync_channel(in_flight);
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let workers = (0..self.config.num_workers)
-            .map(|_| {
-                let job = job.clone();
-                let job_rx = Arc::clone(&job_rx);
-                let out_tx = out_tx.clone();
-                std::thread::spawn(move || worker(job, job_rx, out_tx))
-            })
-            .collect();
+        let in_flight = handles.len() * prefetch;
         let mut epoch = Epoch {
             plan,
             next: 0,
+            log,
             mode: Mode::Threads(Threads {
                 jobs: Some(job_tx),
                 results: Some(out_rx),
                 sent: 0,
                 ready: BTreeMap::new(),
-                workers,
+                workers: handles,
+                cancel,
             }),
         };
         for _ in 0..in_flight {
@@ -177,7 +204,6 @@ struct BatchJob<S: SampleSource> {
     seed: u64,
     epoch: u64,
     policy: BadImagePolicy,
-    skipped: Arc<Mutex<Vec<Skipped>>>,
 }
 
 impl<S: SampleSource> Clone for BatchJob<S> {
@@ -187,7 +213,6 @@ impl<S: SampleSource> Clone for BatchJob<S> {
             seed: self.seed,
             epoch: self.epoch,
             policy: self.policy,
-            skipped: Arc::clone(&self.skipped),
         }
     }
 }
@@ -197,10 +222,20 @@ impl<S: SampleSource> BatchJob<S> {
         let mut batch = Batch {
             indices: Vec::with_capacity(indices.len()),
             items: Vec::with_capacity(indices.len()),
+            skipped: Vec::new(),
         };
         for &index in indices {
             let mut rng = StdRng::seed_from_u64(mix(self.seed, self.epoch, index as u64));
-            match self.source.load(index, &mut rng) {
+            // A decoder that panics on one hostile file costs that file, not the run.
+            let loaded = catch_unwind(AssertUnwindSafe(|| self.source.load(index, &mut rng)))
+                .unwrap_or_else(|_| {
+                    Err(Skipped {
+                        index,
+                        what: self.source.describe(index),
+                        reason: "its loader panicked".to_string(),
+                    })
+                });
+            match loaded {
                 Ok(item) => {
                     batch.indices.push(index);
                     batch.items.push(item);
@@ -212,11 +247,7 @@ impl<S: SampleSource> BatchJob<S> {
                             reason: skip.reason,
                         });
                     }
-                    BadImagePolicy::Skip => {
-                        if let Ok(mut log) = self.skipped.lock() {
-                            log.push(skip);
-                        }
-                    }
+                    BadImagePolicy::Skip => batch.skipped.push(skip),
                 },
             }
         }
@@ -228,17 +259,19 @@ fn worker<S: SampleSource>(
     job: BatchJob<S>,
     jobs: Arc<Mutex<Receiver<(usize, Vec<usize>)>>>,
     out: SyncSender<(usize, BatchResult<S::Item>)>,
+    cancel: Arc<AtomicBool>,
 ) {
     loop {
         let next = match jobs.lock() {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
+        // Jobs already queued are still delivered after the epoch is dropped; skip them.
         let Ok((number, indices)) = next else { return };
-        // A panicking sample loader must not leave the consumer waiting for its batch forever.
-        let result = catch_unwind(AssertUnwindSafe(|| job.run(&indices)))
-            .unwrap_or(Err(DataError::WorkerLost));
-        if out.send((number, result)).is_err() {
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        if out.send((number, job.run(&indices))).is_err() {
             return;
         }
     }
@@ -255,12 +288,14 @@ struct Threads<T> {
     sent: usize,
     ready: BTreeMap<usize, BatchResult<T>>,
     workers: Vec<JoinHandle<()>>,
+    cancel: Arc<AtomicBool>,
 }
 
 /// One pass over the data; yields batches in plan order.
 pub struct Epoch<S: SampleSource> {
     plan: Vec<Vec<usize>>,
     next: usize,
+    log: Arc<Mutex<Vec<Skipped>>>,
     mode: Mode<S>,
 }
 
@@ -303,6 +338,10 @@ impl<S: SampleSource> Epoch<S> {
             },
         };
         self.dispatch();
+        // Logged as batches are consumed, so the log's order does not depend on the workers.
+        if let (Ok(batch), Ok(mut log)) = (&result, self.log.lock()) {
+            log.extend(batch.skipped.iter().cloned());
+        }
         Some(result)
     }
 }
@@ -323,7 +362,8 @@ impl<S: SampleSource> Iterator for Epoch<S> {
 impl<S: SampleSource> Drop for Epoch<S> {
     fn drop(&mut self) {
         if let Mode::Threads(t) = &mut self.mode {
-            // Closing both channels makes every worker return after its current sample batch.
+            // Workers finish the batch in hand, then see the flag or the closed channels.
+            t.cancel.store(true, Ordering::Relaxed);
             t.jobs.take();
             t.results.take();
             for handle in t.workers.drain(..) {

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Invalid, Validate};
+use crate::config::{Invalid, Validate, tagged};
 use crate::model::VisionConfig;
 pub use formats::ava_captions::CaptionSplit;
 pub use loader::{BadImagePolicy, Batch, Epoch, Loader, LoaderConfig, SampleSource, Skipped};
@@ -40,8 +40,8 @@ pub enum DataError {
 }
 
 /// Where the images (and their annotations) come from. `kind` selects the format.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SourceConfig {
     /// Every JPEG, PNG and WebP file in a folder.
     Folder(FolderSource),
@@ -55,6 +55,28 @@ pub enum SourceConfig {
     FlickrAes(FlickrAesSource),
     /// LLaVA-style conversation JSON.
     Llava(LlavaSource),
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        const KINDS: &[&str] = &[
+            "folder",
+            "list",
+            "ava",
+            "ava_captions",
+            "flickr_aes",
+            "llava",
+        ];
+        let (kind, rest) = tagged::split(deserializer, KINDS)?;
+        match kind {
+            0 => tagged::fields(rest).map(Self::Folder),
+            1 => tagged::fields(rest).map(Self::List),
+            2 => tagged::fields(rest).map(Self::Ava),
+            3 => tagged::fields(rest).map(Self::AvaCaptions),
+            4 => tagged::fields(rest).map(Self::FlickrAes),
+            _ => tagged::fields(rest).map(Self::Llava),
+        }
+    }
 }
 
 impl Default for SourceConfig {
@@ -217,6 +239,18 @@ impl Validate for DataConfig {
         if self.loader.batch_size == 0 {
             return Err(Invalid::new("data.loader.batch_size", "must be at least 1"));
         }
+        if self.loader.num_workers > loader::MAX_WORKERS {
+            return Err(Invalid::new(
+                "data.loader.num_workers",
+                format!("at most {}", loader::MAX_WORKERS),
+            ));
+        }
+        if self.loader.prefetch_batches > loader::MAX_PREFETCH_BATCHES {
+            return Err(Invalid::new(
+                "data.loader.prefetch_batches",
+                format!("at most {}", loader::MAX_PREFETCH_BATCHES),
+            ));
+        }
         Ok(())
     }
 }
@@ -234,13 +268,17 @@ impl SampleSource for ImageFiles {
         self.paths.len()
     }
 
+    fn describe(&self, index: usize) -> String {
+        self.paths[index].display().to_string()
+    }
+
     fn load(&self, index: usize, rng: &mut StdRng) -> Result<Vec<f32>, Skipped> {
-        let path = &self.paths[index];
         let skipped = |reason: String| Skipped {
             index,
-            what: path.display().to_string(),
+            what: self.describe(index),
             reason,
         };
+        let path = &self.paths[index];
         let image = image::load_rgb(path).map_err(|e| skipped(e.to_string()))?;
         self.transform
             .apply(&image, rng)

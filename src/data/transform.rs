@@ -8,7 +8,7 @@ use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::image::ImageError;
+use super::image::{ImageError, MAX_ASPECT_RATIO};
 
 /// Per-channel statistics an encoder was trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +58,13 @@ pub struct Transform {
 impl Transform {
     /// Resizes, crops and normalises one image into `[3, size, size]` floats (channel-major).
     pub fn apply(&self, image: &RgbImage, rng: &mut impl Rng) -> Result<Vec<f32>, ImageError> {
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Err(ImageError::Empty(w, h));
+        }
+        if u64::from(w.max(h)) > u64::from(MAX_ASPECT_RATIO) * u64::from(w.min(h)) {
+            return Err(ImageError::ExtremeAspect(w, h));
+        }
         let resized = resize_shorter(image, self.resize_shorter)?;
         let (w, h) = (resized.width() as usize, resized.height() as usize);
         let size = self.size;
@@ -95,8 +102,10 @@ impl Transform {
 /// Output size of HF's shortest-edge resize: the shorter side becomes `target`, the longer
 /// side `int(target * long / short)`.
 pub fn shorter_side_size(width: u32, height: u32, target: u32) -> (u32, u32) {
-    let scale =
-        |long: u32, short: u32| ((u64::from(target) * u64::from(long)) / u64::from(short)) as u32;
+    let scale = |long: u32, short: u32| {
+        let size = u64::from(target) * u64::from(long) / u64::from(short.max(1));
+        u32::try_from(size).unwrap_or(u32::MAX)
+    };
     if width <= height {
         (target, scale(height, width))
     } else {

@@ -18,6 +18,13 @@ pub struct ModelConfig {
 
 impl Validate for ModelConfig {
     fn validate(&self) -> Result<(), Invalid> {
+        let size = self.vision.image_size();
+        if !(1..=MAX_IMAGE_SIZE).contains(&size) {
+            return Err(Invalid::new(
+                "model.vision.image_size",
+                format!("{size} is outside 1..={MAX_IMAGE_SIZE}"),
+            ));
+        }
         if let VisionConfig::Clip(clip) = &self.vision {
             divisible(
                 "model.vision.hidden_size",
@@ -38,6 +45,9 @@ impl Validate for ModelConfig {
         self.mfam.validate_against(&self.vision)
     }
 }
+
+/// Largest encoder input side accepted by `validate()`; far above any released encoder.
+pub const MAX_IMAGE_SIZE: usize = 4096;
 
 /// Attention splits `hidden` evenly over `heads`.
 pub(crate) fn divisible(

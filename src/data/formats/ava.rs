@@ -17,8 +17,8 @@ pub struct AvaRecord {
 }
 
 impl AvaRecord {
-    pub fn num_votes(&self) -> u32 {
-        self.votes.iter().sum()
+    pub fn num_votes(&self) -> u64 {
+        self.votes.iter().map(|&v| u64::from(v)).sum()
     }
 
     /// Mean opinion score on 1..10; `None` for an image nobody voted on.
@@ -29,14 +29,14 @@ impl AvaRecord {
                 .zip(self.votes)
                 .map(|(s, v)| s * u64::from(v))
                 .sum();
-            total as f64 / f64::from(n)
+            total as f64 / n as f64
         })
     }
 
     /// The vote distribution over scores 1..=10, summing to one.
     pub fn distribution(&self) -> Option<[f64; 10]> {
         let n = self.num_votes();
-        (n > 0).then(|| self.votes.map(|v| f64::from(v) / f64::from(n)))
+        (n > 0).then(|| self.votes.map(|v| f64::from(v) / n as f64))
     }
 
     /// `{images}/{image_id}.jpg`, the layout of the AVA download.

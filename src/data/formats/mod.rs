@@ -31,7 +31,9 @@ pub fn scan_folder(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, DataErro
                 source,
             })?;
             let path = entry.path();
-            if path.is_dir() {
+            // `file_type` does not follow links, so a link back up the tree is no cycle.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir {
                 if recursive {
                     pending.push(path);
                 }

@@ -4,14 +4,24 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::tagged;
 use crate::data::Normalization;
 
 /// Which encoder, with its hyper-parameters. Field names follow the HF `config.json` keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum VisionConfig {
     EfficientnetLite0(EfficientNetLite0Config),
     Clip(ClipVisionConfig),
+}
+
+impl<'de> Deserialize<'de> for VisionConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match tagged::split(deserializer, &["efficientnet_lite0", "clip"])? {
+            (0, rest) => tagged::fields(rest).map(Self::EfficientnetLite0),
+            (_, rest) => tagged::fields(rest).map(Self::Clip),
+        }
+    }
 }
 
 impl Default for VisionConfig {
