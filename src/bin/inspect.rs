@@ -102,14 +102,37 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        What::Forward { arch, .. } => Err(common::not_built(
-            &format!(
-                "`inspect forward --arch {}`",
-                arch.to_possible_value()
-                    .map(|v| v.get_name().to_string())
-                    .unwrap_or_default()
-            ),
-            arch.issue(),
-        )),
+        What::Forward {
+            arch,
+            checkpoint,
+            inputs,
+            output,
+            device,
+        } => {
+            let device = device.device()?;
+            let report = match arch {
+                Arch::ClipVision => {
+                    calm::io::forward::clip_vision(&checkpoint, &inputs, &output, &device)?
+                }
+                Arch::EfficientnetLite0 | Arch::Qformer | Arch::Bert => {
+                    return Err(common::not_built(
+                        &format!(
+                            "`inspect forward --arch {}`",
+                            arch.to_possible_value()
+                                .map(|v| v.get_name().to_string())
+                                .unwrap_or_default()
+                        ),
+                        arch.issue(),
+                    ));
+                }
+            };
+            println!(
+                "{} weights loaded, {} checkpoint tensors unused; wrote {}",
+                report.applied.len(),
+                report.unexpected.len(),
+                output.display()
+            );
+            Ok(())
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! returns a list of hidden states, one per depth, which the MFAM's three Q-Formers read.
 //! Full scale follows HF `CLIPVisionModel`; offline and on CPU, EfficientNet-Lite0 (DESIGN.md 2).
 
+pub mod clip;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::tagged;

@@ -1,0 +1,58 @@
+//! `inspect forward`: run one component on tensors from a safetensors file and write its
+//! outputs, so that anyone can check a checkpoint against a reference implementation.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor};
+
+use super::hf::{HfError, LoadReport, Tensors, load_clip_vision};
+
+fn input<const D: usize>(
+    inputs: &Tensors,
+    key: &str,
+    path: &Path,
+    device: &Device,
+) -> Result<Tensor<D>, HfError> {
+    inputs.tensor(key, device).ok_or_else(|| HfError::Format {
+        path: path.to_path_buf(),
+        message: format!("no f32 tensor `{key}` of rank {D}"),
+    })
+}
+
+fn put<const D: usize>(
+    out: &mut Tensors,
+    key: &str,
+    tensor: Tensor<D>,
+    path: &Path,
+) -> Result<(), HfError> {
+    out.insert(key, tensor).map_err(|message| HfError::Format {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Reads `pixel_values` `[B, 3, H, W]`; writes `last_hidden_state`, `pooler_output` and
+/// `hidden_states.0` .. `hidden_states.L`.
+pub fn clip_vision(
+    checkpoint: &Path,
+    inputs: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<LoadReport, HfError> {
+    let (model, report) = load_clip_vision(checkpoint, device)?;
+    let pixels = input::<4>(&Tensors::read(inputs)?, "pixel_values", inputs, device)?;
+    let result = model.forward(pixels);
+    let mut out = Tensors::default();
+    put(
+        &mut out,
+        "last_hidden_state",
+        result.last_hidden_state,
+        output,
+    )?;
+    put(&mut out, "pooler_output", result.pooler_output, output)?;
+    for (i, h) in result.hidden_states.into_iter().enumerate() {
+        put(&mut out, &format!("hidden_states.{i}"), h, output)?;
+    }
+    out.write(output)?;
+    Ok(report)
+}
