@@ -36,7 +36,9 @@ enum What {
         /// The component's architecture.
         #[arg(long, value_enum)]
         arch: Arch,
-        /// Checkpoint directory as HF `save_pretrained` writes it (config.json + safetensors).
+        /// Checkpoint: a directory as HF `save_pretrained` writes it (config.json +
+        /// safetensors) for clip-vision; a `.pth` file or a folder holding one for
+        /// efficientnet-lite0.
         #[arg(long, value_name = "DIR")]
         checkpoint: PathBuf,
         /// Input tensors (safetensors), e.g. `pixel_values`.
@@ -62,10 +64,7 @@ enum Arch {
 
 impl Arch {
     fn issue(self) -> u32 {
-        match self {
-            Self::ClipVision | Self::EfficientnetLite0 => 3,
-            Self::Qformer | Self::Bert => 4,
-        }
+        4
     }
 }
 
@@ -114,7 +113,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Arch::ClipVision => {
                     calm::io::forward::clip_vision(&checkpoint, &inputs, &output, &device)?
                 }
-                Arch::EfficientnetLite0 | Arch::Qformer | Arch::Bert => {
+                Arch::EfficientnetLite0 => {
+                    calm::io::forward::efficientnet_lite0(&checkpoint, &inputs, &output, &device)?
+                }
+                Arch::Qformer | Arch::Bert => {
                     return Err(common::not_built(
                         &format!(
                             "`inspect forward --arch {}`",

@@ -5,18 +5,22 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
-use super::hf::{HfError, LoadReport, Tensors, load_clip_vision};
+use super::hf::{CheckpointError, LoadReport, Tensors, load_clip_vision};
+use super::pytorch::load_efficientnet_lite0;
+use crate::model::EfficientNetLite0Config;
 
 fn input<const D: usize>(
     inputs: &Tensors,
     key: &str,
     path: &Path,
     device: &Device,
-) -> Result<Tensor<D>, HfError> {
-    inputs.tensor(key, device).ok_or_else(|| HfError::Format {
-        path: path.to_path_buf(),
-        message: format!("no f32 tensor `{key}` of rank {D}"),
-    })
+) -> Result<Tensor<D>, CheckpointError> {
+    inputs
+        .tensor(key, device)
+        .ok_or_else(|| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: format!("no f32 tensor `{key}` of rank {D}"),
+        })
 }
 
 fn put<const D: usize>(
@@ -24,11 +28,12 @@ fn put<const D: usize>(
     key: &str,
     tensor: Tensor<D>,
     path: &Path,
-) -> Result<(), HfError> {
-    out.insert(key, tensor).map_err(|message| HfError::Format {
-        path: path.to_path_buf(),
-        message,
-    })
+) -> Result<(), CheckpointError> {
+    out.insert(key, tensor)
+        .map_err(|message| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message,
+        })
 }
 
 /// Reads `pixel_values` `[B, 3, H, W]`; writes `last_hidden_state`, `pooler_output` and
@@ -38,7 +43,7 @@ pub fn clip_vision(
     inputs: &Path,
     output: &Path,
     device: &Device,
-) -> Result<LoadReport, HfError> {
+) -> Result<LoadReport, CheckpointError> {
     let (model, report) = load_clip_vision(checkpoint, device)?;
     let pixels = input::<4>(&Tensors::read(inputs)?, "pixel_values", inputs, device)?;
     let result = model.forward(pixels);
@@ -52,6 +57,26 @@ pub fn clip_vision(
     put(&mut out, "pooler_output", result.pooler_output, output)?;
     for (i, h) in result.hidden_states.into_iter().enumerate() {
         put(&mut out, &format!("hidden_states.{i}"), h, output)?;
+    }
+    out.write(output)?;
+    Ok(report)
+}
+
+/// Reads `pixel_values` `[B, 3, H, W]`; writes `logits` and `features.0` .. `features.6`.
+pub fn efficientnet_lite0(
+    checkpoint: &Path,
+    inputs: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<LoadReport, CheckpointError> {
+    let (model, report) =
+        load_efficientnet_lite0(checkpoint, &EfficientNetLite0Config::default(), device)?;
+    let pixels = input::<4>(&Tensors::read(inputs)?, "pixel_values", inputs, device)?;
+    let result = model.forward(pixels);
+    let mut out = Tensors::default();
+    put(&mut out, "logits", result.logits, output)?;
+    for (i, f) in result.features.into_iter().enumerate() {
+        put(&mut out, &format!("features.{i}"), f, output)?;
     }
     out.write(output)?;
     Ok(report)

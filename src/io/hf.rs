@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
@@ -16,7 +16,7 @@ use crate::model::vision::clip::ClipVision;
 use crate::model::{ClipVisionConfig, HiddenAct};
 
 #[derive(Debug, thiserror::Error)]
-pub enum HfError {
+pub enum CheckpointError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -56,7 +56,7 @@ pub struct Tensors {
 
 impl Tensors {
     /// Reads `model.safetensors` or every shard named by `model.safetensors.index.json`.
-    pub fn read_dir(dir: &Path) -> Result<Self, HfError> {
+    pub fn read_dir(dir: &Path) -> Result<Self, CheckpointError> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let files = if single.is_file() {
@@ -72,7 +72,7 @@ impl Tensors {
             shards.dedup();
             shards.into_iter().map(|s| dir.join(s)).collect()
         } else {
-            return Err(HfError::NoWeights {
+            return Err(CheckpointError::NoWeights {
                 dir: dir.to_path_buf(),
             });
         };
@@ -84,19 +84,19 @@ impl Tensors {
     }
 
     /// The tensors of one safetensors file.
-    pub fn read(path: &Path) -> Result<Self, HfError> {
+    pub fn read(path: &Path) -> Result<Self, CheckpointError> {
         let mut tensors = Self::default();
         tensors.read_file(path)?;
         Ok(tensors)
     }
 
     /// Adds the tensors of one safetensors file.
-    pub fn read_file(&mut self, path: &Path) -> Result<(), HfError> {
-        let bytes = std::fs::read(path).map_err(|source| HfError::Io {
+    pub fn read_file(&mut self, path: &Path) -> Result<(), CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| HfError::Format {
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -114,7 +114,7 @@ impl Tensors {
                 // Integer buffers (e.g. `position_ids`) are not weights.
                 Dtype::I64 | Dtype::I32 | Dtype::BOOL => continue,
                 dtype => {
-                    return Err(HfError::Dtype {
+                    return Err(CheckpointError::Dtype {
                         path: path.to_path_buf(),
                         key,
                         dtype,
@@ -156,12 +156,14 @@ impl Tensors {
     }
 
     /// Writes all tensors as one f32 safetensors file.
-    pub fn write(&self, path: &Path) -> Result<(), HfError> {
-        let bytes = self.to_safetensors().map_err(|message| HfError::Format {
-            path: path.to_path_buf(),
-            message,
-        })?;
-        std::fs::write(path, bytes).map_err(|source| HfError::Io {
+    pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
+        let bytes = self
+            .to_safetensors()
+            .map_err(|message| CheckpointError::Format {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        std::fs::write(path, bytes).map_err(|source| CheckpointError::Io {
             path: path.to_path_buf(),
             source,
         })
@@ -207,10 +209,10 @@ pub fn apply<M: Module>(
     module: &mut M,
     tensors: &Tensors,
     dir: &Path,
-) -> Result<LoadReport, HfError> {
+) -> Result<LoadReport, CheckpointError> {
     let bytes = tensors
         .to_safetensors()
-        .map_err(|message| HfError::Mismatch {
+        .map_err(|message| CheckpointError::Mismatch {
             dir: dir.to_path_buf(),
             message,
         })?;
@@ -220,18 +222,24 @@ pub fn apply<M: Module>(
         .validate(false);
     let result = module
         .load_from(&mut store)
-        .map_err(|e| HfError::Mismatch {
+        .map_err(|e| CheckpointError::Mismatch {
             dir: dir.to_path_buf(),
             message: e.to_string(),
         })?;
+    check(result, dir)
+}
+
+/// Turns burn-store's result into ours: a shape or dtype mismatch, or a weight the module
+/// needs and the checkpoint lacks, is an error naming the key.
+pub(crate) fn check(result: ApplyResult, dir: &Path) -> Result<LoadReport, CheckpointError> {
     if let Some(error) = result.errors.first() {
-        return Err(HfError::Mismatch {
+        return Err(CheckpointError::Mismatch {
             dir: dir.to_path_buf(),
             message: error.to_string(),
         });
     }
     if !result.missing.is_empty() {
-        return Err(HfError::Missing {
+        return Err(CheckpointError::Missing {
             dir: dir.to_path_buf(),
             keys: result
                 .missing
@@ -254,12 +262,12 @@ fn hf_name(path: &str) -> String {
         .unwrap_or_else(|| path.to_string())
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HfError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HfError::Io {
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| HfError::Format {
+    serde_json::from_str(&text).map_err(|e| CheckpointError::Format {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -298,13 +306,13 @@ impl Default for HfClipVision {
 }
 
 /// Reads the vision config of a `CLIPVisionModel` or `CLIPModel` checkpoint directory.
-pub fn read_clip_vision_config(dir: &Path) -> Result<ClipVisionConfig, HfError> {
+pub fn read_clip_vision_config(dir: &Path) -> Result<ClipVisionConfig, CheckpointError> {
     let path = dir.join("config.json");
     let mut value: serde_json::Value = read_json(&path)?;
     if let Some(vision) = value.get_mut("vision_config") {
         value = vision.take();
     }
-    let hf: HfClipVision = serde_json::from_value(value).map_err(|e| HfError::Format {
+    let hf: HfClipVision = serde_json::from_value(value).map_err(|e| CheckpointError::Format {
         path: path.clone(),
         message: e.to_string(),
     })?;
@@ -314,7 +322,7 @@ pub fn read_clip_vision_config(dir: &Path) -> Result<ClipVisionConfig, HfError> 
         "gelu_new" | "gelu_pytorch_tanh" => HiddenAct::GeluNew,
         "relu" => HiddenAct::Relu,
         other => {
-            return Err(HfError::Format {
+            return Err(CheckpointError::Format {
                 path,
                 message: format!("unsupported hidden_act `{other}`"),
             });
@@ -334,7 +342,10 @@ pub fn read_clip_vision_config(dir: &Path) -> Result<ClipVisionConfig, HfError> 
 }
 
 /// Loads a CLIP vision encoder from a HF checkpoint directory.
-pub fn load_clip_vision(dir: &Path, device: &Device) -> Result<(ClipVision, LoadReport), HfError> {
+pub fn load_clip_vision(
+    dir: &Path,
+    device: &Device,
+) -> Result<(ClipVision, LoadReport), CheckpointError> {
     let config = read_clip_vision_config(dir)?;
     let (tensors, mut others) = Tensors::read_dir(dir)?.take_prefix("vision_model.");
     let mut model = config.init(device);

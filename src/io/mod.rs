@@ -4,3 +4,4 @@
 pub mod forward;
 pub mod hf;
 pub mod models;
+pub mod pytorch;

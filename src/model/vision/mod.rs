@@ -3,6 +3,7 @@
 //! Full scale follows HF `CLIPVisionModel`; offline and on CPU, EfficientNet-Lite0 (DESIGN.md 2).
 
 pub mod clip;
+pub mod efficientnet;
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,7 @@ impl VisionConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct EfficientNetLite0Config {
     pub image_size: usize,
+    pub num_classes: usize,
 }
 
 impl EfficientNetLite0Config {
@@ -72,7 +74,10 @@ impl EfficientNetLite0Config {
 
 impl Default for EfficientNetLite0Config {
     fn default() -> Self {
-        Self { image_size: 224 }
+        Self {
+            image_size: 224,
+            num_classes: 1000,
+        }
     }
 }
 
