@@ -4,6 +4,7 @@
 
 pub mod clip;
 pub mod efficientnet;
+pub mod frozen;
 
 use serde::{Deserialize, Serialize};
 
