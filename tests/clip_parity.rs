@@ -194,3 +194,17 @@ fn inspect_forward_writes_the_reference_outputs() {
         "{err}"
     );
 }
+
+#[test]
+fn a_checkpoint_of_another_family_is_refused_by_name() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        tmp.path().join("config.json"),
+        r#"{"model_type": "siglip_vision_model", "hidden_size": 32}"#,
+    )
+    .expect("write");
+    let err = read_clip_vision_config(tmp.path())
+        .expect_err("not clip")
+        .to_string();
+    assert!(err.contains("siglip_vision_model"), "{err}");
+}

@@ -309,6 +309,16 @@ impl Default for HfClipVision {
 pub fn read_clip_vision_config(dir: &Path) -> Result<ClipVisionConfig, CheckpointError> {
     let path = dir.join("config.json");
     let mut value: serde_json::Value = read_json(&path)?;
+    // Other ViT families (SigLIP, EVA, ...) differ in layers and keys: refuse them by name.
+    match value.get("model_type").and_then(|t| t.as_str()) {
+        None | Some("clip" | "clip_vision_model") => {}
+        Some(other) => {
+            return Err(CheckpointError::Format {
+                path,
+                message: format!("model_type `{other}` is not a CLIP checkpoint"),
+            });
+        }
+    }
     if let Some(vision) = value.get_mut("vision_config") {
         value = vision.take();
     }
