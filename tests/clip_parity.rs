@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
-use calm::io::hf::{Tensors, apply, load_clip_vision, read_clip_vision_config};
+use calm::io::checkpoint::{Tensors, apply};
+use calm::io::hf::{load_clip_vision, read_clip_vision_config};
 use calm::model::HiddenAct;
 
 fn case(name: &str) -> PathBuf {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use calm::data::{DataConfig, image::load_rgb};
-use calm::io::hf::Tensors;
+use calm::io::checkpoint::Tensors;
 use calm::io::models::{FetchedModel, model_dir};
 use calm::io::pytorch::load_efficientnet_lite0;
 use calm::model::vision::efficientnet::EfficientNetLite0;

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor};
 
-use super::hf::{CheckpointError, LoadReport, Tensors, load_clip_vision};
+use super::checkpoint::{CheckpointError, LoadReport, Tensors};
+use super::hf::load_clip_vision;
 use super::pytorch::load_efficientnet_lite0;
 use crate::model::EfficientNetLite0Config;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::Device;
 
-use super::hf::{CheckpointError, LoadReport, check};
+use super::checkpoint::{CheckpointError, LoadReport, check};
 use crate::model::EfficientNetLite0Config;
 use crate::model::vision::efficientnet::EfficientNetLite0;
 

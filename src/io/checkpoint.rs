@@ -1,0 +1,272 @@
+//! Checkpoint tensors and their mapping onto modules, shared by the format loaders: tensors
+//! widened to f32 and keyed by checkpoint name; applied through burn-store by field name
+//! (Linear weights transposed from PyTorch's `[out, in]`, norm `weight`/`bias` renamed to
+//! `gamma`/`beta`). What the checkpoint lacks is an error naming the key; what the module
+//! lacks is reported.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::{ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error("{dir}: no model.safetensors or model.safetensors.index.json")]
+    NoWeights { dir: PathBuf },
+    #[error("{path}: tensor `{key}` has dtype {dtype:?}; expected F32, F16 or BF16")]
+    Dtype {
+        path: PathBuf,
+        key: String,
+        dtype: Dtype,
+    },
+    #[error("{dir}: checkpoint lacks {} weight(s) the model needs: {}", .keys.len(), .keys.join(", "))]
+    Missing { dir: PathBuf, keys: Vec<String> },
+    #[error("{dir}: {message}")]
+    Mismatch { dir: PathBuf, message: String },
+}
+
+/// What loading matched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Module weights set from the checkpoint.
+    pub applied: Vec<String>,
+    /// Checkpoint tensors the module has no place for (another tower, old buffers).
+    pub unexpected: Vec<String>,
+}
+
+/// All floating-point tensors of a checkpoint directory, widened to f32 (stored as
+/// little-endian bytes, the safetensors layout), keyed by HF name.
+#[derive(Debug, Default)]
+pub struct Tensors {
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+}
+
+impl Tensors {
+    /// Reads `model.safetensors` or every shard named by `model.safetensors.index.json`.
+    pub fn read_dir(dir: &Path) -> Result<Self, CheckpointError> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files = if single.is_file() {
+            vec![single]
+        } else if index.is_file() {
+            #[derive(Deserialize)]
+            struct Index {
+                weight_map: BTreeMap<String, String>,
+            }
+            let index: Index = read_json(&index)?;
+            let mut shards: Vec<String> = index.weight_map.into_values().collect();
+            shards.sort();
+            shards.dedup();
+            shards.into_iter().map(|s| dir.join(s)).collect()
+        } else {
+            return Err(CheckpointError::NoWeights {
+                dir: dir.to_path_buf(),
+            });
+        };
+        let mut all = Self::default();
+        for file in files {
+            all.read_file(&file)?;
+        }
+        Ok(all)
+    }
+
+    /// The tensors of one safetensors file.
+    pub fn read(path: &Path) -> Result<Self, CheckpointError> {
+        let mut tensors = Self::default();
+        tensors.read_file(path)?;
+        Ok(tensors)
+    }
+
+    /// Adds the tensors of one safetensors file.
+    pub fn read_file(&mut self, path: &Path) -> Result<(), CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        for (key, view) in file.tensors() {
+            let data = view.data();
+            let widen = |f: fn([u8; 2]) -> f32| -> Vec<u8> {
+                data.chunks_exact(2)
+                    .flat_map(|b| f([b[0], b[1]]).to_le_bytes())
+                    .collect()
+            };
+            let values = match view.dtype() {
+                Dtype::F32 => data.to_vec(),
+                Dtype::F16 => widen(|b| half::f16::from_le_bytes(b).to_f32()),
+                Dtype::BF16 => widen(|b| half::bf16::from_le_bytes(b).to_f32()),
+                // Integer buffers (e.g. `position_ids`) are not weights.
+                Dtype::I64 | Dtype::I32 | Dtype::BOOL => continue,
+                dtype => {
+                    return Err(CheckpointError::Dtype {
+                        path: path.to_path_buf(),
+                        key,
+                        dtype,
+                    });
+                }
+            };
+            self.tensors.insert(key, (view.shape().to_vec(), values));
+        }
+        Ok(())
+    }
+
+    /// A tensor as f32 on `device`, or `None` if absent or not of rank `D`.
+    pub fn tensor<const D: usize>(&self, key: &str, device: &Device) -> Option<Tensor<D>> {
+        let (shape, bytes) = self.tensors.get(key)?;
+        if shape.len() != D {
+            return None;
+        }
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Some(Tensor::from_data(
+            TensorData::new(values, shape.clone()),
+            device,
+        ))
+    }
+
+    /// Adds a tensor (read back to the host as f32).
+    pub fn insert<const D: usize>(&mut self, key: &str, tensor: Tensor<D>) -> Result<(), String> {
+        let shape = tensor.dims().to_vec();
+        let values: Vec<f32> = tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?;
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.tensors.insert(key.to_string(), (shape, bytes));
+        Ok(())
+    }
+
+    /// Writes all tensors as one f32 safetensors file.
+    pub fn write(&self, path: &Path) -> Result<(), CheckpointError> {
+        let bytes = self
+            .to_safetensors()
+            .map_err(|message| CheckpointError::Format {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        std::fs::write(path, bytes).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Keeps the tensors under `prefix` (without it) when any key has it; the rest become
+    /// unexpected. A CLIPVisionModel saved by transformers 5 has no prefix; one from
+    /// transformers 4, or a full CLIPModel, has `vision_model.`.
+    pub fn take_prefix(self, prefix: &str) -> (Self, Vec<String>) {
+        if !self.tensors.keys().any(|k| k.starts_with(prefix)) {
+            return (self, Vec::new());
+        }
+        let mut kept = Self::default();
+        let mut others = Vec::new();
+        for (key, value) in self.tensors {
+            match key.strip_prefix(prefix) {
+                Some(rest) => {
+                    kept.tensors.insert(rest.to_string(), value);
+                }
+                None => others.push(key),
+            }
+        }
+        (kept, others)
+    }
+
+    fn to_safetensors(&self) -> Result<Vec<u8>, String> {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
+            .tensors
+            .iter()
+            .map(|(k, (shape, bytes))| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (k.clone(), v))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        safetensors::serialize(views, None).map_err(|e| e.to_string())
+    }
+}
+
+/// Sets `module`'s weights from `tensors` by name. Linear weights are transposed from
+/// PyTorch's `[out, in]`; LayerNorm `weight`/`bias` become Burn's `gamma`/`beta`.
+pub fn apply<M: Module>(
+    module: &mut M,
+    tensors: &Tensors,
+    dir: &Path,
+) -> Result<LoadReport, CheckpointError> {
+    let bytes = tensors
+        .to_safetensors()
+        .map_err(|message| CheckpointError::Mismatch {
+            dir: dir.to_path_buf(),
+            message,
+        })?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .allow_partial(true)
+        .validate(false);
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| CheckpointError::Mismatch {
+            dir: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    check(result, dir)
+}
+
+/// Turns burn-store's result into ours: a shape or dtype mismatch, or a weight the module
+/// needs and the checkpoint lacks, is an error naming the key.
+pub(crate) fn check(result: ApplyResult, dir: &Path) -> Result<LoadReport, CheckpointError> {
+    if let Some(error) = result.errors.first() {
+        return Err(CheckpointError::Mismatch {
+            dir: dir.to_path_buf(),
+            message: error.to_string(),
+        });
+    }
+    if !result.missing.is_empty() {
+        return Err(CheckpointError::Missing {
+            dir: dir.to_path_buf(),
+            keys: result
+                .missing
+                .iter()
+                .map(|(path, _)| hf_name(path))
+                .collect(),
+        });
+    }
+    Ok(LoadReport {
+        applied: result.applied,
+        unexpected: result.unused,
+    })
+}
+
+/// Burn's LayerNorm names are `gamma`/`beta`; errors speak the checkpoint's language.
+fn hf_name(path: &str) -> String {
+    path.strip_suffix(".gamma")
+        .map(|p| format!("{p}.weight"))
+        .or_else(|| path.strip_suffix(".beta").map(|p| format!("{p}.bias")))
+        .unwrap_or_else(|| path.to_string())
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
