@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::store::{ApplyResult, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{
+    ApplyResult, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore,
+};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
@@ -214,22 +216,32 @@ pub fn apply<M: Module>(
             dir: dir.to_path_buf(),
             message,
         })?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+    let store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
         .validate(false);
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| CheckpointError::Mismatch {
-            dir: dir.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    check(result, dir)
+    load_from_store(module, store, dir)
 }
 
-/// Turns burn-store's result into ours: a shape or dtype mismatch, or a weight the module
-/// needs and the checkpoint lacks, is an error naming the key.
-pub(crate) fn check(result: ApplyResult, dir: &Path) -> Result<LoadReport, CheckpointError> {
+/// Applies a burn-store store, built with `allow_partial(true)` and `validate(false)` so that
+/// its whole result comes back, and turns that result into ours: a shape or dtype mismatch,
+/// or a weight the module needs and the checkpoint lacks, is an error naming the key; `path`
+/// names the checkpoint in errors.
+pub(crate) fn load_from_store<M: Module, S: ModuleStore<Error: std::fmt::Display>>(
+    module: &mut M,
+    mut store: S,
+    path: &Path,
+) -> Result<LoadReport, CheckpointError> {
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    check(result, path)
+}
+
+fn check(result: ApplyResult, dir: &Path) -> Result<LoadReport, CheckpointError> {
     if let Some(error) = result.errors.first() {
         return Err(CheckpointError::Mismatch {
             dir: dir.to_path_buf(),

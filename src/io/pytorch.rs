@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::store::PytorchStore;
 use burn::tensor::Device;
 
-use super::checkpoint::{CheckpointError, LoadReport, check};
+use super::checkpoint::{CheckpointError, LoadReport, load_from_store};
 use crate::model::EfficientNetLite0Config;
 use crate::model::vision::efficientnet::EfficientNetLite0;
 
@@ -45,16 +45,10 @@ pub fn load_efficientnet_lite0(
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         });
     }
-    let mut store = PytorchStore::from_file(&file)
+    let store = PytorchStore::from_file(&file)
         .allow_partial(true)
         .validate(false);
     let mut model = config.init(device);
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| CheckpointError::Format {
-            path: file.clone(),
-            message: e.to_string(),
-        })?;
-    let report = check(result, &file)?;
+    let report = load_from_store(&mut model, store, &file)?;
     Ok((model, report))
 }
