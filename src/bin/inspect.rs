@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use calm::cli::CommonArgs;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 /// Inspect configs, datasets and model forward passes.
 #[derive(Debug, Parser)]
@@ -37,11 +37,13 @@ enum What {
         #[arg(long, value_enum)]
         arch: Arch,
         /// Checkpoint: a directory as HF `save_pretrained` writes it (config.json +
-        /// safetensors) for clip-vision; a `.pth` file or a folder holding one for
-        /// efficientnet-lite0.
+        /// safetensors) for clip-vision, qformer and bert; a `.pth` file or a folder holding
+        /// one for efficientnet-lite0.
         #[arg(long, value_name = "DIR")]
         checkpoint: PathBuf,
-        /// Input tensors (safetensors), e.g. `pixel_values`.
+        /// Input tensors (safetensors): `pixel_values` for the image encoders;
+        /// `query_embeds`, `encoder_hidden_states` and optionally `encoder_attention_mask`
+        /// for qformer; `input_ids` and optionally `attention_mask`, `token_type_ids` for bert.
         #[arg(long, value_name = "FILE")]
         inputs: PathBuf,
         /// Where to write the output tensors (safetensors).
@@ -60,12 +62,6 @@ enum Arch {
     EfficientnetLite0,
     Qformer,
     Bert,
-}
-
-impl Arch {
-    fn issue(self) -> u32 {
-        4
-    }
 }
 
 fn main() -> ExitCode {
@@ -116,17 +112,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Arch::EfficientnetLite0 => {
                     calm::io::forward::efficientnet_lite0(&checkpoint, &inputs, &output, &device)?
                 }
-                Arch::Qformer | Arch::Bert => {
-                    return Err(common::not_built(
-                        &format!(
-                            "`inspect forward --arch {}`",
-                            arch.to_possible_value()
-                                .map(|v| v.get_name().to_string())
-                                .unwrap_or_default()
-                        ),
-                        arch.issue(),
-                    ));
+                Arch::Qformer => {
+                    calm::io::forward::qformer(&checkpoint, &inputs, &output, &device)?
                 }
+                Arch::Bert => calm::io::forward::bert(&checkpoint, &inputs, &output, &device)?,
             };
             println!(
                 "{} weights loaded, {} checkpoint tensors unused; wrote {}",

@@ -189,6 +189,13 @@ impl Tensors {
         (kept, others)
     }
 
+    /// The same tensors under new names.
+    pub fn rename(self, f: impl Fn(&str) -> String) -> Self {
+        Self {
+            tensors: self.tensors.into_iter().map(|(k, v)| (f(&k), v)).collect(),
+        }
+    }
+
     fn to_safetensors(&self) -> Result<Vec<u8>, String> {
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self
             .tensors

@@ -3,12 +3,118 @@
 
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
 
 use super::checkpoint::{CheckpointError, LoadReport, Tensors};
-use super::hf::load_clip_vision;
+use super::hf::{load_bert, load_clip_vision, load_qformer};
 use super::pytorch::load_efficientnet_lite0;
 use crate::model::EfficientNetLite0Config;
+use crate::model::bert::padding_bias;
+
+/// An inputs file with tensors of any numeric dtype: masks and ids come as integers, bools or
+/// floats, depending on who wrote them.
+struct Inputs {
+    path: std::path::PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl Inputs {
+    fn read(path: &Path) -> Result<Self, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let inputs = Self {
+            path: path.to_path_buf(),
+            bytes,
+        };
+        inputs.file()?;
+        Ok(inputs)
+    }
+
+    fn error(&self, message: String) -> CheckpointError {
+        CheckpointError::Format {
+            path: self.path.clone(),
+            message,
+        }
+    }
+
+    fn file(&self) -> Result<SafeTensors<'_>, CheckpointError> {
+        SafeTensors::deserialize(&self.bytes).map_err(|e| self.error(e.to_string()))
+    }
+
+    /// `key`'s values as f64 with its shape, or `None` if absent; any other rank than `D` is
+    /// an error.
+    fn values<const D: usize>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<f64>, [usize; D])>, CheckpointError> {
+        let file = self.file()?;
+        let Ok(view) = file.tensor(key) else {
+            return Ok(None);
+        };
+        let shape: [usize; D] = view.shape().try_into().map_err(|_| {
+            self.error(format!(
+                "`{key}` has shape {:?}; expected rank {D}",
+                view.shape()
+            ))
+        })?;
+        let data = view.data();
+        fn each<const N: usize>(data: &[u8], f: impl Fn([u8; N]) -> f64) -> Vec<f64> {
+            data.chunks_exact(N)
+                .map(|c| {
+                    let mut b = [0u8; N];
+                    b.copy_from_slice(c);
+                    f(b)
+                })
+                .collect()
+        }
+        let values = match view.dtype() {
+            Dtype::F32 => each(data, |b| f32::from_le_bytes(b) as f64),
+            Dtype::F64 => each(data, f64::from_le_bytes),
+            Dtype::F16 => each(data, |b| half::f16::from_le_bytes(b).to_f64()),
+            Dtype::BF16 => each(data, |b| half::bf16::from_le_bytes(b).to_f64()),
+            Dtype::I64 => each(data, |b| i64::from_le_bytes(b) as f64),
+            Dtype::I32 => each(data, |b| i32::from_le_bytes(b) as f64),
+            Dtype::I16 => each(data, |b| i16::from_le_bytes(b) as f64),
+            Dtype::I8 => each(data, |b: [u8; 1]| b[0] as i8 as f64),
+            Dtype::U8 | Dtype::BOOL => each(data, |b: [u8; 1]| b[0] as f64),
+            other => return Err(self.error(format!("`{key}` has unsupported dtype {other:?}"))),
+        };
+        Ok(Some((values, shape)))
+    }
+
+    fn float<const D: usize>(
+        &self,
+        key: &str,
+        device: &Device,
+    ) -> Result<Option<Tensor<D>>, CheckpointError> {
+        Ok(self.values::<D>(key)?.map(|(v, shape)| {
+            let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+            Tensor::from_data(TensorData::new(v, shape), device)
+        }))
+    }
+
+    fn int<const D: usize>(
+        &self,
+        key: &str,
+        device: &Device,
+    ) -> Result<Option<Tensor<D, Int>>, CheckpointError> {
+        let Some((v, shape)) = self.values::<D>(key)? else {
+            return Ok(None);
+        };
+        if v.iter().any(|x| x.fract() != 0.0) {
+            return Err(self.error(format!("`{key}` must hold integers")));
+        }
+        let v: Vec<i64> = v.into_iter().map(|x| x as i64).collect();
+        Ok(Some(Tensor::from_data(TensorData::new(v, shape), device)))
+    }
+
+    fn required<T>(&self, key: &str, value: Option<T>) -> Result<T, CheckpointError> {
+        value.ok_or_else(|| self.error(format!("no tensor `{key}`")))
+    }
+}
 
 fn input<const D: usize>(
     inputs: &Tensors,
@@ -81,4 +187,126 @@ pub fn efficientnet_lite0(
     }
     out.write(output)?;
     Ok(report)
+}
+
+/// Reads `query_embeds` `[B, Q, H]`, `encoder_hidden_states` `[B, N, E]` and optionally
+/// `encoder_attention_mask` `[B, N]` (any numeric dtype, non-zero = attend); writes
+/// `last_hidden_state` `[B, Q, H]`. Beyond HF's plain call: an optional `query_length` (one
+/// integer) marks the tokens after it as text, and an optional `attention_mask` `[B, Q + T]`
+/// masks the self-attention, as `Blip2QFormerModel(query_embeds, query_length,
+/// attention_mask, ...)`.
+pub fn qformer(
+    checkpoint: &Path,
+    inputs: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<LoadReport, CheckpointError> {
+    let (model, report) = load_qformer(checkpoint, device)?;
+    let input = Inputs::read(inputs)?;
+    let embeds = input.required("query_embeds", input.float::<3>("query_embeds", device)?)?;
+    let encoder = input.required(
+        "encoder_hidden_states",
+        input.float::<3>("encoder_hidden_states", device)?,
+    )?;
+    let encoder_mask = input.float::<2>("encoder_attention_mask", device)?;
+    let [b, length, _] = embeds.dims();
+    let query_length = match input.values::<1>("query_length")? {
+        Some((v, [1])) => v[0] as usize,
+        Some(_) => return Err(input.error("`query_length` must hold one integer".into())),
+        None => length,
+    };
+    let attention_mask = input.float::<2>("attention_mask", device)?;
+    if let Some(mask) = &attention_mask
+        && mask.dims() != [b, length]
+    {
+        return Err(input.error(format!(
+            "`attention_mask` has shape {:?}; expected [{b}, {length}]",
+            mask.dims()
+        )));
+    }
+    let hidden = model
+        .forward_multimodal(
+            embeds,
+            query_length,
+            attention_mask.map(padding_bias),
+            encoder,
+            encoder_mask,
+        )
+        .map_err(|e| input.error(e.to_string()))?;
+    let mut out = Tensors::default();
+    put(&mut out, "last_hidden_state", hidden, output)?;
+    out.write(output)?;
+    Ok(report)
+}
+
+/// Reads `input_ids` `[B, T]` and optionally `attention_mask` and `token_type_ids` `[B, T]`;
+/// writes `last_hidden_state` `[B, T, H]` and, when the checkpoint has a pooler,
+/// `pooler_output` `[B, H]`.
+pub fn bert(
+    checkpoint: &Path,
+    inputs: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<LoadReport, CheckpointError> {
+    let (model, report) = load_bert(checkpoint, device)?;
+    let input = Inputs::read(inputs)?;
+    let ids = input.required("input_ids", input.int::<2>("input_ids", device)?)?;
+    let dims = ids.dims();
+    let mask = input.float::<2>("attention_mask", device)?;
+    let types = input.int::<2>("token_type_ids", device)?;
+    for (key, shape) in [
+        ("attention_mask", mask.as_ref().map(|m| m.dims())),
+        ("token_type_ids", types.as_ref().map(|t| t.dims())),
+    ] {
+        if let Some(shape) = shape
+            && shape != dims
+        {
+            return Err(input.error(format!("`{key}` has shape {shape:?}; expected {dims:?}")));
+        }
+    }
+    let positions = model.embeddings.position_embeddings.weight.dims()[0];
+    if dims[1] > positions {
+        return Err(input.error(format!(
+            "{} tokens exceed the checkpoint's {positions} positions",
+            dims[1]
+        )));
+    }
+    let vocab = model.embeddings.word_embeddings.weight.dims()[0];
+    check_ids(&input, "input_ids", &ids, vocab)?;
+    if let Some(t) = &types {
+        let types = model.embeddings.token_type_embeddings.weight.dims()[0];
+        check_ids(&input, "token_type_ids", t, types)?;
+    }
+    let result = model.forward(ids, mask, types);
+    let mut out = Tensors::default();
+    put(
+        &mut out,
+        "last_hidden_state",
+        result.last_hidden_state,
+        output,
+    )?;
+    if let Some(pooled) = result.pooler_output {
+        put(&mut out, "pooler_output", pooled, output)?;
+    }
+    out.write(output)?;
+    Ok(report)
+}
+
+/// An id outside the embedding table would index out of bounds.
+fn check_ids(
+    input: &Inputs,
+    key: &str,
+    ids: &Tensor<2, Int>,
+    size: usize,
+) -> Result<(), CheckpointError> {
+    let values = ids
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| input.error(format!("{e:?}")))?;
+    match values.iter().find(|&&v| v < 0 || v as usize >= size) {
+        Some(bad) => Err(input.error(format!("`{key}` holds {bad}, outside 0..{size}"))),
+        None => Ok(()),
+    }
 }

@@ -1,39 +1,27 @@
 //! Multi-scale Feature Alignment Module (CALM, Liu et al., AAAI 2025): three Q-Formers with
 //! low-, middle- and high-level queries, each reading its own encoder depths, plus a thematic
 //! branch that projects the final layer. The LLM sees the groups as `<low> <middle> <high>
-//! <thematic>`. Q-Former hyper-parameters follow HF `Blip2QFormerConfig`.
+//! <thematic>`.
+//!
+//! Our choices where the paper is silent (DESIGN.md 2): each level concatenates the tokens of
+//! the encoder depths it reads along the sequence axis; depths narrower or wider than the
+//! encoder's final layer first pass through a linear adapter to that width, so one
+//! cross-attention shape serves every level (and weights can be shared across levels). Each
+//! level has its own learnable queries (BLIP-2's N(0, 0.02)) and its own projection into the
+//! LLM width (BLIP-2's `language_projection`); the thematic branch projects every token of
+//! the final layer, as LLaVA's `mm_projector`.
 
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::gelu;
+use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::bert::{Bert, bert_linear};
 use super::divisible;
+use super::qformer::{QFormer, QFormerConfig, QFormerError};
 use super::vision::VisionConfig;
 use crate::config::Invalid;
-
-/// HF `Blip2QFormerConfig` fields; the defaults are MiniLM-L6's width (384) so that the
-/// Q-Formers can start from the real text encoder's weights, as BLIP-2 starts from BERT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct QFormerConfig {
-    pub hidden_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub intermediate_size: usize,
-    pub cross_attention_frequency: usize,
-    pub layer_norm_eps: f64,
-}
-
-impl Default for QFormerConfig {
-    fn default() -> Self {
-        Self {
-            hidden_size: 384,
-            num_hidden_layers: 6,
-            num_attention_heads: 12,
-            intermediate_size: 1536,
-            cross_attention_frequency: 2,
-            layer_norm_eps: 1e-12,
-        }
-    }
-}
 
 /// One aesthetic level: which encoder hidden states it reads and how many queries it has.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +73,14 @@ impl Default for ThematicConfig {
     }
 }
 
+/// Whether the three levels run one Q-Former (each with its own queries) or one each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QFormerWeights {
+    Separate,
+    Shared,
+}
+
 /// The defaults read EfficientNet-Lite0's stages (0..7): shallow, middle and deep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +90,10 @@ pub struct MfamConfig {
     pub high: LevelConfig,
     pub thematic: ThematicConfig,
     pub qformer: QFormerConfig,
+    pub qformer_weights: QFormerWeights,
+    /// Width of the LLM's token embeddings, the output width of every branch. The default is
+    /// SmolLM2-135M's (576), the LLM that runs here; Vicuna-7B's is 4096.
+    pub llm_hidden_size: usize,
 }
 
 impl Default for MfamConfig {
@@ -104,6 +104,30 @@ impl Default for MfamConfig {
             high: LevelConfig::with_layers(&[5, 6]),
             thematic: ThematicConfig::default(),
             qformer: QFormerConfig::default(),
+            qformer_weights: QFormerWeights::Separate,
+            llm_hidden_size: 576,
+        }
+    }
+}
+
+/// The four token groups, in the order the LLM sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    Low,
+    Middle,
+    High,
+    Thematic,
+}
+
+impl Group {
+    pub const ALL: [Group; 4] = [Group::Low, Group::Middle, Group::High, Group::Thematic];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Middle => "middle",
+            Self::High => "high",
+            Self::Thematic => "thematic",
         }
     }
 }
@@ -117,6 +141,105 @@ impl MfamConfig {
         ]
     }
 
+    /// Tokens per group (0 for a disabled one) for images of the encoder's configured size, in
+    /// the order low, middle, high, thematic.
+    pub fn group_lengths(&self, vision: &VisionConfig) -> [(Group, usize); 4] {
+        let shapes = vision.hidden_state_shapes();
+        let level = |l: &LevelConfig| if l.enabled { l.num_query_tokens } else { 0 };
+        let thematic = match (self.thematic.enabled, shapes.last()) {
+            (true, Some(&(tokens, _))) => tokens,
+            _ => 0,
+        };
+        [
+            (Group::Low, level(&self.low)),
+            (Group::Middle, level(&self.middle)),
+            (Group::High, level(&self.high)),
+            (Group::Thematic, thematic),
+        ]
+    }
+
+    /// A freshly initialised MFAM for `vision`'s hidden states: Q-Formers with BERT's init,
+    /// queries from N(0, 0.02).
+    pub fn init(&self, vision: &VisionConfig, device: &Device) -> Mfam {
+        self.build(vision, device, |width| {
+            Ok::<_, std::convert::Infallible>(self.qformer.init(width, device))
+        })
+        .unwrap_or_else(|never: std::convert::Infallible| match never {})
+    }
+
+    /// As `init`, with every Q-Former initialised from `bert` as BLIP-2 does (see
+    /// `QFormerConfig::init_from_bert`).
+    pub fn init_from_bert(
+        &self,
+        vision: &VisionConfig,
+        bert: &Bert,
+        device: &Device,
+    ) -> Result<Mfam, QFormerError> {
+        self.build(vision, device, |width| {
+            self.qformer.init_from_bert(bert, width, device)
+        })
+    }
+
+    fn build<E>(
+        &self,
+        vision: &VisionConfig,
+        device: &Device,
+        mut qformer: impl FnMut(usize) -> Result<QFormer, E>,
+    ) -> Result<Mfam, E> {
+        let shapes = vision.hidden_state_shapes();
+        let memory = shapes.last().map(|&(_, w)| w).unwrap_or(0);
+        let h = self.qformer.hidden_size;
+        let shared = match self.qformer_weights {
+            QFormerWeights::Shared => Some(qformer(memory)?),
+            QFormerWeights::Separate => None,
+        };
+        let mut branch = |level: &LevelConfig| -> Result<Option<Branch>, E> {
+            if !level.enabled {
+                return Ok(None);
+            }
+            let adapters = level
+                .layers
+                .iter()
+                .map(|&id| {
+                    let width = shapes.get(id).map(|&(_, w)| w).unwrap_or(memory);
+                    (width != memory).then(|| bert_linear(width, memory, device))
+                })
+                .collect();
+            Ok(Some(Branch {
+                query_tokens: Param::from_tensor(Tensor::random(
+                    [1, level.num_query_tokens, h],
+                    Distribution::Normal(0.0, 0.02),
+                    device,
+                )),
+                adapters,
+                qformer: match shared {
+                    Some(_) => None,
+                    None => Some(qformer(memory)?),
+                },
+                language_projection: bert_linear(h, self.llm_hidden_size, device),
+                layers: level.layers.clone(),
+            }))
+        };
+        let low = branch(&self.low)?;
+        let middle = branch(&self.middle)?;
+        let high = branch(&self.high)?;
+        let d = self.llm_hidden_size;
+        let thematic = self.thematic.enabled.then(|| Projector {
+            linear_1: bert_linear(memory, d, device),
+            linear_2: match self.thematic.projector {
+                ProjectorKind::Linear => None,
+                ProjectorKind::Mlp2xGelu => Some(bert_linear(d, d, device)),
+            },
+        });
+        Ok(Mfam {
+            low,
+            middle,
+            high,
+            qformer: shared,
+            thematic,
+        })
+    }
+
     pub(crate) fn validate_against(&self, vision: &VisionConfig) -> Result<(), Invalid> {
         let q = &self.qformer;
         divisible(
@@ -125,6 +248,18 @@ impl MfamConfig {
             "model.mfam.qformer.num_attention_heads",
             q.num_attention_heads,
         )?;
+        if self.llm_hidden_size == 0 {
+            return Err(Invalid::new(
+                "model.mfam.llm_hidden_size",
+                "must be at least 1",
+            ));
+        }
+        if q.num_hidden_layers == 0 {
+            return Err(Invalid::new(
+                "model.mfam.qformer.num_hidden_layers",
+                "must be at least 1",
+            ));
+        }
         if q.cross_attention_frequency == 0 {
             return Err(Invalid::new(
                 "model.mfam.qformer.cross_attention_frequency",
@@ -165,5 +300,139 @@ impl MfamConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// One level: its queries, the adapters of the depths it reads, its Q-Former (absent when the
+/// levels share one) and its projection into the LLM width.
+#[derive(Module, Debug)]
+pub struct Branch {
+    /// `[1, Q, H]`.
+    pub query_tokens: Param<Tensor<3>>,
+    /// One per depth read; `None` where the depth already has the final layer's width.
+    pub adapters: Vec<Option<Linear>>,
+    pub qformer: Option<QFormer>,
+    pub language_projection: Linear,
+    #[module(skip)]
+    pub layers: Vec<usize>,
+}
+
+/// LLaVA's `mm_projector`: `linear_1`, then GELU and `linear_2` for `mlp2x_gelu`.
+#[derive(Module, Debug)]
+pub struct Projector {
+    pub linear_1: Linear,
+    pub linear_2: Option<Linear>,
+}
+
+impl Projector {
+    /// `[B, N, E]` -> `[B, N, D]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = self.linear_1.forward(x);
+        match &self.linear_2 {
+            Some(l) => l.forward(gelu(x)),
+            None => x,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mfam {
+    pub low: Option<Branch>,
+    pub middle: Option<Branch>,
+    pub high: Option<Branch>,
+    /// The one Q-Former of `qformer_weights: shared`.
+    pub qformer: Option<QFormer>,
+    pub thematic: Option<Projector>,
+}
+
+/// One level's result.
+#[derive(Debug, Clone)]
+pub struct LevelOutput {
+    /// The Q-Former's `last_hidden_state` `[B, Q, H]`, what pretraining aligns with text.
+    pub queries: Tensor<3>,
+    /// `[B, Q, D]` in the LLM width.
+    pub tokens: Tensor<3>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MfamOutput {
+    pub low: Option<LevelOutput>,
+    pub middle: Option<LevelOutput>,
+    pub high: Option<LevelOutput>,
+    /// `[B, N, D]`: the final encoder layer's N tokens, projected.
+    pub thematic: Option<Tensor<3>>,
+}
+
+impl MfamOutput {
+    pub fn group(&self, group: Group) -> Option<Tensor<3>> {
+        match group {
+            Group::Low => self.low.as_ref().map(|l| l.tokens.clone()),
+            Group::Middle => self.middle.as_ref().map(|l| l.tokens.clone()),
+            Group::High => self.high.as_ref().map(|l| l.tokens.clone()),
+            Group::Thematic => self.thematic.clone(),
+        }
+    }
+
+    /// Tokens per group, in the order low, middle, high, thematic (0 when disabled).
+    pub fn lengths(&self) -> [(Group, usize); 4] {
+        Group::ALL.map(|g| (g, self.group(g).map_or(0, |t| t.dims()[1])))
+    }
+
+    /// The visual tokens the LLM reads: `[B, low + middle + high + thematic, D]`.
+    pub fn tokens(&self) -> Tensor<3> {
+        Tensor::cat(
+            Group::ALL.iter().filter_map(|&g| self.group(g)).collect(),
+            1,
+        )
+    }
+}
+
+impl Mfam {
+    /// `hidden_states`: the frozen encoder's outputs, one `[B, T_i, E_i]` per depth (as
+    /// `FrozenEncoder::forward` returns them; the config was validated against that encoder)
+    /// -> the four token groups.
+    pub fn forward(&self, hidden_states: &[Tensor<3>]) -> MfamOutput {
+        // Every branch has a Q-Former of its own or the shared one, by construction.
+        let level = |branch: &Option<Branch>| {
+            branch.as_ref().and_then(|b| {
+                let qformer = b.qformer.as_ref().or(self.qformer.as_ref())?;
+                Some(b.forward(hidden_states, qformer))
+            })
+        };
+        MfamOutput {
+            low: level(&self.low),
+            middle: level(&self.middle),
+            high: level(&self.high),
+            thematic: self
+                .thematic
+                .as_ref()
+                .and_then(|p| hidden_states.last().map(|last| p.forward(last.clone()))),
+        }
+    }
+}
+
+impl Branch {
+    fn forward(&self, hidden_states: &[Tensor<3>], qformer: &QFormer) -> LevelOutput {
+        let memory: Vec<Tensor<3>> = self
+            .layers
+            .iter()
+            .zip(&self.adapters)
+            .filter_map(|(&id, adapter)| {
+                let states = hidden_states.get(id)?.clone();
+                Some(match adapter {
+                    Some(a) => a.forward(states),
+                    None => states,
+                })
+            })
+            .collect();
+        let memory = Tensor::cat(memory, 1);
+        let b = memory.dims()[0];
+        let [_, q, h] = self.query_tokens.dims();
+        let queries = self.query_tokens.val().expand([b, q, h]);
+        let queries = qformer.forward(queries, memory, None);
+        LevelOutput {
+            tokens: self.language_projection.forward(queries.clone()),
+            queries,
+        }
     }
 }

@@ -1,12 +1,19 @@
 //! Model components. Nothing here reads files: `crate::io` maps checkpoints onto them.
 
+pub mod bert;
 pub mod mfam;
+pub mod qformer;
+pub mod text;
 pub mod vision;
 
+use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Invalid, Validate};
-pub use mfam::{LevelConfig, MfamConfig, ProjectorKind, QFormerConfig, ThematicConfig};
+pub use bert::BertConfig;
+pub use mfam::{Group, LevelConfig, MfamConfig, ProjectorKind, QFormerWeights, ThematicConfig};
+pub use qformer::QFormerConfig;
 pub use vision::{ClipVisionConfig, EfficientNetLite0Config, HiddenAct, VisionConfig};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -63,4 +70,18 @@ pub(crate) fn divisible(
         ));
     }
     Ok(())
+}
+
+/// `module` with a new id for every parameter. Optimisers key their state and gradients by
+/// parameter id, so a module copied from another (a Q-Former from BERT) must not keep the
+/// original's ids.
+pub(crate) fn fresh_params<M: Module>(module: M) -> M {
+    struct Fresh;
+    impl ModuleMapper for Fresh {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let (_, value, mapper) = param.consume();
+            Param::from_mapped_value(ParamId::new(), value, mapper)
+        }
+    }
+    module.map(&mut Fresh)
 }

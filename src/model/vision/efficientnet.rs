@@ -25,6 +25,18 @@ const STEM: usize = 32;
 const HEAD: usize = 1280;
 const BN_EPS: f64 = 1e-5;
 
+/// `(channels, side)` per stage: each stride-2 convolution (kernel k, padding k/2) maps a
+/// side n to ceil(n / 2); the stem is one of them.
+pub(crate) fn stage_shapes(image_size: usize) -> [(usize, usize); 7] {
+    let mut side = image_size.div_ceil(2);
+    STAGES.map(|(_, _, stride, channels, _)| {
+        if stride == 2 {
+            side = side.div_ceil(2);
+        }
+        (channels, side)
+    })
+}
+
 fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.clamp(0.0, 6.0)
 }

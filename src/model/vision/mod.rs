@@ -44,6 +44,21 @@ impl VisionConfig {
         }
     }
 
+    /// `(tokens, width)` of each hidden state for square images of the configured size.
+    pub fn hidden_state_shapes(&self) -> Vec<(usize, usize)> {
+        match self {
+            Self::EfficientnetLite0(c) => c
+                .stage_shapes()
+                .into_iter()
+                .map(|(channels, side)| (side * side, channels))
+                .collect(),
+            Self::Clip(c) => {
+                let grid = c.image_size / c.patch_size.max(1);
+                vec![(grid * grid + 1, c.hidden_size); c.num_hidden_layers + 1]
+            }
+        }
+    }
+
     /// The pixel statistics the encoder was trained with.
     pub fn normalization(&self) -> Normalization {
         match self {
@@ -71,6 +86,11 @@ pub struct EfficientNetLite0Config {
 impl EfficientNetLite0Config {
     /// The seven MBConv stages; stage `i`'s output is hidden state `i`.
     pub const NUM_STAGES: usize = 7;
+
+    /// `(channels, side)` of each stage's output for a square input of `image_size`.
+    pub fn stage_shapes(&self) -> [(usize, usize); Self::NUM_STAGES] {
+        efficientnet::stage_shapes(self.image_size)
+    }
 }
 
 impl Default for EfficientNetLite0Config {
