@@ -65,6 +65,11 @@ impl TextEncoder {
         })
     }
 
+    /// The frozen BERT (without autodiff).
+    pub fn bert(&self) -> &Bert {
+        &self.bert
+    }
+
     pub fn hidden_size(&self) -> usize {
         self.bert.embeddings.word_embeddings.weight.dims()[1]
     }
