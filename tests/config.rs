@@ -396,3 +396,70 @@ fn every_kind_round_trips_through_yaml() {
         assert_eq!(back, config.model.vision, "{vision}");
     }
 }
+
+#[test]
+fn mfam_knobs_are_validated_and_misspelt_choices_suggest_the_variant() {
+    for (set, key) in [
+        ("model.mfam.llm_hidden_size=0", "model.mfam.llm_hidden_size"),
+        (
+            "model.mfam.qformer.num_hidden_layers=0",
+            "model.mfam.qformer.num_hidden_layers",
+        ),
+        (
+            "model.mfam.qformer.cross_attention_frequency=0",
+            "model.mfam.qformer.cross_attention_frequency",
+        ),
+    ] {
+        let msg = load::<ExperimentConfig>(None, &[set.to_string()])
+            .expect_err(set)
+            .to_string();
+        assert!(msg.contains(key) && msg.contains(set), "{msg}");
+    }
+    let msg = load::<ExperimentConfig>(None, &["model.mfam.qformer_weights=shard".to_string()])
+        .expect_err("misspelt")
+        .to_string();
+    assert!(msg.contains("shared"), "{msg}");
+}
+
+#[test]
+fn each_ablation_config_builds_the_mfam_it_describes() {
+    use burn::tensor::Device;
+    use calm::model::Group;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/model/ablations");
+    let device = Device::flex();
+    let lengths = |name: &str| {
+        let config: ExperimentConfig =
+            load(Some(&dir.join(name)), &[]).unwrap_or_else(|e| panic!("{e}"));
+        let (vision, mfam) = (&config.model.vision, &config.model.mfam);
+        let built = mfam.init(vision, &device);
+        let branches = [&built.low, &built.middle, &built.high].map(|b| b.is_some());
+        (
+            mfam.group_lengths(vision),
+            branches,
+            built.qformer.is_some(),
+        )
+    };
+    // EfficientNet-Lite0 at 224 px: the last stage is 7 x 7.
+    assert_eq!(
+        lengths("no_thematic.yaml").0,
+        [
+            (Group::Low, 32),
+            (Group::Middle, 32),
+            (Group::High, 32),
+            (Group::Thematic, 0)
+        ]
+    );
+    let (high_only, branches, _) = lengths("high_only.yaml");
+    assert_eq!(
+        high_only,
+        [
+            (Group::Low, 0),
+            (Group::Middle, 0),
+            (Group::High, 96),
+            (Group::Thematic, 49)
+        ]
+    );
+    assert_eq!(branches, [false, false, true]);
+    assert!(lengths("shared_qformer.yaml").2);
+    assert!(!lengths("cross_attention_every_layer.yaml").2);
+}
