@@ -61,3 +61,34 @@ fn forward_pass_on_wgpu_matches_flex() {
         .fold(0.0f32, f32::max);
     assert!(max < 1e-5, "max abs difference {max}");
 }
+
+/// The Q-Former's masked cross-attention (scores plus f32::MIN at padded keys) on the GPU
+/// kernels' path equals transformers' output.
+#[test]
+fn masked_q_former_on_wgpu_matches_the_reference() {
+    let Some(gpu) = adapter() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs software Vulkan, yet no wgpu adapter was found"
+        );
+        eprintln!("no wgpu adapter on this machine; nothing to compare");
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/qformer/a_queries_mask");
+    let (model, _) = calm::io::hf::load_qformer(&dir, &gpu).expect("loads");
+    let inputs = calm::io::checkpoint::Tensors::read(&dir.join("inputs.safetensors")).expect("in");
+    let expected =
+        calm::io::checkpoint::Tensors::read(&dir.join("outputs.safetensors")).expect("out");
+    let q: Tensor<3> = inputs.tensor("query_embeds", &gpu).expect("queries");
+    let enc: Tensor<3> = inputs.tensor("encoder_hidden_states", &gpu).expect("enc");
+    let mask = Tensor::<2>::from_data(
+        burn::tensor::TensorData::new([[1f32; 7], [1., 1., 1., 1., 0., 0., 0.]].concat(), [2, 7]),
+        &gpu,
+    );
+    let got = model.forward(q, enc, Some(mask));
+    let want: Tensor<3> = expected.tensor("last_hidden_state", &gpu).expect("ref");
+    let max = (got - want).abs().max().into_scalar::<f32>();
+    eprintln!("Q-Former on wgpu: max abs error {max:e}");
+    assert!(max <= 1e-4, "max abs error {max}");
+}
