@@ -13,3 +13,4 @@ pub mod device;
 pub mod io;
 pub mod model;
 pub mod run;
+pub mod train;

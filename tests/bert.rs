@@ -154,7 +154,7 @@ fn inspect_forward_writes_the_reference_outputs() {
     let device = Device::flex();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = case();
-    for suffix in ["", "_ids_only"] {
+    for suffix in ["", "_ids_only", "_empty_row"] {
         let out_path = tmp.path().join("out.safetensors");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
             .args(["forward", "--arch", "bert", "--checkpoint"])
@@ -208,4 +208,25 @@ fn inspect_forward_writes_the_reference_outputs() {
         !out.status.success() && err.contains("500") && !err.contains("panicked"),
         "{err}"
     );
+}
+
+#[test]
+fn configs_that_hf_refuses_are_refused() {
+    for (edit, want) in [
+        (
+            ("num_attention_heads", serde_json::json!(5)),
+            "not a multiple",
+        ),
+        (("is_decoder", serde_json::json!(true)), "is_decoder"),
+    ] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(case().join("config.json")).expect("config"),
+        )
+        .expect("json");
+        config[edit.0] = edit.1;
+        std::fs::write(tmp.path().join("config.json"), config.to_string()).expect("write");
+        let err = read_bert_config(tmp.path()).expect_err(want).to_string();
+        assert!(err.contains(want), "{err}");
+    }
 }

@@ -510,6 +510,7 @@ fn inspect_forward_writes_the_reference_last_hidden_state() {
         ("a_queries_mask", ""),
         ("a_queries_mask", "_float_mask"),
         ("a_queries_mask", "_no_mask"),
+        ("a_queries_mask", "_empty_image"),
         ("b_text", ""),
     ] {
         let dir = case(dir);
@@ -559,4 +560,129 @@ fn inspect_forward_writes_the_reference_last_hidden_state() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn inspect_forward_refuses_inconsistent_inputs_in_one_line() {
+    let device = Device::flex();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = case("a_queries_mask");
+    let rand = |shape: [usize; 3]| Tensor::<3>::random(shape, Distribution::Default, &device);
+    let cases: Vec<(
+        &str,
+        Vec<(&str, Tensor<3>)>,
+        Option<Tensor<2>>,
+        Option<Tensor<1>>,
+    )> = vec![
+        (
+            "encoder_hidden_size is 24",
+            vec![
+                ("query_embeds", rand([2, 5, 32])),
+                ("encoder_hidden_states", rand([2, 7, 20])),
+            ],
+            None,
+            None,
+        ),
+        (
+            "hidden_size is 32",
+            vec![
+                ("query_embeds", rand([2, 5, 30])),
+                ("encoder_hidden_states", rand([2, 7, 24])),
+            ],
+            None,
+            None,
+        ),
+        (
+            "expected [2, 7]",
+            vec![
+                ("query_embeds", rand([2, 5, 32])),
+                ("encoder_hidden_states", rand([2, 7, 24])),
+            ],
+            Some(Tensor::ones([2, 6], &device)),
+            None,
+        ),
+        (
+            "batch 3",
+            vec![
+                ("query_embeds", rand([2, 5, 32])),
+                ("encoder_hidden_states", rand([3, 7, 24])),
+            ],
+            None,
+            None,
+        ),
+        (
+            "non-negative integer",
+            vec![
+                ("query_embeds", rand([2, 5, 32])),
+                ("encoder_hidden_states", rand([2, 7, 24])),
+            ],
+            None,
+            Some(Tensor::from_data(
+                TensorData::new(vec![-1f32], [1]),
+                &device,
+            )),
+        ),
+    ];
+    for (i, (want, tensors, mask, query_length)) in cases.into_iter().enumerate() {
+        let mut inputs = Tensors::default();
+        for (k, t) in tensors {
+            inputs.insert(k, t).expect("insert");
+        }
+        if let Some(m) = mask {
+            inputs.insert("encoder_attention_mask", m).expect("insert");
+        }
+        if let Some(q) = query_length {
+            inputs.insert("query_length", q).expect("insert");
+        }
+        let path = tmp.path().join(format!("in{i}.safetensors"));
+        inputs.write(&path).expect("write");
+        let out = inspect(&[
+            "--arch".as_ref(),
+            "qformer".as_ref(),
+            "--checkpoint".as_ref(),
+            dir.as_os_str(),
+            "--inputs".as_ref(),
+            path.as_os_str(),
+            "--output".as_ref(),
+            tmp.path().join("x.safetensors").as_os_str(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want) && !err.contains("panicked"),
+            "{want}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+    // One image's features broadcast over a batch of queries, as in HF.
+    let mut inputs = Tensors::default();
+    let q = rand([3, 5, 32]);
+    let enc = rand([1, 7, 24]);
+    inputs.insert("query_embeds", q.clone()).expect("insert");
+    inputs
+        .insert("encoder_hidden_states", enc.clone())
+        .expect("insert");
+    let path = tmp.path().join("broadcast.safetensors");
+    inputs.write(&path).expect("write");
+    let out_path = tmp.path().join("out.safetensors");
+    let out = inspect(&[
+        "--arch".as_ref(),
+        "qformer".as_ref(),
+        "--checkpoint".as_ref(),
+        dir.as_os_str(),
+        "--inputs".as_ref(),
+        path.as_os_str(),
+        "--output".as_ref(),
+        out_path.as_os_str(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (model, _) = load_qformer(&dir, &device).expect("loads");
+    let want = model.forward(q, enc.expand([3, 7, 24]), None);
+    let got: Tensor<3> = read(&out_path)
+        .tensor("last_hidden_state", &device)
+        .expect("out");
+    assert!(max_abs_diff(got, want) < 1e-6);
 }

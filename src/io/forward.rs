@@ -204,15 +204,49 @@ pub fn qformer(
     let (model, report) = load_qformer(checkpoint, device)?;
     let input = Inputs::read(inputs)?;
     let embeds = input.required("query_embeds", input.float::<3>("query_embeds", device)?)?;
-    let encoder = input.required(
+    let mut encoder = input.required(
         "encoder_hidden_states",
         input.float::<3>("encoder_hidden_states", device)?,
     )?;
-    let encoder_mask = input.float::<2>("encoder_attention_mask", device)?;
-    let [b, length, _] = embeds.dims();
+    let mut encoder_mask = input.float::<2>("encoder_attention_mask", device)?;
+    let [b, length, width] = embeds.dims();
+    let [eb, n, ew] = encoder.dims();
+    let hidden = model.layernorm.gamma.dims()[0];
+    if width != hidden {
+        return Err(input.error(format!(
+            "`query_embeds` has width {width}; the checkpoint's hidden_size is {hidden}"
+        )));
+    }
+    if let Some(expected) = model.encoder_hidden_size()
+        && ew != expected
+    {
+        return Err(input.error(format!(
+            "`encoder_hidden_states` has width {ew}; the checkpoint's encoder_hidden_size is {expected}"
+        )));
+    }
+    if eb != b && eb != 1 {
+        return Err(input.error(format!(
+            "`encoder_hidden_states` has batch {eb}; `query_embeds` has {b}"
+        )));
+    }
+    if let Some(mask) = &encoder_mask
+        && mask.dims() != [eb, n]
+    {
+        return Err(input.error(format!(
+            "`encoder_attention_mask` has shape {:?}; expected [{eb}, {n}]",
+            mask.dims()
+        )));
+    }
+    // One image's features serve every query batch, as PyTorch's broadcasting does for HF.
+    if eb == 1 && b > 1 {
+        encoder = encoder.expand([b, n, ew]);
+        encoder_mask = encoder_mask.map(|m| m.expand([b, n]));
+    }
     let query_length = match input.values::<1>("query_length")? {
-        Some((v, [1])) => v[0] as usize,
-        Some(_) => return Err(input.error("`query_length` must hold one integer".into())),
+        Some((v, [1])) if v[0] >= 0.0 && v[0].fract() == 0.0 => v[0] as usize,
+        Some(_) => {
+            return Err(input.error("`query_length` must hold one non-negative integer".into()));
+        }
         None => length,
     };
     let attention_mask = input.float::<2>("attention_mask", device)?;

@@ -63,6 +63,19 @@ fn hidden_act(name: &str, path: &Path) -> Result<HiddenAct, CheckpointError> {
     })
 }
 
+/// As HF refuses it: attention splits `hidden_size` evenly over the heads.
+fn heads_divide(hidden: usize, heads: usize, path: &Path) -> Result<(), CheckpointError> {
+    if heads == 0 || hidden % heads != 0 {
+        return Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// `config.json` as a JSON value, refused unless its `model_type` is one of `accepted`.
 fn read_config(dir: &Path, accepted: &[&str]) -> Result<serde_json::Value, CheckpointError> {
     let path = dir.join("config.json");
@@ -150,6 +163,7 @@ struct HfBert {
     layer_norm_eps: f64,
     pad_token_id: Option<usize>,
     position_embedding_type: String,
+    is_decoder: bool,
 }
 
 impl Default for HfBert {
@@ -166,6 +180,7 @@ impl Default for HfBert {
             layer_norm_eps: 1e-12,
             pad_token_id: Some(0),
             position_embedding_type: "absolute".into(),
+            is_decoder: false,
         }
     }
 }
@@ -182,6 +197,14 @@ pub fn read_bert_config(dir: &Path) -> Result<BertConfig, CheckpointError> {
                 "position_embedding_type `{}` is not supported (only `absolute`)",
                 hf.position_embedding_type
             ),
+        });
+    }
+    heads_divide(hf.hidden_size, hf.num_attention_heads, &path)?;
+    // A decoder BERT attends causally; only the bidirectional encoder is built.
+    if hf.is_decoder {
+        return Err(CheckpointError::Format {
+            path,
+            message: "is_decoder = true (a causal BERT) is not supported".into(),
         });
     }
     Ok(BertConfig {
@@ -296,6 +319,7 @@ pub fn read_qformer_config(dir: &Path) -> Result<(QFormerConfig, usize), Checkpo
         value = q.take();
     }
     let hf: HfQFormer = parse(value, dir)?;
+    heads_divide(hf.hidden_size, hf.num_attention_heads, &path)?;
     if hf.cross_attention_frequency == 0 {
         return Err(CheckpointError::Format {
             path,

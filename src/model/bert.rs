@@ -139,15 +139,24 @@ impl MultiHeadAttention {
         let q = split(q, t) * (head as f64).powf(-0.5);
         let k = split(self.key.forward(context.clone()), s);
         let v = split(self.value.forward(context), s);
-        let mut scores = q.matmul(k.swap_dims(2, 3));
-        if let Some(bias) = bias {
-            let [bb, _, bt, bs] = bias.dims();
-            scores = scores + bias.expand([bb, heads, bt, bs]);
-        }
-        softmax(scores, 3)
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([b, t, width])
+        let scores = q.matmul(k.swap_dims(2, 3));
+        let weights = match bias {
+            None => softmax(scores, 3),
+            Some(bias) => {
+                let [bb, _, bt, bs] = bias.dims();
+                // A query with no key to attend to gets a zero context, as PyTorch's
+                // `scaled_dot_product_attention` (HF's default) gives; the bias alone would
+                // spread it uniformly over the masked keys, as HF's eager path does.
+                let open = bias
+                    .clone()
+                    .greater_elem(f32::MIN / 2.0)
+                    .float()
+                    .max_dim(3)
+                    .expand([bb, heads, bt, s]);
+                softmax(scores + bias.expand([bb, heads, bt, bs]), 3) * open
+            }
+        };
+        weights.matmul(v).swap_dims(1, 2).reshape([b, t, width])
     }
 }
 

@@ -147,6 +147,15 @@ impl QFormer {
         Ok(self.layers(self.layernorm.forward(embeds), 0, attention_bias, None))
     }
 
+    /// The image-feature width the cross-attention reads (`None` without cross-attention).
+    pub fn encoder_hidden_size(&self) -> Option<usize> {
+        self.encoder
+            .layer
+            .iter()
+            .find_map(|l| l.crossattention.as_ref())
+            .map(|c| c.attention.key.weight.dims()[0])
+    }
+
     pub fn has_text_feed_forward(&self) -> bool {
         self.encoder
             .layer

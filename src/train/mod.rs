@@ -1,0 +1,3 @@
+//! Training: losses, schedules, loops, checkpoints and logging.
+
+pub mod tensorboard;
