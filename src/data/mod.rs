@@ -1,6 +1,8 @@
 //! The data layer: datasets described in the config, decoded and transformed on worker threads,
 //! delivered as typed batches. Bad images never stop a run unless the config says so.
 
+pub mod attributes;
+pub mod degrade;
 pub mod formats;
 pub mod image;
 pub mod loader;
