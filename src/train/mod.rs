@@ -1,3 +1,4 @@
 //! Training: losses, schedules, loops, checkpoints and logging.
 
+pub mod losses;
 pub mod tensorboard;
