@@ -2,6 +2,7 @@
 //! delivered as typed batches. Bad images never stop a run unless the config says so.
 
 pub mod attributes;
+pub mod cues;
 pub mod degrade;
 pub mod formats;
 pub mod image;

@@ -1,0 +1,210 @@
+//! Text cues: sentences generated from the measured pseudo-attributes and the applied
+//! degradation, one per MFAM level, which the frozen text encoder embeds as targets for each
+//! Q-Former's contrastive alignment (DESIGN.md section 2). Several wordings per statement, so
+//! that alignment learns the meaning rather than one string; the wording is a function of a
+//! seed, so a sample's cues can be made again.
+//!
+//! The thresholds are ours, set near the 10th and 90th percentiles of the attributes over the
+//! sample photos (`data/samples`), so that ordinary photos get the neutral cue.
+
+use super::attributes::{LowAttributes, MiddleAttributes};
+use super::degrade::{Degradation, Level, SplitMix};
+
+/// One cue per level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cues {
+    pub low: String,
+    pub middle: String,
+    pub high: String,
+}
+
+const OPENERS: [&str; 4] = ["The photo", "The shot", "This image", "The picture"];
+
+/// Wordings of one statement; each completes "The photo ...".
+type Phrase = &'static [&'static str];
+
+fn degradation_phrase(kind: Degradation) -> Phrase {
+    match kind {
+        Degradation::Blur => &["is blurred", "is out of focus", "looks soft and blurry"],
+        Degradation::Noise => &["is noisy", "is full of grain", "shows heavy noise"],
+        Degradation::Jpeg => &[
+            "shows compression artefacts",
+            "has blocky JPEG artefacts",
+            "looks heavily compressed",
+        ],
+        Degradation::Overexposure => &[
+            "is overexposed",
+            "has blown-out highlights",
+            "is far too bright",
+        ],
+        Degradation::Underexposure => &["is underexposed", "is too dark", "looks murky and dark"],
+        Degradation::Desaturation => &[
+            "has washed-out colours",
+            "looks drained of colour",
+            "has dull, faded colours",
+        ],
+        Degradation::Tilt => &["has a tilted horizon", "is not level", "leans to one side"],
+        Degradation::BadCrop => &[
+            "is badly cropped",
+            "cuts through its subject at the frame",
+            "has an awkward, off-balance crop",
+        ],
+    }
+}
+
+fn low_phrases(a: &LowAttributes) -> Vec<Phrase> {
+    let mut p: Vec<Phrase> = Vec::new();
+    if a.exposure < 0.25 {
+        p.push(&["is dark", "is underexposed", "is dimly exposed"]);
+    } else if a.exposure > 0.7 {
+        p.push(&["is very bright", "is overexposed", "is bright and airy"]);
+    }
+    if a.contrast < 0.1 {
+        p.push(&["has flat, low contrast", "lacks contrast", "looks flat"]);
+    } else if a.contrast > 0.27 {
+        p.push(&["has strong contrast", "is punchy and contrasty"]);
+    }
+    if a.saturation < 0.15 {
+        p.push(&[
+            "has muted colours",
+            "is nearly monochrome",
+            "has subdued colours",
+        ]);
+    } else if a.saturation > 0.7 {
+        p.push(&[
+            "has vivid colours",
+            "is richly saturated",
+            "has bold, saturated colours",
+        ]);
+    }
+    if a.sharpness < 0.001 {
+        p.push(&["is soft", "lacks fine detail"]);
+    } else if a.sharpness > 0.02 {
+        p.push(&["is crisp and detailed", "has sharp detail"]);
+    }
+    if a.noise > 0.015 {
+        p.push(&["is grainy", "shows visible noise"]);
+    }
+    if a.colour_temperature > 0.25 {
+        p.push(&["has warm tones", "has a warm colour cast"]);
+    } else if a.colour_temperature < -0.1 {
+        p.push(&["has cool tones", "has a cool, bluish cast"]);
+    }
+    if a.blockiness > 0.5 {
+        p.push(&["shows compression artefacts", "looks blocky"]);
+    }
+    p
+}
+
+fn middle_phrases(a: &MiddleAttributes) -> Vec<Phrase> {
+    let mut p: Vec<Phrase> = Vec::new();
+    if a.border_energy > 0.33 {
+        p.push(&["is cramped at the edges", "crowds the frame's edges"]);
+    } else if a.thirds_distance < 0.09 {
+        p.push(&[
+            "places its subject on a third",
+            "follows the rule of thirds",
+        ]);
+    }
+    if a.symmetry > 0.95 {
+        p.push(&["is symmetric", "has a balanced, symmetric layout"]);
+    }
+    if a.horizon_tilt.abs() > 3.0 {
+        p.push(&["has a tilted horizon", "is not level"]);
+    }
+    if a.simplicity > 0.75 {
+        p.push(&[
+            "is simple and uncluttered",
+            "has a clean, minimal composition",
+        ]);
+    } else if a.simplicity < 0.25 {
+        p.push(&["is busy and cluttered", "has a crowded composition"]);
+    }
+    if a.depth_of_field > 1.0 {
+        p.push(&[
+            "has a sharp subject against a soft background",
+            "uses a shallow depth of field",
+        ]);
+    }
+    p
+}
+
+const NEUTRAL_LOW: Phrase = &[
+    "is well exposed with natural colours",
+    "has balanced exposure and colour",
+    "is cleanly exposed and sharp",
+];
+const NEUTRAL_MIDDLE: Phrase = &[
+    "has an ordinary, balanced composition",
+    "is conventionally framed",
+    "has a plain, steady composition",
+];
+
+/// "The photo is dark, has muted colours and is grainy." from the chosen wordings; at most
+/// `MAX_PHRASES` statements, the first ones kept (degradations come first).
+fn sentence(phrases: &[Phrase], rng: &mut SplitMix) -> String {
+    const MAX_PHRASES: usize = 3;
+    let opener = OPENERS[(rng.next() % OPENERS.len() as u64) as usize];
+    let chosen: Vec<&str> = phrases
+        .iter()
+        .take(MAX_PHRASES)
+        .map(|p| p[(rng.next() % p.len() as u64) as usize])
+        .collect();
+    let body = match chosen.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    };
+    format!("{opener} {body}.")
+}
+
+/// The three cues of one image. `degradation` is the one applied to make it (none for an
+/// original); `caption`, when the dataset has one, is the high-level cue, else the cue states
+/// the overall verdict the degradations imply.
+pub fn cues(
+    low: &LowAttributes,
+    middle: &MiddleAttributes,
+    degradation: Option<Degradation>,
+    caption: Option<&str>,
+    seed: u64,
+) -> Cues {
+    let mut rng = SplitMix(seed);
+    let mut low_p = Vec::new();
+    let mut middle_p = Vec::new();
+    if let Some(kind) = degradation {
+        match kind.level() {
+            Level::Low => low_p.push(degradation_phrase(kind)),
+            Level::Middle | Level::High => middle_p.push(degradation_phrase(kind)),
+        }
+    }
+    low_p.extend(low_phrases(low));
+    middle_p.extend(middle_phrases(middle));
+    if low_p.is_empty() {
+        low_p.push(NEUTRAL_LOW);
+    }
+    if middle_p.is_empty() {
+        middle_p.push(NEUTRAL_MIDDLE);
+    }
+    let high = match (caption, degradation) {
+        (Some(c), _) => c.trim().to_string(),
+        (None, None) => {
+            let v: Phrase = &[
+                "is an intact, carefully taken photograph",
+                "is a clean photograph as the photographer made it",
+            ];
+            sentence(&[v], &mut rng)
+        }
+        (None, Some(kind)) => {
+            let v: Phrase = &[
+                "is a damaged copy of a photograph",
+                "is a spoiled version of a better photograph",
+            ];
+            sentence(&[v, degradation_phrase(kind)], &mut rng)
+        }
+    };
+    Cues {
+        low: sentence(&low_p, &mut rng),
+        middle: sentence(&middle_p, &mut rng),
+        high,
+    }
+}
