@@ -1,6 +1,8 @@
-//! Everything that touches files of models: where fetched weights live, and (in later modules)
-//! the mapping of checkpoints onto modules with missing and unexpected keys reported.
+//! Everything that touches files of models: where fetched weights live, the mapping of
+//! checkpoints onto modules with missing and unexpected keys reported, `inspect forward`, and
+//! crash-safe writes.
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod forward;
 pub mod hf;

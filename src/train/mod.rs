@@ -1,4 +1,5 @@
 //! Training: losses, schedules, loops, checkpoints and logging.
 
 pub mod losses;
+pub mod schedule;
 pub mod tensorboard;
