@@ -2,6 +2,7 @@
 
 pub mod bert;
 pub mod mfam;
+pub mod pretrain;
 pub mod qformer;
 pub mod text;
 pub mod vision;
