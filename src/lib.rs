@@ -2,9 +2,10 @@
 //! Comprehensive Aesthetic Insight with Multi-Scale Text-Guided Self-Supervised Learning",
 //! AAAI 2025), on Burn.
 //!
-//! Layout: `config` (layered YAML), `data` (datasets, transforms, loaders), `model` (modules,
-//! no file access), `device` (backend choice), `run` (output directories), `cli` (what the
-//! binaries share).
+//! Layout: `config` (layered YAML), `data` (datasets, transforms, loaders, self-supervision
+//! signals), `model` (modules, no file access), `io` (checkpoints and other files), `train`
+//! (losses, schedules, logging), `device` (backend choice), `run` (output directories), `cli`
+//! (what the binaries share).
 
 pub mod cli;
 pub mod config;
