@@ -7,6 +7,7 @@ pub mod degrade;
 pub mod formats;
 pub mod image;
 pub mod loader;
+pub mod selfsup;
 pub mod transform;
 
 use std::path::{Path, PathBuf};
