@@ -58,6 +58,12 @@ pub struct Transform {
 impl Transform {
     /// Resizes, crops and normalises one image into `[3, size, size]` floats (channel-major).
     pub fn apply(&self, image: &RgbImage, rng: &mut impl Rng) -> Result<Vec<f32>, ImageError> {
+        Ok(self.normalize(&self.crop(image, rng)?))
+    }
+
+    /// The resize and crop alone: a `size` x `size` image, on which pretraining applies its
+    /// degradations before `normalize`.
+    pub fn crop(&self, image: &RgbImage, rng: &mut impl Rng) -> Result<RgbImage, ImageError> {
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
             return Err(ImageError::Empty(w, h));
@@ -81,21 +87,25 @@ impl Transform {
                 rng.random_range(0..=h - size),
             ),
         };
+        Ok(
+            image::imageops::crop_imm(&resized, left as u32, top as u32, size as u32, size as u32)
+                .to_image(),
+        )
+    }
+
+    /// An image's pixels as `[3, H, W]` floats (channel-major) with the encoder's statistics.
+    pub fn normalize(&self, image: &RgbImage) -> Vec<f32> {
         let (mean, std) = self.normalization.mean_std();
-        let plane = size * size;
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let plane = w * h;
         let mut out = vec![0f32; 3 * plane];
-        let raw = resized.as_raw();
-        for y in 0..size {
-            let row = (top + y) * w;
-            for x in 0..size {
-                let px = (row + left + x) * 3;
-                for c in 0..3 {
-                    let v = f32::from(raw[px + c]) / 255.0;
-                    out[c * plane + y * size + x] = (v - mean[c]) / std[c];
-                }
+        for (i, px) in image.as_raw().chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                let v = f32::from(px[c]) / 255.0;
+                out[c * plane + i] = (v - mean[c]) / std[c];
             }
         }
-        Ok(out)
+        out
     }
 }
 

@@ -1,5 +1,6 @@
 //! Training: losses, schedules, loops, checkpoints and logging.
 
+pub mod batch;
 pub mod losses;
 pub mod objective;
 pub mod schedule;
