@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::{
-    ApplyResult, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, SafetensorsStore,
+    ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    SafetensorsStore,
 };
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
@@ -208,6 +209,39 @@ impl Tensors {
             .collect::<Result<_, _>>()?;
         safetensors::serialize(views, None).map_err(|e| e.to_string())
     }
+}
+
+/// Saves every parameter of `module` as one safetensors file in PyTorch's conventions
+/// (`weight`/`bias`, Linear weights `[out, in]`), so that PyTorch tools can read it; written
+/// atomically, so a crash never leaves a torn file at `path`.
+pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), CheckpointError> {
+    let format = |message: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+    module
+        .save_into(&mut store)
+        .map_err(|e| format(e.to_string()))?;
+    let bytes = store.get_bytes().map_err(|e| format(e.to_string()))?;
+    super::atomic::write_atomic(path, &bytes).map_err(|e| CheckpointError::Io {
+        path: e.path,
+        source: e.source,
+    })
+}
+
+/// Loads a file written by `save_module` into `module` (built with the same config): a
+/// missing weight or a shape mismatch is an error naming the key; extra tensors are reported.
+pub fn load_module<M: Module>(module: &mut M, path: &Path) -> Result<LoadReport, CheckpointError> {
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let store = SafetensorsStore::from_bytes(Some(bytes))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .allow_partial(true)
+        .validate(false);
+    load_from_store(module, store, path)
 }
 
 /// Sets `module`'s weights from `tensors` by name. Linear weights are transposed from
