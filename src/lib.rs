@@ -4,13 +4,14 @@
 //!
 //! Layout: `config` (layered YAML), `data` (datasets, transforms, loaders, self-supervision
 //! signals), `model` (modules, no file access), `io` (checkpoints and other files), `train`
-//! (losses, schedules, logging), `device` (backend choice), `run` (output directories), `cli`
+//! (losses, schedules, logging), `eval` (metrics), `device` (backend choice), `run` (output directories), `cli`
 //! (what the binaries share).
 
 pub mod cli;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod eval;
 pub mod io;
 pub mod model;
 pub mod run;

@@ -1,0 +1,3 @@
+//! Evaluation: pure metric functions, and (later) the task runners that feed them.
+
+pub mod degradations;
