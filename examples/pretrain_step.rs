@@ -57,10 +57,7 @@ fn main() -> anyhow::Result<()> {
         transform: &transform,
         pairs: &pairs,
     };
-    let mut paths: Vec<_> = std::fs::read_dir("data/samples")?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
+    let mut paths = calm::data::formats::scan_folder(std::path::Path::new("data/samples"), false)?;
     paths.sort();
     let photos = paths
         .iter()

@@ -2,7 +2,7 @@
 //! originals then their degraded copies, encoder states, cue embeddings and attributes in
 //! matching rows, reproducible from the seed.
 
-use std::path::Path;
+mod common;
 
 use burn::tensor::{Device, Tensor};
 use calm::data::DataConfig;
@@ -14,6 +14,7 @@ use calm::io::pytorch::load_efficientnet_lite0;
 use calm::model::vision::frozen::{Encoder, FrozenEncoder};
 use calm::model::{EfficientNetLite0Config, VisionConfig};
 use calm::train::batch::BatchBuilder;
+use common::sample_photo_paths;
 
 #[test]
 fn a_batch_pairs_each_photo_with_its_degraded_copy() {
@@ -39,13 +40,7 @@ fn a_batch_pairs_each_photo_with_its_degraded_copy() {
         transform: &transform,
         pairs: &pairs,
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .expect("samples")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    paths.sort();
+    let paths = sample_photo_paths();
     let photos: Vec<_> = paths[..3]
         .iter()
         .map(|p| load_rgb(p).expect("decodes"))

@@ -2,66 +2,12 @@
 //! freshly initialised one, in PyTorch's conventions; a checkpoint of another shape is refused
 //! with the key named.
 
-use burn::module::{Module, ModuleVisitor, Param};
+mod common;
+
 use burn::tensor::{Device, Distribution, Tensor};
 use calm::io::checkpoint::{CheckpointError, Tensors, load_module, save_module};
-use calm::model::pretrain::{PretrainHeadsConfig, PretrainModel};
-use calm::model::{ClipVisionConfig, MfamConfig, QFormerConfig, VisionConfig};
-
-fn configs() -> (MfamConfig, VisionConfig, PretrainHeadsConfig) {
-    let vision = VisionConfig::Clip(ClipVisionConfig {
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: 4,
-        num_attention_heads: 2,
-        image_size: 16,
-        patch_size: 8,
-        ..ClipVisionConfig::default()
-    });
-    let mut mfam = MfamConfig {
-        qformer: QFormerConfig {
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            intermediate_size: 24,
-            ..QFormerConfig::default()
-        },
-        llm_hidden_size: 12,
-        ..MfamConfig::default()
-    };
-    for (level, layers) in [
-        (&mut mfam.low, [1, 2]),
-        (&mut mfam.middle, [2, 3]),
-        (&mut mfam.high, [3, 4]),
-    ] {
-        level.layers = layers.to_vec();
-        level.num_query_tokens = 2;
-    }
-    let heads = PretrainHeadsConfig {
-        text_dim: 8,
-        low_attributes: 3,
-        middle_attributes: 2,
-    };
-    (mfam, vision, heads)
-}
-
-fn bits<M: Module>(module: &M) -> Vec<Vec<u32>> {
-    struct Collect(Vec<Vec<u32>>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let v = param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("f32");
-            self.0.push(v.into_iter().map(f32::to_bits).collect());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    module.visit(&mut c);
-    c.0
-}
+use calm::model::pretrain::PretrainModel;
+use common::{param_bits as bits, tiny_pretrain_configs as configs};
 
 #[test]
 fn a_saved_model_loads_back_bit_for_bit() {

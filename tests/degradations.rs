@@ -2,22 +2,16 @@
 //! on real sample photos for the pixel-level ones, on drawn scenes for tilt (a level horizon)
 //! and bad crops (a subject well inside the frame).
 
-use std::path::Path;
+mod common;
 
 use calm::data::attributes::{LowAttributes, MiddleAttributes, low_attributes, middle_attributes};
 use calm::data::degrade::{Degradation, Level};
 use calm::data::image::load_rgb;
+use common::sample_photo_paths;
 use image::{Rgb, RgbImage};
 
 fn photos() -> Vec<RgbImage> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .expect("samples")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg" || e == "png"))
-        .collect();
-    paths.sort();
-    paths
+    sample_photo_paths()
         .iter()
         .take(6)
         .map(|p| {

@@ -4,7 +4,9 @@
 //! BERT; and an optimiser step on the MFAM that leaves the frozen image encoder and the frozen
 //! text encoder (real MiniLM weights) bit-for-bit unchanged.
 
-use burn::module::{Module, ModuleVisitor, Param};
+mod common;
+
+use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use calm::io::hf::load_text_encoder;
@@ -16,6 +18,7 @@ use calm::model::{
     BertConfig, ClipVisionConfig, EfficientNetLite0Config, Group, MfamConfig, ProjectorKind,
     QFormerConfig, QFormerWeights, VisionConfig,
 };
+use common::param_bits as bits;
 
 fn small_qformer() -> QFormerConfig {
     QFormerConfig {
@@ -250,25 +253,6 @@ fn every_q_former_starts_from_bert() {
     let mut wide = config();
     wide.qformer.hidden_size = 64;
     assert!(wide.init_from_bert(&vision, &bert, &device).is_err());
-}
-
-/// Every float parameter's bits.
-fn bits<M: Module>(module: &M) -> Vec<Vec<u32>> {
-    struct Collect(Vec<Vec<u32>>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let v = param
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .expect("f32");
-            self.0.push(v.into_iter().map(f32::to_bits).collect());
-        }
-    }
-    let mut c = Collect(Vec::new());
-    module.visit(&mut c);
-    c.0
 }
 
 fn encoder_bits(e: &FrozenEncoder) -> Vec<Vec<u32>> {

@@ -1,43 +1,21 @@
 //! The pretraining objective: every loss is reported by name, the weights decide the total,
 //! and Adam steps on the MFAM and its heads drive the total down on a fixed batch.
 
+mod common;
+
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use calm::model::pretrain::{PretrainHeadsConfig, PretrainModel};
 use calm::model::vision::frozen::{Encoder, FrozenEncoder};
-use calm::model::{ClipVisionConfig, MfamConfig, QFormerConfig, VisionConfig};
+use calm::model::{MfamConfig, VisionConfig};
 use calm::train::objective::{LossConfig, PretrainBatch, losses};
+use common::tiny_pretrain_configs;
 
 fn setup(device: &Device) -> (MfamConfig, VisionConfig, PretrainBatch) {
-    let clip = ClipVisionConfig {
-        hidden_size: 16,
-        intermediate_size: 24,
-        num_hidden_layers: 4,
-        num_attention_heads: 2,
-        image_size: 16,
-        patch_size: 8,
-        ..ClipVisionConfig::default()
+    let (mfam, vision, _) = tiny_pretrain_configs();
+    let VisionConfig::Clip(clip) = &vision else {
+        unreachable!("a CLIP config")
     };
-    let vision = VisionConfig::Clip(clip.clone());
-    let mut mfam = MfamConfig {
-        qformer: QFormerConfig {
-            hidden_size: 16,
-            num_hidden_layers: 2,
-            num_attention_heads: 2,
-            intermediate_size: 24,
-            ..QFormerConfig::default()
-        },
-        llm_hidden_size: 12,
-        ..MfamConfig::default()
-    };
-    for (level, layers) in [
-        (&mut mfam.low, [1, 2]),
-        (&mut mfam.middle, [2, 3]),
-        (&mut mfam.high, [3, 4]),
-    ] {
-        level.layers = layers.to_vec();
-        level.num_query_tokens = 2;
-    }
     let plain = Device::flex();
     let encoder = FrozenEncoder::new(Encoder::Clip(clip.init(&plain)));
     let pixels = Tensor::<4>::random([4, 3, 16, 16], Distribution::Normal(0.0, 1.0), device);
@@ -53,11 +31,7 @@ fn setup(device: &Device) -> (MfamConfig, VisionConfig, PretrainBatch) {
 }
 
 fn heads() -> PretrainHeadsConfig {
-    PretrainHeadsConfig {
-        text_dim: 8,
-        low_attributes: 3,
-        middle_attributes: 2,
-    }
+    tiny_pretrain_configs().2
 }
 
 #[test]

@@ -494,10 +494,15 @@ fn one_layer_passes_a_finite_difference_gradient_check() {
     assert!(worst < 2e-2, "worst relative error {worst}");
 }
 
-fn inspect(args: &[&std::ffi::OsStr]) -> std::process::Output {
+/// `inspect forward --arch qformer` on a checkpoint folder and an inputs file.
+fn inspect(checkpoint: &Path, inputs: &Path, output: &Path) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-        .arg("forward")
-        .args(args)
+        .args(["forward", "--arch", "qformer", "--checkpoint"])
+        .arg(checkpoint)
+        .arg("--inputs")
+        .arg(inputs)
+        .arg("--output")
+        .arg(output)
         .output()
         .expect("runs")
 }
@@ -515,16 +520,11 @@ fn inspect_forward_writes_the_reference_last_hidden_state() {
     ] {
         let dir = case(dir);
         let out_path = tmp.path().join("out.safetensors");
-        let out = inspect(&[
-            "--arch".as_ref(),
-            "qformer".as_ref(),
-            "--checkpoint".as_ref(),
-            dir.as_os_str(),
-            "--inputs".as_ref(),
-            dir.join(format!("inputs{suffix}.safetensors")).as_os_str(),
-            "--output".as_ref(),
-            out_path.as_os_str(),
-        ]);
+        let out = inspect(
+            &dir,
+            &dir.join(format!("inputs{suffix}.safetensors")),
+            &out_path,
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -544,16 +544,11 @@ fn inspect_forward_writes_the_reference_last_hidden_state() {
     // Without `encoder_hidden_states`: a one-line error naming the tensor.
     let bert_inputs = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/bert/a_padding/inputs.safetensors");
-    let out = inspect(&[
-        "--arch".as_ref(),
-        "qformer".as_ref(),
-        "--checkpoint".as_ref(),
-        case("a_queries_mask").as_os_str(),
-        "--inputs".as_ref(),
-        bert_inputs.as_os_str(),
-        "--output".as_ref(),
-        tmp.path().join("x.safetensors").as_os_str(),
-    ]);
+    let out = inspect(
+        &case("a_queries_mask"),
+        &bert_inputs,
+        &tmp.path().join("x.safetensors"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("query_embeds"),
@@ -636,16 +631,7 @@ fn inspect_forward_refuses_inconsistent_inputs_in_one_line() {
         }
         let path = tmp.path().join(format!("in{i}.safetensors"));
         inputs.write(&path).expect("write");
-        let out = inspect(&[
-            "--arch".as_ref(),
-            "qformer".as_ref(),
-            "--checkpoint".as_ref(),
-            dir.as_os_str(),
-            "--inputs".as_ref(),
-            path.as_os_str(),
-            "--output".as_ref(),
-            tmp.path().join("x.safetensors").as_os_str(),
-        ]);
+        let out = inspect(&dir, &path, &tmp.path().join("x.safetensors"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && err.contains(want) && !err.contains("panicked"),
@@ -664,16 +650,7 @@ fn inspect_forward_refuses_inconsistent_inputs_in_one_line() {
     let path = tmp.path().join("broadcast.safetensors");
     inputs.write(&path).expect("write");
     let out_path = tmp.path().join("out.safetensors");
-    let out = inspect(&[
-        "--arch".as_ref(),
-        "qformer".as_ref(),
-        "--checkpoint".as_ref(),
-        dir.as_os_str(),
-        "--inputs".as_ref(),
-        path.as_os_str(),
-        "--output".as_ref(),
-        out_path.as_os_str(),
-    ]);
+    let out = inspect(&dir, &path, &out_path);
     assert!(
         out.status.success(),
         "{}",

@@ -1,23 +1,17 @@
 //! Self-supervised pairs from the sample photos: reproducible from their seed, the copy
 //! degraded as drawn, cues that name the degradation, attributes on a unit scale.
 
-use std::path::Path;
+mod common;
 
 use calm::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
 use calm::data::degrade::Degradation;
 use calm::data::image::load_rgb;
 use calm::data::selfsup::{PairConfig, PairError, make_pair};
+use common::sample_photo_paths;
 use image::RgbImage;
 
 fn photos() -> Vec<RgbImage> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
-    let mut paths: Vec<_> = std::fs::read_dir(dir)
-        .expect("samples")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    paths.sort();
-    paths
+    sample_photo_paths()
         .iter()
         .map(|p| {
             let img = load_rgb(p).expect("decodes");

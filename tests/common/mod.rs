@@ -1,0 +1,77 @@
+//! Helpers shared by several test targets (each target compiles this module on its own, so
+//! not every target uses every helper).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+use calm::data::formats::scan_folder;
+use calm::model::pretrain::PretrainHeadsConfig;
+use calm::model::{ClipVisionConfig, MfamConfig, QFormerConfig, VisionConfig};
+
+/// The sample photos shipped in `data/samples`, sorted.
+pub fn sample_photo_paths() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
+    let mut paths = scan_folder(&dir, false).expect("sample photos");
+    paths.sort();
+    paths
+}
+
+/// Every float parameter's bits, in visiting order.
+pub fn param_bits<M: Module>(module: &M) -> Vec<Vec<u32>> {
+    struct Collect(Vec<Vec<u32>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let v = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32");
+            self.0.push(v.into_iter().map(f32::to_bits).collect());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    module.visit(&mut c);
+    c.0
+}
+
+/// A 4-layer 16-wide CLIP at 16 px and an MFAM of 2-layer Q-Formers reading it (two queries
+/// a level), with heads for 8-d text and 3 / 2 attributes: fast enough for training tests.
+pub fn tiny_pretrain_configs() -> (MfamConfig, VisionConfig, PretrainHeadsConfig) {
+    let vision = VisionConfig::Clip(ClipVisionConfig {
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 4,
+        num_attention_heads: 2,
+        image_size: 16,
+        patch_size: 8,
+        ..ClipVisionConfig::default()
+    });
+    let mut mfam = MfamConfig {
+        qformer: QFormerConfig {
+            hidden_size: 16,
+            num_hidden_layers: 2,
+            num_attention_heads: 2,
+            intermediate_size: 24,
+            ..QFormerConfig::default()
+        },
+        llm_hidden_size: 12,
+        ..MfamConfig::default()
+    };
+    for (level, layers) in [
+        (&mut mfam.low, [1, 2]),
+        (&mut mfam.middle, [2, 3]),
+        (&mut mfam.high, [3, 4]),
+    ] {
+        level.layers = layers.to_vec();
+        level.num_query_tokens = 2;
+    }
+    let heads = PretrainHeadsConfig {
+        text_dim: 8,
+        low_attributes: 3,
+        middle_attributes: 2,
+    };
+    (mfam, vision, heads)
+}
