@@ -3,6 +3,8 @@
 //! all-MiniLM-L6-v2 weights (fetched by scripts/fetch_models.sh): its tokenizer's ids and its
 //! sentence embeddings equal the reference's, and it ranks related sentences together.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -156,15 +158,12 @@ fn inspect_forward_writes_the_reference_outputs() {
     let dir = case();
     for suffix in ["", "_ids_only", "_empty_row"] {
         let out_path = tmp.path().join("out.safetensors");
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-            .args(["forward", "--arch", "bert", "--checkpoint"])
-            .arg(&dir)
-            .arg("--inputs")
-            .arg(dir.join(format!("inputs{suffix}.safetensors")))
-            .arg("--output")
-            .arg(&out_path)
-            .output()
-            .expect("runs");
+        let out = common::inspect_forward(
+            "bert",
+            &dir,
+            &dir.join(format!("inputs{suffix}.safetensors")),
+            &out_path,
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -194,15 +193,7 @@ fn inspect_forward_writes_the_reference_outputs() {
         )
         .expect("insert");
     inputs.write(&bad).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-        .args(["forward", "--arch", "bert", "--checkpoint"])
-        .arg(&dir)
-        .arg("--inputs")
-        .arg(&bad)
-        .arg("--output")
-        .arg(tmp.path().join("x.safetensors"))
-        .output()
-        .expect("runs");
+    let out = common::inspect_forward("bert", &dir, &bad, &tmp.path().join("x.safetensors"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("500") && !err.contains("panicked"),

@@ -3,6 +3,8 @@
 //! last hidden state and the pooled output within 1e-4, for f32, f16 and sharded bf16
 //! checkpoints, at the checkpoint's size and with interpolated position embeddings.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor};
@@ -149,15 +151,12 @@ fn inspect_forward_writes_the_reference_outputs() {
     let dir = case("b_gelu_f16");
     let tmp = tempfile::tempdir().expect("tempdir");
     let out_path = tmp.path().join("out.safetensors");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-        .args(["forward", "--arch", "clip-vision", "--checkpoint"])
-        .arg(&dir)
-        .arg("--inputs")
-        .arg(dir.join("inputs_36x30.safetensors"))
-        .arg("--output")
-        .arg(&out_path)
-        .output()
-        .expect("runs");
+    let status = common::inspect_forward(
+        "clip-vision",
+        &dir,
+        &dir.join("inputs_36x30.safetensors"),
+        &out_path,
+    );
     assert!(
         status.status.success(),
         "{}",
@@ -180,15 +179,12 @@ fn inspect_forward_writes_the_reference_outputs() {
     let b: Tensor<2> = expected.tensor("pooler_output", &device).expect("expected");
     assert!(max_abs_diff(a, b) <= 1e-4);
 
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-        .args(["forward", "--arch", "clip-vision", "--checkpoint"])
-        .arg(&dir)
-        .arg("--inputs")
-        .arg(dir.join("outputs.safetensors"))
-        .arg("--output")
-        .arg(tmp.path().join("x.safetensors"))
-        .output()
-        .expect("runs");
+    let bad = common::inspect_forward(
+        "clip-vision",
+        &dir,
+        &dir.join("outputs.safetensors"),
+        &tmp.path().join("x.safetensors"),
+    );
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(
         !bad.status.success() && err.contains("pixel_values"),

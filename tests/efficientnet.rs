@@ -2,6 +2,8 @@
 //! equal to the reference forward pass (timm's `efficientnet_lite0`, fixture from
 //! scripts/fixtures/make_efficientnet_fixtures.py), and it recognises the sample cat photo.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -96,15 +98,12 @@ fn inspect_forward_writes_logits_and_stage_features() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/efficientnet");
     let tmp = tempfile::tempdir().expect("tempdir");
     let out_path = tmp.path().join("out.safetensors");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-        .args(["forward", "--arch", "efficientnet-lite0", "--checkpoint"])
-        .arg(weights())
-        .arg("--inputs")
-        .arg(dir.join("inputs.safetensors"))
-        .arg("--output")
-        .arg(&out_path)
-        .output()
-        .expect("runs");
+    let out = common::inspect_forward(
+        "efficientnet-lite0",
+        &weights(),
+        &dir.join("inputs.safetensors"),
+        &out_path,
+    );
     assert!(
         out.status.success(),
         "{}",

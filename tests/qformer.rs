@@ -3,6 +3,8 @@
 //! cross-attention every second layer, and queries followed by text; both key layouts; the
 //! ITG mask; initialisation from BERT; a finite-difference gradient check on one layer.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -496,15 +498,7 @@ fn one_layer_passes_a_finite_difference_gradient_check() {
 
 /// `inspect forward --arch qformer` on a checkpoint folder and an inputs file.
 fn inspect(checkpoint: &Path, inputs: &Path, output: &Path) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-        .args(["forward", "--arch", "qformer", "--checkpoint"])
-        .arg(checkpoint)
-        .arg("--inputs")
-        .arg(inputs)
-        .arg("--output")
-        .arg(output)
-        .output()
-        .expect("runs")
+    common::inspect_forward("qformer", checkpoint, inputs, output)
 }
 
 #[test]
@@ -563,54 +557,35 @@ fn inspect_forward_refuses_inconsistent_inputs_in_one_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = case("a_queries_mask");
     let rand = |shape: [usize; 3]| Tensor::<3>::random(shape, Distribution::Default, &device);
+    // (expected message, query_embeds shape, encoder_hidden_states shape, mask, query_length);
+    // the checkpoint's hidden_size is 32 and its encoder_hidden_size 24.
     let cases: Vec<(
         &str,
-        Vec<(&str, Tensor<3>)>,
+        [usize; 3],
+        [usize; 3],
         Option<Tensor<2>>,
         Option<Tensor<1>>,
     )> = vec![
         (
             "encoder_hidden_size is 24",
-            vec![
-                ("query_embeds", rand([2, 5, 32])),
-                ("encoder_hidden_states", rand([2, 7, 20])),
-            ],
+            [2, 5, 32],
+            [2, 7, 20],
             None,
             None,
         ),
-        (
-            "hidden_size is 32",
-            vec![
-                ("query_embeds", rand([2, 5, 30])),
-                ("encoder_hidden_states", rand([2, 7, 24])),
-            ],
-            None,
-            None,
-        ),
+        ("hidden_size is 32", [2, 5, 30], [2, 7, 24], None, None),
         (
             "expected [2, 7]",
-            vec![
-                ("query_embeds", rand([2, 5, 32])),
-                ("encoder_hidden_states", rand([2, 7, 24])),
-            ],
+            [2, 5, 32],
+            [2, 7, 24],
             Some(Tensor::ones([2, 6], &device)),
             None,
         ),
-        (
-            "batch 3",
-            vec![
-                ("query_embeds", rand([2, 5, 32])),
-                ("encoder_hidden_states", rand([3, 7, 24])),
-            ],
-            None,
-            None,
-        ),
+        ("batch 3", [2, 5, 32], [3, 7, 24], None, None),
         (
             "non-negative integer",
-            vec![
-                ("query_embeds", rand([2, 5, 32])),
-                ("encoder_hidden_states", rand([2, 7, 24])),
-            ],
+            [2, 5, 32],
+            [2, 7, 24],
             None,
             Some(Tensor::from_data(
                 TensorData::new(vec![-1f32], [1]),
@@ -618,11 +593,14 @@ fn inspect_forward_refuses_inconsistent_inputs_in_one_line() {
             )),
         ),
     ];
-    for (i, (want, tensors, mask, query_length)) in cases.into_iter().enumerate() {
+    for (i, (want, queries, encoder, mask, query_length)) in cases.into_iter().enumerate() {
         let mut inputs = Tensors::default();
-        for (k, t) in tensors {
-            inputs.insert(k, t).expect("insert");
-        }
+        inputs
+            .insert("query_embeds", rand(queries))
+            .expect("insert");
+        inputs
+            .insert("encoder_hidden_states", rand(encoder))
+            .expect("insert");
         if let Some(m) = mask {
             inputs.insert("encoder_attention_mask", m).expect("insert");
         }

@@ -75,3 +75,21 @@ pub fn tiny_pretrain_configs() -> (MfamConfig, VisionConfig, PretrainHeadsConfig
     };
     (mfam, vision, heads)
 }
+
+/// `inspect forward --arch ARCH` on a checkpoint and an inputs file, as a user runs it.
+pub fn inspect_forward(
+    arch: &str,
+    checkpoint: &Path,
+    inputs: &Path,
+    output: &Path,
+) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
+        .args(["forward", "--arch", arch, "--checkpoint"])
+        .arg(checkpoint)
+        .arg("--inputs")
+        .arg(inputs)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .expect("runs")
+}
