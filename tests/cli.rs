@@ -154,15 +154,15 @@ fn inspect_config_prints_the_resolved_yaml() {
         &[
             "config",
             "--config",
-            "configs/pretrain/clip_vit_l14_336.yaml",
+            "configs/pretrain/calm_vitl14.yaml",
             "--set",
-            "model.mfam.low.num_query_tokens=16",
+            "model.mfam.low.num_query_tokens=12",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let yaml = String::from_utf8_lossy(&out.stdout);
     assert!(
-        yaml.contains("kind: clip") && yaml.contains("num_query_tokens: 16"),
+        yaml.contains("kind: clip") && yaml.contains("num_query_tokens: 12"),
         "{yaml}"
     );
 }

@@ -1,11 +1,15 @@
-//! `pretrain`: text-guided multi-scale self-supervised pretraining of the MFAM.
+//! `pretrain`: text-guided multi-scale self-supervised pretraining of the MFAM. With no
+//! arguments, the main job: the sample photos, the real EfficientNet-Lite0 and MiniLM, a few
+//! photos held back and evaluated at the end.
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use calm::cli::CommonArgs;
+use calm::train::pretrain::{self, Frozen, HELD_OUT, SUMMARY};
 use clap::Parser;
 
 /// Pretrain the Multi-scale Feature Alignment Module on unlabeled photos, guided by text cues
@@ -15,6 +19,9 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// Continue the run in this directory from its latest checkpoint, with its own config.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "set", "output_dir", "overwrite"])]
+    resume: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -22,20 +29,44 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.common.load_config()?;
     let device = args.common.device()?;
-    let run = args.common.start_run("pretrain", &config)?;
-    println!("run directory: {}", run.path().display());
-    let report =
-        calm::data::check_pipeline(&config.data, &config.model.vision, config.seed, &device)
-            .context("checking the data pipeline")?;
-    run.write("data_report.json", &serde_json::to_string_pretty(&report)?)?;
+    let (config, run_dir) = match &args.resume {
+        Some(dir) => {
+            let found =
+                pretrain::find_run(dir).with_context(|| format!("resuming {}", dir.display()))?;
+            (found.config, dir.clone())
+        }
+        None => {
+            let config = args.common.load_config()?;
+            let run = args.common.start_run("pretrain", &config)?;
+            (config, run.path().to_path_buf())
+        }
+    };
+    println!("run directory: {}", run_dir.display());
+    let frozen = Frozen::load(&config, &device).context("loading the frozen encoders")?;
+    let summary = pretrain::pretrain(&config, &frozen, &run_dir, &device, args.resume.is_some())
+        .context("pretraining")?;
+    let mut json = serde_json::to_value(&summary)?;
+    write_summary(&run_dir, &json)?;
+    let held_out = calm::data::formats::scan_folder(&run_dir.join(HELD_OUT), false)?;
+    // The model as `evaluate` reads it back from the run.
+    let model = pretrain::load_pretrained(&pretrain::find_run(&run_dir)?, &frozen, &device)?;
+    let report = pretrain::evaluate_degradations(&config, &frozen, &model, &held_out, &device)
+        .context("evaluating the held-out photos")?;
+    json["degradations"] = serde_json::to_value(&report)?;
+    write_summary(&run_dir, &json)?;
     println!(
-        "data: {} images, {} loaded in {} batches, {} skipped",
-        report.images,
-        report.loaded,
-        report.batches,
-        report.skipped.len()
+        "held-out pairwise accuracy {:.3} (random init {:.3}) over {} pairs; summary in {}",
+        report.pairwise_accuracy,
+        report.random_init_pairwise_accuracy,
+        report.pairs,
+        run_dir.join(SUMMARY).display()
     );
-    Err(common::not_built("the pretraining loop", 5))
+    Ok(())
+}
+
+fn write_summary(run_dir: &std::path::Path, json: &serde_json::Value) -> anyhow::Result<()> {
+    let path = run_dir.join(SUMMARY);
+    calm::io::atomic::write_atomic(&path, serde_json::to_string_pretty(json)?.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

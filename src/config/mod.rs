@@ -10,6 +10,7 @@ pub use layered::{ConfigError, Invalid, Layers, Source, Validate, load, to_yaml}
 
 use crate::data::DataConfig;
 use crate::model::ModelConfig;
+use crate::train::pretrain::PretrainConfig;
 
 /// Everything a run reads. Each binary uses the sections it needs; unknown keys anywhere are
 /// errors.
@@ -20,6 +21,7 @@ pub struct ExperimentConfig {
     pub seed: u64,
     pub model: ModelConfig,
     pub data: DataConfig,
+    pub pretrain: PretrainConfig,
 }
 
 impl Default for ExperimentConfig {
@@ -28,6 +30,7 @@ impl Default for ExperimentConfig {
             seed: 42,
             model: ModelConfig::default(),
             data: DataConfig::default(),
+            pretrain: PretrainConfig::default(),
         }
     }
 }
@@ -36,6 +39,7 @@ impl Validate for ExperimentConfig {
     fn validate(&self) -> Result<(), Invalid> {
         self.model.validate()?;
         self.data.validate()?;
+        self.pretrain.validate()?;
         let size = self.model.vision.image_size();
         match self.data.image.resize_shorter {
             Some(shorter) if shorter < size => Err(Invalid::new(

@@ -374,7 +374,7 @@ impl<S: SampleSource> Drop for Epoch<S> {
 }
 
 /// SplitMix64 over the three words, so nearby seeds give unrelated streams.
-fn mix(seed: u64, epoch: u64, index: u64) -> u64 {
+pub(crate) fn mix(seed: u64, epoch: u64, index: u64) -> u64 {
     let mut z = seed
         ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);

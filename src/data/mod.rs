@@ -216,11 +216,24 @@ impl Default for ImageConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     pub source: SourceConfig,
+    /// More datasets read after `source`, as one (CALM pretrains on eight unlabeled sources).
+    pub extra_sources: Vec<SourceConfig>,
     pub image: ImageConfig,
     pub loader: LoaderConfig,
 }
 
 impl DataConfig {
+    /// The distinct image files of `source` and then `extra_sources`.
+    pub fn image_paths(&self) -> Result<Vec<PathBuf>, DataError> {
+        let mut paths = self.source.image_paths()?;
+        for source in &self.extra_sources {
+            paths.extend(source.image_paths()?);
+        }
+        let mut seen = std::collections::HashSet::new();
+        paths.retain(|p| seen.insert(p.clone()));
+        Ok(paths)
+    }
+
     /// The transform for an encoder.
     pub fn transform(&self, vision: &VisionConfig) -> Transform {
         let size = vision.image_size();
@@ -235,9 +248,17 @@ impl DataConfig {
 
 impl Validate for DataConfig {
     fn validate(&self) -> Result<(), Invalid> {
-        for (name, path) in self.source.required_paths() {
-            if path.as_os_str().is_empty() {
-                return Err(Invalid::new(format!("data.source.{name}"), "must be set"));
+        let sources = std::iter::once(("data.source".to_string(), &self.source)).chain(
+            self.extra_sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("data.extra_sources.{i}"), s)),
+        );
+        for (key, source) in sources {
+            for (name, path) in source.required_paths() {
+                if path.as_os_str().is_empty() {
+                    return Err(Invalid::new(format!("{key}.{name}"), "must be set"));
+                }
             }
         }
         if self.loader.batch_size == 0 {
@@ -345,7 +366,7 @@ pub fn check_pipeline(
     seed: u64,
     device: &Device,
 ) -> Result<PipelineReport, DataError> {
-    let paths = data.source.image_paths()?;
+    let paths = data.image_paths()?;
     let transform = data.transform(vision);
     let size = transform.size;
     let images = paths.len();

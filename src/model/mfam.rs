@@ -37,7 +37,7 @@ impl LevelConfig {
         Self {
             enabled: true,
             layers: layers.to_vec(),
-            num_query_tokens: 32,
+            num_query_tokens: 16,
         }
     }
 }
@@ -81,7 +81,11 @@ pub enum QFormerWeights {
     Shared,
 }
 
-/// The defaults read EfficientNet-Lite0's stages (0..7): shallow, middle and deep.
+/// The defaults are the CPU-sized model of the main job: they read EfficientNet-Lite0's
+/// stages (0..7), shallow (stage 2, 28x28 at 224 px), middle and deep, with 16 queries a
+/// level and two-layer Q-Formers initialised from MiniLM's first layers. Stage 1 (56x56)
+/// would make the low level's cross-attention 4x costlier. Full-scale configs set BLIP-2's
+/// sizes (32 queries, 12 layers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MfamConfig {
@@ -99,11 +103,14 @@ pub struct MfamConfig {
 impl Default for MfamConfig {
     fn default() -> Self {
         Self {
-            low: LevelConfig::with_layers(&[1, 2]),
+            low: LevelConfig::with_layers(&[2]),
             middle: LevelConfig::with_layers(&[3, 4]),
             high: LevelConfig::with_layers(&[5, 6]),
             thematic: ThematicConfig::default(),
-            qformer: QFormerConfig::default(),
+            qformer: QFormerConfig {
+                num_hidden_layers: 2,
+                ..QFormerConfig::default()
+            },
             qformer_weights: QFormerWeights::Separate,
             llm_hidden_size: 576,
         }

@@ -22,6 +22,20 @@ pub use vision::{ClipVisionConfig, EfficientNetLite0Config, HiddenAct, VisionCon
 pub struct ModelConfig {
     pub vision: VisionConfig,
     pub mfam: MfamConfig,
+    pub weights: WeightsConfig,
+}
+
+/// Where the frozen encoders' weights come from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WeightsConfig {
+    /// The image encoder: an HF `CLIPVisionModel` folder, or EfficientNet-Lite0's `.pth` (or a
+    /// folder holding it). `null`: the fetched EfficientNet-Lite0 (a CLIP encoder needs a path).
+    pub vision: Option<std::path::PathBuf>,
+    /// The text encoder of the cues, also the BERT the Q-Formers start from: a
+    /// sentence-transformers BERT folder (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`). `null`: the fetched all-MiniLM-L6-v2.
+    pub text_encoder: Option<std::path::PathBuf>,
 }
 
 impl Validate for ModelConfig {

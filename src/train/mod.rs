@@ -1,7 +1,11 @@
 //! Training: losses, schedules, loops, checkpoints and logging.
 
 pub mod batch;
+pub mod checkpoints;
 pub mod losses;
 pub mod objective;
+pub mod optim;
+pub mod pretrain;
+pub mod progress;
 pub mod schedule;
 pub mod tensorboard;

@@ -52,6 +52,24 @@ pub struct PretrainBatch {
     pub pairs: Vec<(usize, usize)>,
 }
 
+impl PretrainBatch {
+    /// The same batch as constants of an autodiff graph (built without autodiff, e.g. on a
+    /// loader thread).
+    pub fn autodiff(self) -> Self {
+        Self {
+            hidden_states: self
+                .hidden_states
+                .into_iter()
+                .map(|t| t.autodiff())
+                .collect(),
+            cues: self.cues.map(|t| t.autodiff()),
+            low_attributes: self.low_attributes.autodiff(),
+            middle_attributes: self.middle_attributes.autodiff(),
+            pairs: self.pairs,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Losses {
     /// Unweighted, by name: `itc_low`, `itc_middle`, `itc_high`, `attributes`, `ranking`.

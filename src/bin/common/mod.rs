@@ -8,10 +8,26 @@ pub fn main_with(command: &str, body: impl FnOnce() -> anyhow::Result<()>) -> Ex
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{command}: error: {err:#}");
+            eprintln!("{command}: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the message before
+/// it already ends with (library errors print their source inline).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// The error of a capability whose issue has not landed yet.

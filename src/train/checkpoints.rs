@@ -1,0 +1,181 @@
+//! A training run's checkpoints: `checkpoints/step-NNNNNNNN/` holds the model
+//! (`model.safetensors`, PyTorch conventions), the optimiser state (`optimizer.bpk`, Burn's
+//! burnpack) and the loop's position (`state.json`); `checkpoints/latest` names the newest
+//! complete one. A checkpoint is written in a temporary folder and renamed into place, and only
+//! then does `latest` change (atomically), so a crash at any point leaves `latest` naming a
+//! complete checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use serde::{Deserialize, Serialize};
+
+use crate::io::atomic::{AtomicWriteError, write_atomic};
+use crate::io::checkpoint::{CheckpointError, load_module, save_module};
+
+pub const CHECKPOINTS: &str = "checkpoints";
+pub const LATEST: &str = "latest";
+pub const MODEL: &str = "model.safetensors";
+pub const OPTIMIZER: &str = "optimizer.bpk";
+pub const STATE: &str = "state.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainCheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: optimiser state: {message}")]
+    Optimizer { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    State { path: PathBuf, message: String },
+    #[error("{0} holds no pretraining checkpoint (no checkpoints/latest)")]
+    NoCheckpoint(PathBuf),
+}
+
+impl From<AtomicWriteError> for TrainCheckpointError {
+    fn from(e: AtomicWriteError) -> Self {
+        Self::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainCheckpointError + '_ {
+    move |source| TrainCheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the loop stands after the last optimiser step of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Micro-batches consumed (`step` x gradient accumulation).
+    pub micro_batches: usize,
+    /// Images that failed to load so far.
+    pub skipped: Vec<String>,
+}
+
+fn step_name(step: usize) -> String {
+    format!("step-{step:08}")
+}
+
+/// Writes a checkpoint of `model` and `optimizer` after `state.step` steps, points `latest`
+/// at it, and deletes all but the newest `keep` checkpoints (0 keeps all).
+pub fn save<M: Module>(
+    run: &Path,
+    model: &M,
+    optimizer: &ModuleOptimizer,
+    state: &TrainerState,
+    keep: usize,
+) -> Result<PathBuf, TrainCheckpointError> {
+    let root = run.join(CHECKPOINTS);
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let name = step_name(state.step);
+    let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    save_module(model, &tmp.join(MODEL))?;
+    let optimizer_path = tmp.join(OPTIMIZER);
+    let bytes = optimizer
+        .into_bytes()
+        .map_err(|e| TrainCheckpointError::Optimizer {
+            path: optimizer_path.clone(),
+            message: e.to_string(),
+        })?;
+    write_atomic(&optimizer_path, &bytes)?;
+    let state_json =
+        serde_json::to_string_pretty(state).map_err(|e| TrainCheckpointError::State {
+            path: tmp.join(STATE),
+            message: e.to_string(),
+        })?;
+    write_atomic(&tmp.join(STATE), state_json.as_bytes())?;
+    let dir = root.join(&name);
+    // A checkpoint of the same step left by a run that was killed before it moved `latest`.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    write_atomic(&root.join(LATEST), format!("{name}\n").as_bytes())?;
+    if keep > 0 {
+        prune(&root, &name, keep)?;
+    }
+    Ok(dir)
+}
+
+fn prune(root: &Path, latest: &str, keep: usize) -> Result<(), TrainCheckpointError> {
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .map_err(io(root))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-") && n.as_str() <= latest)
+        .collect();
+    names.sort();
+    let excess = names.len().saturating_sub(keep);
+    for name in &names[..excess] {
+        let dir = root.join(name);
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    Ok(())
+}
+
+/// The checkpoint `latest` names, if any.
+pub fn latest(run: &Path) -> Result<Option<PathBuf>, TrainCheckpointError> {
+    let root = run.join(CHECKPOINTS);
+    let pointer = root.join(LATEST);
+    if !pointer.is_file() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&pointer).map_err(io(&pointer))?;
+    let dir = root.join(name.trim());
+    if !dir.join(STATE).is_file() {
+        return Err(TrainCheckpointError::State {
+            path: pointer,
+            message: format!("names {}, which is not a complete checkpoint", name.trim()),
+        });
+    }
+    Ok(Some(dir))
+}
+
+/// Reads a checkpoint into `model` (built as the run built it) and `optimizer`.
+pub fn load<M: Module>(
+    dir: &Path,
+    model: &mut M,
+    optimizer: ModuleOptimizer,
+) -> Result<(ModuleOptimizer, TrainerState), TrainCheckpointError> {
+    let report = load_module(model, &dir.join(MODEL))?;
+    if !report.unexpected.is_empty() {
+        return Err(TrainCheckpointError::State {
+            path: dir.join(MODEL),
+            message: format!(
+                "holds weights this model lacks: {}; was the run's config changed?",
+                report.unexpected.join(", ")
+            ),
+        });
+    }
+    let optimizer_path = dir.join(OPTIMIZER);
+    let bytes = std::fs::read(&optimizer_path).map_err(io(&optimizer_path))?;
+    let optimizer = optimizer
+        .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| TrainCheckpointError::Optimizer {
+            path: optimizer_path,
+            message: e.to_string(),
+        })?;
+    let state_path = dir.join(STATE);
+    let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let state = serde_json::from_str(&text).map_err(|e| TrainCheckpointError::State {
+        path: state_path,
+        message: e.to_string(),
+    })?;
+    Ok((optimizer, state))
+}

@@ -1,0 +1,754 @@
+//! Stage 1 of CALM: text-guided multi-scale self-supervised pretraining of the MFAM on
+//! unlabeled photos (DESIGN.md section 2). Each micro-batch pairs photos with degraded copies
+//! (`train::batch`); the loss (`train::objective`) aligns each level with its text cues,
+//! regresses pixel attributes and ranks originals above copies. The loop follows CALM's
+//! recipe (Adam, linear warm-up then cosine decay) with what long runs need: gradient
+//! accumulation and global-norm clipping, a loader thread that prepares the next batches
+//! while the current one trains, atomic checkpoints, and a `--resume` that continues exactly:
+//! every micro-batch is a pure function of the seed and its index, and parameter ids are
+//! numbered, so a resumed run computes the same losses as one never stopped.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::Instant;
+
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use super::batch::{BatchBuilder, BatchContents, BatchError};
+use super::checkpoints::{self, TrainCheckpointError, TrainerState};
+use super::objective::{LossConfig, losses};
+use super::optim::{OptimizerConfig, clip_global_norm, global_grad_norm, numbered_params};
+use super::progress::Progress;
+use super::schedule::ScheduleConfig;
+use super::tensorboard::{EventError, EventWriter};
+use crate::config::{ExperimentConfig, Invalid};
+use crate::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
+use crate::data::image::load_rgb;
+use crate::data::loader::mix;
+use crate::data::selfsup::PairConfig;
+use crate::data::{BadImagePolicy, DataError};
+use crate::eval::degradations::DegradationEvalConfig;
+use crate::io::checkpoint::CheckpointError;
+use crate::io::encoders::{EncoderError, load_cue_encoder, load_image_encoder, text_encoder_dir};
+use crate::io::hf::load_bert;
+use crate::model::pretrain::{PretrainHeadsConfig, PretrainModel};
+use crate::model::qformer::QFormerError;
+use crate::model::text::TextEncoder;
+use crate::model::vision::frozen::FrozenEncoder;
+
+pub const METRICS: &str = "metrics.jsonl";
+pub const EVENTS: &str = "events";
+pub const HELD_OUT: &str = "held_out";
+pub const FINAL_MODEL: &str = "model.safetensors";
+pub const SUMMARY: &str = "summary.json";
+
+/// How the Q-Formers start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QFormerInit {
+    /// From the text encoder's BERT, as BLIP-2 starts from bert-base.
+    Bert,
+    /// BERT's random initialisation (any width).
+    Random,
+}
+
+/// The `pretrain:` section. Photos per micro-batch are `data.loader.batch_size`; each adds a
+/// degraded copy, so a micro-batch holds twice as many images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Micro-batches whose gradients are summed into one optimiser step.
+    pub gradient_accumulation: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    /// Clip the global L2 norm of the gradients to this; `null` leaves them as they are.
+    pub max_grad_norm: Option<f64>,
+    /// Write a checkpoint every this many steps (and always at the end); 0 = only at the end.
+    pub checkpoint_every: usize,
+    /// Checkpoints kept, the newest; 0 keeps all.
+    pub keep_checkpoints: usize,
+    /// Photos held back from training (drawn with the seed) for `evaluate degradations`.
+    pub hold_out: usize,
+    pub qformer_init: QFormerInit,
+    pub losses: LossConfig,
+    pub pairs: PairConfig,
+    pub evaluation: DegradationEvalConfig,
+}
+
+impl Default for PretrainConfig {
+    /// Sized for the main job: the sample photos on a 2-core CPU in under 10 minutes.
+    fn default() -> Self {
+        Self {
+            steps: 120,
+            gradient_accumulation: 1,
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig {
+                peak_lr: 1e-4,
+                warmup_steps: 10,
+                min_lr_ratio: 0.0,
+            },
+            max_grad_norm: Some(1.0),
+            checkpoint_every: 40,
+            keep_checkpoints: 2,
+            hold_out: 5,
+            qformer_init: QFormerInit::Bert,
+            losses: LossConfig::default(),
+            pairs: PairConfig::default(),
+            evaluation: DegradationEvalConfig::default(),
+        }
+    }
+}
+
+impl PretrainConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.steps == 0 {
+            return Err(Invalid::new("pretrain.steps", "must be at least 1"));
+        }
+        if self.gradient_accumulation == 0 {
+            return Err(Invalid::new(
+                "pretrain.gradient_accumulation",
+                "must be at least 1",
+            ));
+        }
+        self.optimizer.validate("pretrain.optimizer")?;
+        let s = &self.schedule;
+        if !(s.peak_lr > 0.0 && s.peak_lr.is_finite()) {
+            return Err(Invalid::new(
+                "pretrain.schedule.peak_lr",
+                "must be positive",
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.min_lr_ratio) {
+            return Err(Invalid::new(
+                "pretrain.schedule.min_lr_ratio",
+                "must be within [0, 1]",
+            ));
+        }
+        if s.warmup_steps > self.steps {
+            return Err(Invalid::new(
+                "pretrain.schedule.warmup_steps",
+                format!("{} exceeds pretrain.steps = {}", s.warmup_steps, self.steps),
+            ));
+        }
+        if let Some(max) = self.max_grad_norm
+            && !(max > 0.0)
+        {
+            return Err(Invalid::new(
+                "pretrain.max_grad_norm",
+                "must be positive (or null)",
+            ));
+        }
+        let p = &self.pairs;
+        if p.degradations.is_empty() {
+            return Err(Invalid::new(
+                "pretrain.pairs.degradations",
+                "needs at least one kind",
+            ));
+        }
+        if !(0.0 <= p.min_severity && p.min_severity <= p.max_severity && p.max_severity <= 1.0) {
+            return Err(Invalid::new(
+                "pretrain.pairs",
+                "needs 0 <= min_severity <= max_severity <= 1",
+            ));
+        }
+        let l = &self.losses;
+        let weights = [
+            ("itc_low", l.itc_low),
+            ("itc_middle", l.itc_middle),
+            ("itc_high", l.itc_high),
+            ("attributes", l.attributes),
+            ("ranking", l.ranking),
+        ];
+        for (name, w) in weights {
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(Invalid::new(
+                    format!("pretrain.losses.{name}"),
+                    "must be 0 or more",
+                ));
+            }
+        }
+        if weights.iter().all(|(_, w)| *w == 0.0) {
+            return Err(Invalid::new("pretrain.losses", "every weight is 0"));
+        }
+        if !(l.temperature > 0.0) {
+            return Err(Invalid::new(
+                "pretrain.losses.temperature",
+                "must be positive",
+            ));
+        }
+        if self
+            .evaluation
+            .severities
+            .iter()
+            .any(|s| !(0.0..=1.0).contains(s))
+        {
+            return Err(Invalid::new(
+                "pretrain.evaluation.severities",
+                "must be within [0, 1]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainError {
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    TrainCheckpoint(#[from] TrainCheckpointError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("micro-batch {index}: {source}")]
+    Batch { index: usize, source: BatchError },
+    #[error(transparent)]
+    QFormer(#[from] QFormerError),
+    #[error(transparent)]
+    Events(#[from] EventError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{found} photos found; pretraining needs at least 2 besides the {hold_out} held out (pretrain.hold_out)"
+    )]
+    TooFewPhotos { found: usize, hold_out: usize },
+    #[error("{path}: {reason}")]
+    BadPhoto { path: PathBuf, reason: String },
+    #[error("micro-batch {index}: none of its photos could be read")]
+    EmptyBatch { index: usize },
+    #[error("the batch-building thread stopped unexpectedly")]
+    WorkerLost,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("no photos to evaluate")]
+    NoPhotos,
+    #[error("the loss became {value} at step {step}; lower pretrain.schedule.peak_lr?")]
+    NotFinite { step: usize, value: f64 },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PretrainError + '_ {
+    move |source| PretrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What pretraining keeps frozen: the image encoder, the text encoder of the cues, and the
+/// folder of that text encoder (whose BERT the Q-Formers start from).
+pub struct Frozen {
+    pub encoder: FrozenEncoder,
+    pub text: TextEncoder,
+    pub text_dir: PathBuf,
+}
+
+impl Frozen {
+    /// Loads both encoders as `model.weights` says (fetching the defaults when missing).
+    pub fn load(config: &ExperimentConfig, device: &Device) -> Result<Self, PretrainError> {
+        let (encoder, _) = load_image_encoder(&config.model.vision, &config.model.weights, device)?;
+        let text_dir = text_encoder_dir(&config.model.weights)?;
+        let text = load_cue_encoder(&text_dir, device)?;
+        Ok(Self {
+            encoder,
+            text,
+            text_dir,
+        })
+    }
+
+    pub fn heads(&self) -> PretrainHeadsConfig {
+        PretrainHeadsConfig {
+            text_dim: self.text.hidden_size(),
+            low_attributes: LOW_NAMES.len(),
+            middle_attributes: MIDDLE_NAMES.len(),
+        }
+    }
+}
+
+/// The model as step 0 of a run with `config` sees it: drawn from the seed, so that a run, its
+/// resumption and `evaluate degradations`' random baseline all start from the same weights.
+pub fn initial_model(
+    config: &ExperimentConfig,
+    frozen: &Frozen,
+    device: &Device,
+) -> Result<PretrainModel, PretrainError> {
+    device.seed(config.seed);
+    let mfam_config = &config.model.mfam;
+    let vision = &config.model.vision;
+    let mfam = match config.pretrain.qformer_init {
+        QFormerInit::Bert => {
+            let (bert, _) = load_bert(&frozen.text_dir, device)?;
+            mfam_config.init_from_bert(vision, &bert, device)?
+        }
+        QFormerInit::Random => mfam_config.init(vision, device),
+    };
+    let model = PretrainModel::init(mfam, mfam_config, &frozen.heads(), device);
+    Ok(numbered_params(model))
+}
+
+/// Which photos train and which are held back: a seeded draw of `hold_out` photos.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    pub train: Vec<PathBuf>,
+    pub held_out: Vec<PathBuf>,
+}
+
+pub fn split_photos(
+    mut paths: Vec<PathBuf>,
+    hold_out: usize,
+    seed: u64,
+) -> Result<Split, PretrainError> {
+    if paths.len() < hold_out + 2 {
+        return Err(PretrainError::TooFewPhotos {
+            found: paths.len(),
+            hold_out,
+        });
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, u64::MAX, 0));
+    let mut order: Vec<usize> = (0..paths.len()).collect();
+    order.shuffle(&mut rng);
+    let mut held: Vec<usize> = order[..hold_out].to_vec();
+    held.sort_unstable();
+    // Removing from the back keeps the remaining indices valid.
+    let mut held_out: Vec<PathBuf> = held.iter().rev().map(|&i| paths.remove(i)).collect();
+    held_out.reverse();
+    Ok(Split {
+        train: paths,
+        held_out,
+    })
+}
+
+/// The photos of micro-batch `index`: consecutive slices of a reshuffled order per epoch, so
+/// every photo is seen once an epoch and any micro-batch can be rebuilt from its index alone.
+pub fn micro_batch_photos(photos: usize, batch: usize, seed: u64, index: usize) -> Vec<usize> {
+    let start = index * batch;
+    (start..start + batch)
+        .map(|position| {
+            let epoch = (position / photos) as u64;
+            let mut order: Vec<usize> = (0..photos).collect();
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(seed, epoch, 1)));
+            order[position % photos]
+        })
+        .collect()
+}
+
+/// One line of `metrics.jsonl` per optimiser step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// 0-based optimiser step.
+    pub step: usize,
+    pub lr: f64,
+    /// The weighted total that was minimised.
+    pub loss: f64,
+    /// Each loss, unweighted, averaged over the step's micro-batches.
+    pub losses: BTreeMap<String, f64>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub images_per_second: f64,
+}
+
+/// What `summary.json` holds after training; the binary adds the evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct PretrainSummary {
+    pub steps: usize,
+    /// The step the last resumption started from, if the run was resumed.
+    pub resumed_from: Option<usize>,
+    pub train_photos: usize,
+    /// Held-back photos, copied into `held_out/`.
+    pub held_out: Vec<String>,
+    pub images_seen: usize,
+    pub first_step: StepMetrics,
+    pub last_step: StepMetrics,
+    /// Seconds spent in the loop by this process.
+    pub train_seconds: f64,
+    /// Images that could not be read, with why.
+    pub skipped: Vec<String>,
+}
+
+/// Trains the MFAM of `config` in the run directory `run` (which holds the resolved config),
+/// from scratch or, with `resume`, from its latest checkpoint.
+pub fn pretrain(
+    config: &ExperimentConfig,
+    frozen: &Frozen,
+    run: &Path,
+    device: &Device,
+    resume: bool,
+) -> Result<PretrainSummary, PretrainError> {
+    let p = &config.pretrain;
+    let split = split_photos(config.data.image_paths()?, p.hold_out, config.seed)?;
+    if !resume {
+        copy_held_out(&split.held_out, &run.join(HELD_OUT))?;
+    }
+    let train_device = device.clone().autodiff();
+    let mut model = initial_model(config, frozen, &train_device)?;
+    let mut optimizer = p.optimizer.init();
+    let mut state = TrainerState {
+        step: 0,
+        micro_batches: 0,
+        skipped: Vec::new(),
+    };
+    let mut resumed_from = None;
+    if resume {
+        let dir = checkpoints::latest(run)?
+            .ok_or_else(|| TrainCheckpointError::NoCheckpoint(run.to_path_buf()))?;
+        (optimizer, state) = checkpoints::load(&dir, &mut model, optimizer)?;
+        resumed_from = Some(state.step);
+        keep_metrics_before(&run.join(METRICS), state.step)?;
+    }
+    let events_dir = run.join(EVENTS);
+    std::fs::create_dir_all(&events_dir).map_err(io_error(&events_dir))?;
+    let mut events = EventWriter::create(&events_dir)?;
+    let metrics_path = run.join(METRICS);
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(io_error(&metrics_path))?;
+
+    let transform = config.data.transform(&config.model.vision);
+    let builder = BatchBuilder {
+        encoder: &frozen.encoder,
+        text: &frozen.text,
+        transform: &transform,
+        pairs: &p.pairs,
+    };
+    let accumulation = p.gradient_accumulation;
+    let total_micro = p.steps * accumulation;
+    let first_micro = state.micro_batches;
+    let policy = config.data.loader.bad_images;
+    let batch_photos = config.data.loader.batch_size;
+    let prefetch = config.data.loader.prefetch_batches.max(1);
+    let train = &split.train;
+    let seed = config.seed;
+    let progress = Progress::new(p.steps, state.step);
+    let started = Instant::now();
+    let mut images_seen = 0;
+
+    let model = std::thread::scope(|scope| -> Result<PretrainModel, PretrainError> {
+        let (sender, receiver) = sync_channel(prefetch);
+        let builder = &builder;
+        scope.spawn(move || {
+            for index in first_micro..total_micro {
+                let built =
+                    build_micro_batch(builder, train, batch_photos, seed, index, policy, device);
+                if sender.send(built).is_err() {
+                    break;
+                }
+            }
+        });
+        for step in state.step..p.steps {
+            let t0 = Instant::now();
+            let lr = p.schedule.lr_at(step, p.steps);
+            let mut accumulator = GradientsAccumulator::new();
+            let mut named: BTreeMap<String, f64> = BTreeMap::new();
+            let mut total = 0.0;
+            let mut images = 0;
+            for _ in 0..accumulation {
+                let (contents, skipped) =
+                    receiver.recv().map_err(|_| PretrainError::WorkerLost)??;
+                state.skipped.extend(skipped);
+                images += contents.examples.len();
+                let batch = contents.batch.autodiff();
+                let l = losses(&model, &batch, &p.losses);
+                for (name, value) in &l.named {
+                    *named.entry((*name).to_string()).or_default() +=
+                        f64::from(value.clone().into_scalar::<f32>()) / accumulation as f64;
+                }
+                let scaled = l.total / accumulation as f64;
+                total += f64::from(scaled.clone().into_scalar::<f32>());
+                let grads = GradientsParams::from_grads(scaled.backward(), &model);
+                accumulator.accumulate(&model, grads);
+            }
+            if !total.is_finite() {
+                return Err(PretrainError::NotFinite { step, value: total });
+            }
+            let mut grads = accumulator.grads();
+            let grad_norm = match p.max_grad_norm {
+                Some(max) => clip_global_norm(&model, &mut grads, max),
+                None => global_grad_norm(&model, &grads),
+            };
+            model = optimizer.step(lr, model, grads);
+            state.step = step + 1;
+            state.micro_batches += accumulation;
+            images_seen += images;
+            let seconds = t0.elapsed().as_secs_f64();
+            let line = StepMetrics {
+                step,
+                lr,
+                loss: total,
+                losses: named,
+                grad_norm,
+                images_per_second: images as f64 / seconds.max(1e-9),
+            };
+            log_step(&mut events, &mut metrics, &metrics_path, &line)?;
+            progress.step(step, total, lr, line.images_per_second);
+            let due = p.checkpoint_every > 0 && state.step % p.checkpoint_every == 0;
+            if due || state.step == p.steps {
+                events.flush()?;
+                checkpoints::save(run, &model, &optimizer, &state, p.keep_checkpoints)?;
+            }
+        }
+        Ok(model)
+    })?;
+    let train_seconds = started.elapsed().as_secs_f64();
+    crate::io::checkpoint::save_module(&model, &run.join(FINAL_MODEL))?;
+    let all = read_metrics(&metrics_path)?;
+    let (Some(first_step), Some(last_step)) = (all.first().cloned(), all.last().cloned()) else {
+        return Err(PretrainError::Io {
+            path: metrics_path,
+            source: std::io::Error::other("no steps recorded"),
+        });
+    };
+    Ok(PretrainSummary {
+        steps: p.steps,
+        resumed_from,
+        train_photos: split.train.len(),
+        held_out: split
+            .held_out
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        images_seen,
+        first_step,
+        last_step,
+        train_seconds,
+        skipped: state.skipped,
+    })
+}
+
+type Built = Result<(BatchContents, Vec<String>), PretrainError>;
+
+fn build_micro_batch(
+    builder: &BatchBuilder<'_>,
+    train: &[PathBuf],
+    batch_photos: usize,
+    seed: u64,
+    index: usize,
+    policy: BadImagePolicy,
+    device: &Device,
+) -> Built {
+    let mut images = Vec::new();
+    let mut skipped = Vec::new();
+    for i in micro_batch_photos(train.len(), batch_photos, seed, index) {
+        let path = &train[i];
+        match load_rgb(path) {
+            Ok(image) => images.push(image),
+            Err(e) => match policy {
+                BadImagePolicy::Skip => skipped.push(format!("{}: {e}", path.display())),
+                BadImagePolicy::Fail => {
+                    return Err(PretrainError::BadPhoto {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            },
+        }
+    }
+    if images.is_empty() {
+        return Err(PretrainError::EmptyBatch { index });
+    }
+    let photos: Vec<_> = images.iter().map(|image| (image, None)).collect();
+    let contents = builder
+        .build(&photos, mix(seed, 2, index as u64), device)
+        .map_err(|source| PretrainError::Batch { index, source })?;
+    Ok((contents, skipped))
+}
+
+fn log_step(
+    events: &mut EventWriter,
+    metrics: &mut std::fs::File,
+    path: &Path,
+    line: &StepMetrics,
+) -> Result<(), PretrainError> {
+    let step = line.step as i64;
+    events.scalar("loss/total", step, line.loss as f32)?;
+    for (name, value) in &line.losses {
+        events.scalar(&format!("loss/{name}"), step, *value as f32)?;
+    }
+    events.scalar("lr", step, line.lr as f32)?;
+    events.scalar("grad_norm", step, line.grad_norm as f32)?;
+    events.scalar(
+        "throughput/images_per_second",
+        step,
+        line.images_per_second as f32,
+    )?;
+    let json = serde_json::to_string(line).map_err(|e| PretrainError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    writeln!(metrics, "{json}").map_err(io_error(path))?;
+    metrics.flush().map_err(io_error(path))
+}
+
+/// Reads `metrics.jsonl`.
+pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>, PretrainError> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| PretrainError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            })
+        })
+        .collect()
+}
+
+/// Drops the lines a killed run logged after its last checkpoint, which the resumed run
+/// computes again. A torn last line (killed mid-write) is dropped too.
+fn keep_metrics_before(path: &Path, step: usize) -> Result<(), PretrainError> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<StepMetrics>(l)
+                .map(|m| m.step < step)
+                .unwrap_or(false)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    crate::io::atomic::write_atomic(path, kept.as_bytes()).map_err(|e| PretrainError::Io {
+        path: e.path,
+        source: e.source,
+    })
+}
+
+/// Copies the held-back photos into the run, so that `evaluate degradations --images
+/// RUN/held_out` sees exactly them; names are numbered, as photos from different folders may
+/// share one.
+fn copy_held_out(photos: &[PathBuf], dir: &Path) -> Result<(), PretrainError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    for (i, photo) in photos.iter().enumerate() {
+        let name = photo
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let target = dir.join(format!("{i:03}_{name}"));
+        std::fs::copy(photo, &target).map_err(io_error(photo))?;
+    }
+    Ok(())
+}
+
+/// Where a pretraining run keeps what `evaluate` needs: its resolved config and its model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PretrainedRun {
+    pub config: ExperimentConfig,
+    /// `model.safetensors` of a finished run, else the latest checkpoint's.
+    pub model: PathBuf,
+}
+
+/// Finds a run from its directory, or from one of its checkpoint folders.
+pub fn find_run(path: &Path) -> Result<PretrainedRun, PretrainError> {
+    let (run, model) = if path.join(checkpoints::STATE).is_file() {
+        let run = path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(path)
+            .to_path_buf();
+        (run, path.join(checkpoints::MODEL))
+    } else if path.join(FINAL_MODEL).is_file() {
+        (path.to_path_buf(), path.join(FINAL_MODEL))
+    } else {
+        let latest = checkpoints::latest(path)?
+            .ok_or_else(|| TrainCheckpointError::NoCheckpoint(path.to_path_buf()))?;
+        (path.to_path_buf(), latest.join(checkpoints::MODEL))
+    };
+    let config_path = run.join(crate::run::RESOLVED_CONFIG);
+    if !config_path.is_file() {
+        return Err(PretrainError::Io {
+            path: config_path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not a pretraining run: its resolved config is missing",
+            ),
+        });
+    }
+    let config = crate::config::load(Some(&config_path), &[])?;
+    Ok(PretrainedRun { config, model })
+}
+
+/// Pairwise accuracy of `model` and of the run's initial model on degraded copies of
+/// `photos` (`pretrain.pairs.degradations` x `pretrain.evaluation.severities`).
+pub fn evaluate_degradations(
+    config: &ExperimentConfig,
+    frozen: &Frozen,
+    model: &PretrainModel,
+    photos: &[PathBuf],
+    device: &Device,
+) -> Result<crate::eval::degradations::DegradationReport, PretrainError> {
+    use crate::eval::degradations::{DegradationReport, EvalPairs, quality_scores};
+    let images = photos
+        .iter()
+        .map(|p| {
+            load_rgb(p).map_err(|e| PretrainError::BadPhoto {
+                path: p.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let transform = config.data.transform(&config.model.vision);
+    let severities = config.pretrain.evaluation.severities.clone();
+    let pairs = EvalPairs::new(
+        &images,
+        &transform,
+        &config.pretrain.pairs.degradations,
+        &severities,
+        config.seed,
+    )
+    .map_err(|(i, e)| PretrainError::BadPhoto {
+        path: photos[i].clone(),
+        reason: e.to_string(),
+    })?;
+    let batch = config.data.loader.batch_size.max(1) * 2;
+    let originals: Vec<_> = pairs.originals.iter().collect();
+    let copies: Vec<_> = pairs.copies.iter().map(|c| &c.2).collect();
+    let score = |m: &PretrainModel| {
+        let o = quality_scores(m, &frozen.encoder, &transform, &originals, batch, device);
+        let c = quality_scores(m, &frozen.encoder, &transform, &copies, batch, device);
+        pairs.score(&o, &c)
+    };
+    let trained = score(model);
+    let random = score(&initial_model(config, frozen, device)?);
+    let names = photos
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    DegradationReport::new(&trained, &random, names, severities).ok_or(PretrainError::NoPhotos)
+}
+
+/// The model of a run found by `find_run`, on `device` (without autodiff).
+pub fn load_pretrained(
+    run: &PretrainedRun,
+    frozen: &Frozen,
+    device: &Device,
+) -> Result<PretrainModel, PretrainError> {
+    let mut model = initial_model(&run.config, frozen, device)?;
+    let report = crate::io::checkpoint::load_module(&mut model, &run.model)?;
+    if !report.unexpected.is_empty() {
+        return Err(PretrainError::Io {
+            path: run.model.clone(),
+            source: std::io::Error::other(format!(
+                "holds weights the run's model lacks: {}",
+                report.unexpected.join(", ")
+            )),
+        });
+    }
+    Ok(model)
+}
