@@ -443,9 +443,9 @@ fn each_ablation_config_builds_the_mfam_it_describes() {
     assert_eq!(
         lengths("no_thematic.yaml").0,
         [
-            (Group::Low, 32),
-            (Group::Middle, 32),
-            (Group::High, 32),
+            (Group::Low, 16),
+            (Group::Middle, 16),
+            (Group::High, 16),
             (Group::Thematic, 0)
         ]
     );
@@ -455,7 +455,7 @@ fn each_ablation_config_builds_the_mfam_it_describes() {
         [
             (Group::Low, 0),
             (Group::Middle, 0),
-            (Group::High, 96),
+            (Group::High, 48),
             (Group::Thematic, 49)
         ]
     );

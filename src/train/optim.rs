@@ -17,6 +17,7 @@ pub enum OptimizerKind {
     /// Adam with L2 weight decay added to the gradient (`torch.optim.Adam`).
     Adam,
     /// Adam with decoupled weight decay (`torch.optim.AdamW`).
+    #[serde(rename = "adamw")]
     AdamW,
 }
 

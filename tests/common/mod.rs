@@ -2,6 +2,8 @@
 //! not every target uses every helper).
 #![allow(dead_code)]
 
+pub mod tfrecord;
+
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
