@@ -296,3 +296,34 @@ fn the_run_directory_holds_checkpoint_config_events_and_summary() {
         summary["degradations"]["pairwise_accuracy"]
     );
 }
+
+#[test]
+fn gradient_accumulation_feeds_several_micro_batches_to_each_step() {
+    let (dir, config) = setup();
+    let run = dir.path().join("run");
+    ok(pretrain(&[
+        "--config",
+        config.to_str().expect("utf8"),
+        "--output-dir",
+        run.to_str().expect("utf8"),
+        "--set",
+        "pretrain.steps=3",
+        "--set",
+        "pretrain.gradient_accumulation=2",
+        "--set",
+        "pretrain.schedule.warmup_steps=1",
+        "--set",
+        "pretrain.max_grad_norm=null",
+    ])
+    .output()
+    .expect("runs"));
+    let summary = json(&run.join("summary.json"));
+    // 3 steps x 2 micro-batches x (2 photos + 2 copies).
+    assert_eq!(summary["images_seen"], 24);
+    let state = json(&run.join("checkpoints/step-00000003/state.json"));
+    assert_eq!(
+        (state["step"].clone(), state["micro_batches"].clone()),
+        (3.into(), 6.into())
+    );
+    assert_eq!(metrics(&run).len(), 3);
+}
