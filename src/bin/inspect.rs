@@ -62,6 +62,7 @@ enum Arch {
     EfficientnetLite0,
     Qformer,
     Bert,
+    Llama,
 }
 
 fn main() -> ExitCode {
@@ -116,6 +117,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     calm::io::forward::qformer(&checkpoint, &inputs, &output, &device)?
                 }
                 Arch::Bert => calm::io::forward::bert(&checkpoint, &inputs, &output, &device)?,
+                Arch::Llama => calm::io::forward::llama(&checkpoint, &inputs, &output, &device)?,
             };
             println!(
                 "{} weights loaded, {} checkpoint tensors unused; wrote {}",

@@ -344,3 +344,31 @@ fn check_ids(
         None => Ok(()),
     }
 }
+
+/// Reads `input_ids` `[B, T]` and optionally `attention_mask` `[B, T]` (non-zero = a real
+/// token); writes `logits` `[B, T, V]`. `checkpoint` is an HF folder or a `.gguf` file.
+pub fn llama(
+    checkpoint: &Path,
+    inputs: &Path,
+    output: &Path,
+    device: &Device,
+) -> Result<LoadReport, CheckpointError> {
+    let (model, _, report) = super::llama::load_llm(checkpoint, device)?;
+    let input = Inputs::read(inputs)?;
+    let ids = input.required("input_ids", input.int::<2>("input_ids", device)?)?;
+    let dims = ids.dims();
+    let mask = input.float::<2>("attention_mask", device)?;
+    if let Some(shape) = mask.as_ref().map(|m| m.dims())
+        && shape != dims
+    {
+        return Err(input.error(format!(
+            "`attention_mask` has shape {shape:?}; expected {dims:?}"
+        )));
+    }
+    let vocab = model.model.embed_tokens.weight.dims()[0];
+    check_ids(&input, "input_ids", &ids, vocab)?;
+    let mut out = Tensors::default();
+    put(&mut out, "logits", model.forward(ids, mask), output)?;
+    out.write(output)?;
+    Ok(report)
+}

@@ -6,6 +6,8 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod encoders;
 pub mod forward;
+pub mod gguf;
 pub mod hf;
+pub mod llama;
 pub mod models;
 pub mod pytorch;

@@ -1,0 +1,419 @@
+//! LLaMA (Touvron et al., 2023), equal to HF `transformers`' `LlamaForCausalLM`: token
+//! embeddings, pre-RMSNorm decoder layers with rotary position embeddings (default, linear and
+//! llama3 frequency scaling), grouped-query attention and a SwiGLU MLP, a final RMSNorm and an
+//! LM head that may share the embedding matrix. Vicuna-7B (CALM's LLM) and SmolLM2 are this
+//! architecture.
+//!
+//! Field names are HF's checkpoint keys (`model.layers.N.self_attn.q_proj`, ...).
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+/// How rotary frequencies are rescaled for contexts longer than training (HF `rope_scaling`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rope_type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RopeScaling {
+    /// Position interpolation: every frequency divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: usize,
+    },
+}
+
+/// HF `LlamaConfig` fields; the default is SmolLM2-135M (DESIGN.md section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    /// Width of one head; `None` = `hidden_size / num_attention_heads`.
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: Option<RopeScaling>,
+    pub tie_word_embeddings: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+}
+
+impl Default for LlamaConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 49152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            head_dim: None,
+            max_position_embeddings: 8192,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100_000.0,
+            rope_scaling: None,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            mlp_bias: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LlamaError {
+    #[error("{0}")]
+    Config(String),
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// The checks HF's own config makes implicitly: heads split evenly, key/value heads divide
+    /// query heads, the rotary width is even.
+    pub fn check(&self) -> Result<(), LlamaError> {
+        let fail = |m: String| Err(LlamaError::Config(m));
+        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
+            return fail("num_attention_heads and num_key_value_heads must be at least 1".into());
+        }
+        if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
+            return fail(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return fail(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return fail(format!(
+                "head_dim {} is odd; rotary needs pairs",
+                self.head_dim()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rotary inverse frequencies, `[head_dim / 2]`, computed in f32 as HF does.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let dim = self.head_dim();
+        let base = self.rope_theta as f32;
+        let plain = (0..dim / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / dim as f32));
+        match &self.rope_scaling {
+            None => plain.collect(),
+            Some(RopeScaling::Linear { factor }) => plain.map(|f| f / *factor as f32).collect(),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => {
+                let (factor, low, high) = (
+                    *factor as f32,
+                    *low_freq_factor as f32,
+                    *high_freq_factor as f32,
+                );
+                let old = *original_max_position_embeddings as f32;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                plain
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f32::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low) / (high - low);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Random weights (PyTorch's default initialisation of each layer type).
+    pub fn init(&self, device: &Device) -> LlamaForCausalLM {
+        let (h, d) = (self.hidden_size, self.head_dim());
+        let linear =
+            |i: usize, o: usize, bias: bool| LinearConfig::new(i, o).with_bias(bias).init(device);
+        let norm = || {
+            RmsNormConfig::new(h)
+                .with_epsilon(self.rms_norm_eps)
+                .init(device)
+        };
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| LlamaDecoderLayer {
+                self_attn: LlamaAttention {
+                    q_proj: linear(h, self.num_attention_heads * d, self.attention_bias),
+                    k_proj: linear(h, self.num_key_value_heads * d, self.attention_bias),
+                    v_proj: linear(h, self.num_key_value_heads * d, self.attention_bias),
+                    o_proj: linear(self.num_attention_heads * d, h, self.attention_bias),
+                    num_heads: self.num_attention_heads,
+                    num_key_value_heads: self.num_key_value_heads,
+                    head_dim: d,
+                },
+                mlp: LlamaMlp {
+                    gate_proj: linear(h, self.intermediate_size, self.mlp_bias),
+                    up_proj: linear(h, self.intermediate_size, self.mlp_bias),
+                    down_proj: linear(self.intermediate_size, h, self.mlp_bias),
+                },
+                input_layernorm: norm(),
+                post_attention_layernorm: norm(),
+            })
+            .collect();
+        LlamaForCausalLM {
+            model: LlamaModel {
+                embed_tokens: EmbeddingConfig::new(self.vocab_size, h).init(device),
+                layers,
+                norm: norm(),
+            },
+            lm_head: (!self.tie_word_embeddings).then(|| linear(h, self.vocab_size, false)),
+            inv_freq: self.inv_freq(),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    #[module(skip)]
+    pub num_heads: usize,
+    #[module(skip)]
+    pub num_key_value_heads: usize,
+    #[module(skip)]
+    pub head_dim: usize,
+}
+
+/// Rotates the two halves of the last axis: `[x1, x2] -> [-x2, x1]` (HF's `rotate_half`).
+fn rotate_half(x: Tensor<4>) -> Tensor<4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.narrow(3, d / 2, d / 2);
+    Tensor::cat(vec![x2.neg(), x1], 3)
+}
+
+/// Keys and values of the positions seen so far, per layer: `[B, KV heads, S, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Positions cached so far.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl LlamaAttention {
+    /// `x` `[B, T, H]`; `cos`/`sin` `[B, 1, T, head_dim]`; `bias` `[B, 1, T, S]` with S the
+    /// cached plus new positions -> `[B, T, H]`, appending this step's keys and values to `past`.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        cos: &Tensor<4>,
+        sin: &Tensor<4>,
+        bias: &Tensor<4>,
+        past: &mut Option<(Tensor<4>, Tensor<4>)>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, d) = (self.num_heads, self.num_key_value_heads, self.head_dim);
+        let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
+        let rope = |y: Tensor<4>| y.clone() * cos.clone() + rotate_half(y) * sin.clone();
+        let q = rope(heads(self.q_proj.forward(x.clone()), h));
+        let mut k = rope(heads(self.k_proj.forward(x.clone()), kvh));
+        let mut v = heads(self.v_proj.forward(x), kvh);
+        if let Some((pk, pv)) = past.take() {
+            k = Tensor::cat(vec![pk, k], 2);
+            v = Tensor::cat(vec![pv, v], 2);
+        }
+        *past = Some((k.clone(), v.clone()));
+        let s = k.dims()[2];
+        // Grouped-query attention: each key/value head serves h / kvh query heads.
+        let repeat = |y: Tensor<4>| {
+            y.reshape([b, kvh, 1, s, d])
+                .repeat_dim(2, h / kvh)
+                .reshape([b, h, s, d])
+        };
+        let scores = q.matmul(repeat(k).swap_dims(2, 3)) / (d as f64).sqrt() + bias.clone();
+        let context = softmax(scores, 3).matmul(repeat(v));
+        self.o_proj
+            .forward(context.swap_dims(1, 2).reshape([b, t, h * d]))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaMlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl LlamaMlp {
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`, `[B, T, H] -> [B, T, H]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaDecoderLayer {
+    pub self_attn: LlamaAttention,
+    pub mlp: LlamaMlp,
+    pub input_layernorm: RmsNorm,
+    pub post_attention_layernorm: RmsNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaModel {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<LlamaDecoderLayer>,
+    pub norm: RmsNorm,
+}
+
+#[derive(Module, Debug)]
+pub struct LlamaForCausalLM {
+    pub model: LlamaModel,
+    /// `None` when the head shares `embed_tokens` (`tie_word_embeddings`).
+    pub lm_head: Option<Linear>,
+    #[module(skip)]
+    pub inv_freq: Vec<f32>,
+}
+
+/// Additive attention bias `[B, 1, T, S]` for T new positions after `past` cached ones:
+/// causal (query `past + i` sees keys `<= past + i`) and, with `attention_mask` `[B, S]`
+/// (non-zero = a real token), padding. Blocked entries get the most negative f32, as HF.
+pub fn causal_bias(
+    batch: usize,
+    t: usize,
+    past: usize,
+    attention_mask: Option<&Tensor<2>>,
+    device: &Device,
+) -> Tensor<4> {
+    let s = past + t;
+    let causal: Vec<f32> = (0..t)
+        .flat_map(|i| (0..s).map(move |j| if j <= past + i { 0.0 } else { f32::MIN }))
+        .collect();
+    let causal = Tensor::<2>::from_data(TensorData::new(causal, [t, s]), device)
+        .reshape([1, 1, t, s])
+        .repeat_dim(0, batch);
+    match attention_mask {
+        None => causal,
+        Some(mask) => {
+            let blocked = mask
+                .clone()
+                .equal_elem(0.0)
+                .float()
+                .reshape([batch, 1, 1, s]);
+            // Adding two f32::MIN would overflow to -inf; clamp keeps the bias finite.
+            (causal + blocked * f32::MIN).clamp_min(f32::MIN)
+        }
+    }
+}
+
+impl LlamaForCausalLM {
+    /// `input_ids` `[B, T]` -> token embeddings `[B, T, H]`.
+    pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+        self.model.embed_tokens.forward(input_ids)
+    }
+
+    /// `input_ids` `[B, T]`, optional `attention_mask` `[B, T]` -> logits `[B, T, vocab]`.
+    /// Positions are `0..T` for every row, as HF's forward without `position_ids`.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2>>,
+    ) -> Tensor<3> {
+        self.forward_embeds(self.embed(input_ids), attention_mask, None, None)
+    }
+
+    /// The decoder on embeddings `[B, T, H]` (token embeddings with visual tokens spliced in)
+    /// -> logits `[B, T, vocab]`.
+    ///
+    /// - `attention_mask` `[B, past + T]`: non-zero for real tokens, over the cached positions
+    ///   too; `None` = all real.
+    /// - `position_ids` `[B, T]`: rotary positions; `None` = `past..past + T` for every row
+    ///   (left-padded batches pass their own, counting real tokens only).
+    /// - `cache`: keys and values of earlier calls, extended by this one.
+    pub fn forward_embeds(
+        &self,
+        embeds: Tensor<3>,
+        attention_mask: Option<Tensor<2>>,
+        position_ids: Option<Tensor<2, Int>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [b, t, _] = embeds.dims();
+        let device = embeds.device();
+        let mut scratch = KvCache::new();
+        let cache = cache.unwrap_or(&mut scratch);
+        cache.layers.resize(self.model.layers.len(), None);
+        let past = cache.len();
+        let positions = position_ids.unwrap_or_else(|| {
+            Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device)
+                .reshape([1, t])
+                .repeat_dim(0, b)
+        });
+        let half = self.inv_freq.len();
+        let inv_freq =
+            Tensor::<1>::from_data(TensorData::new(self.inv_freq.clone(), [half]), &device)
+                .reshape([1, 1, half]);
+        let freqs = positions.float().reshape([b, t, 1]) * inv_freq;
+        let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).reshape([b, 1, t, 2 * half]);
+        let (cos, sin) = (emb.clone().cos(), emb.sin());
+        let bias = causal_bias(b, t, past, attention_mask.as_ref(), &device);
+        let mut x = embeds;
+        for (layer, past_kv) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+            let attended = layer.self_attn.forward(
+                layer.input_layernorm.forward(x.clone()),
+                &cos,
+                &sin,
+                &bias,
+                past_kv,
+            );
+            x = x + attended;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        let x = self.model.norm.forward(x);
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => {
+                let w = self.model.embed_tokens.weight.val();
+                let [v, h] = w.dims();
+                x.reshape([b * t, h])
+                    .matmul(w.transpose())
+                    .reshape([b, t, v])
+            }
+        }
+    }
+}
