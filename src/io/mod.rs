@@ -11,3 +11,4 @@ pub mod hf;
 pub mod llama;
 pub mod models;
 pub mod pytorch;
+pub mod tokenizer;

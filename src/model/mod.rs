@@ -1,6 +1,7 @@
 //! Model components. Nothing here reads files: `crate::io` maps checkpoints onto them.
 
 pub mod bert;
+pub mod chat;
 pub mod llama;
 pub mod mfam;
 pub mod pretrain;
