@@ -163,3 +163,106 @@ fn bad_checkpoints_are_errors_naming_what_is_wrong() {
     let err = read_llama_config(dir).expect_err("3 does not divide 4");
     assert!(err.to_string().contains("num_key_value_heads"), "{err}");
 }
+
+#[derive(serde::Deserialize)]
+struct Generated {
+    prompts: Vec<Vec<u32>>,
+    replies: Vec<Vec<u32>>,
+}
+
+#[test]
+fn greedy_generation_of_a_left_padded_batch_matches_the_reference_with_and_without_cache() {
+    use calm::model::generate::{GenerationConfig, generate};
+    let device = Device::flex();
+    for name in CASES {
+        let (model, _, _) = load_llama(&case(name), &device).expect("loads");
+        let want: Generated = serde_json::from_str(
+            &std::fs::read_to_string(case(name).join("generate.json")).expect("fixture"),
+        )
+        .expect("json");
+        for use_cache in [true, false] {
+            let config = GenerationConfig {
+                max_new_tokens: 8,
+                use_cache,
+                ..GenerationConfig::default()
+            };
+            let mut streamed = vec![Vec::new(); 2];
+            let got = generate(
+                &model,
+                &want.prompts,
+                &[],
+                &config,
+                |_, _| false,
+                |row, t| streamed[row].push(t),
+            )
+            .expect("generates");
+            assert_eq!(got, want.replies, "{name}, cache {use_cache}");
+            assert_eq!(streamed, got);
+        }
+    }
+}
+
+#[test]
+fn sampling_is_seeded_and_stops_where_told() {
+    use calm::model::generate::{GenerationConfig, choose, generate};
+    use rand::SeedableRng;
+    let device = Device::flex();
+    let (model, _, _) = load_llama(&case("gqa_untied"), &device).expect("loads");
+    let prompts = vec![vec![5, 6, 7]];
+    let config = GenerationConfig {
+        max_new_tokens: 12,
+        temperature: 0.8,
+        top_k: Some(20),
+        top_p: Some(0.9),
+        repetition_penalty: 1.3,
+        seed: 3,
+        ..GenerationConfig::default()
+    };
+    let run = |c: &GenerationConfig, stops: &[u32]| {
+        generate(&model, &prompts, stops, c, |_, _| false, |_, _| {}).expect("generates")
+    };
+    let a = run(&config, &[]);
+    assert_eq!(a, run(&config, &[]), "same seed, same tokens");
+    assert_eq!(a[0].len(), 12);
+    // A stop token ends the reply before it.
+    let stopped = run(&config, &[a[0][4]]);
+    let first = a[0].iter().position(|&t| t == a[0][4]).expect("present");
+    assert_eq!(stopped[0], a[0][..first]);
+    // A caller's stop check (a stop string, after decoding) ends it after the token.
+    let short = generate(
+        &model,
+        &prompts,
+        &[],
+        &config,
+        |_, r| r.len() == 3,
+        |_, _| {},
+    )
+    .expect("generates");
+    assert_eq!(short[0], a[0][..3]);
+
+    // The logit processors, by hand: top-k 1 is greedy; the penalty divides positive logits
+    // and multiplies negative ones.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let sample = GenerationConfig {
+        temperature: 1.0,
+        top_k: Some(1),
+        ..GenerationConfig::default()
+    };
+    assert_eq!(choose(&mut [0.1, 2.0, 1.0], &[], &sample, &mut rng), 1);
+    let penalised = GenerationConfig {
+        repetition_penalty: 2.0,
+        ..GenerationConfig::default()
+    };
+    let mut logits = [3.0, 2.0, -1.0];
+    assert_eq!(choose(&mut logits, &[0, 2], &penalised, &mut rng), 1);
+    assert_eq!(logits, [1.5, 2.0, -2.0]);
+    // top-p keeps the smallest head reaching p: here only the first token.
+    let nucleus = GenerationConfig {
+        temperature: 1.0,
+        top_p: Some(0.5),
+        ..GenerationConfig::default()
+    };
+    for _ in 0..20 {
+        assert_eq!(choose(&mut [5.0, 0.0, 0.0], &[], &nucleus, &mut rng), 0);
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod bert;
 pub mod chat;
+pub mod generate;
 pub mod llama;
 pub mod mfam;
 pub mod pretrain;

@@ -1,0 +1,242 @@
+//! Autoregressive generation with a LLaMA, as HF `generate` does it: prompts left-padded into
+//! one batch with positions counting real tokens only; per step the repetition penalty, then
+//! temperature, top-k and top-p, then greedy choice or a seeded draw; stop tokens, stop
+//! strings (through a caller's check on the decoded text) and a token budget. With the KV
+//! cache each step feeds one token; without it the whole sequence is run again (the
+//! reference the cache is tested against).
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::llama::{KvCache, LlamaForCausalLM};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerationConfig {
+    pub max_new_tokens: usize,
+    /// 0 decodes greedily; above 0, samples from the softened distribution.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens when sampling (`None`: all).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches p when sampling.
+    pub top_p: Option<f32>,
+    /// > 1 discourages tokens already in the prompt or the reply (CTRL's penalty, as HF).
+    pub repetition_penalty: f32,
+    pub seed: u64,
+    pub use_cache: bool,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            seed: 0,
+            use_cache: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    #[error("prompt {0} is empty")]
+    EmptyPrompt(usize),
+    #[error("no prompts")]
+    NoPrompts,
+}
+
+/// Applies the penalty, temperature, top-k and top-p to one row of logits and picks a token.
+pub fn choose(
+    logits: &mut [f32],
+    seen: &[u32],
+    config: &GenerationConfig,
+    rng: &mut impl Rng,
+) -> u32 {
+    if config.repetition_penalty != 1.0 {
+        let mut done = std::collections::HashSet::new();
+        for &t in seen {
+            if let Some(l) = logits.get_mut(t as usize)
+                && done.insert(t)
+            {
+                *l = if *l < 0.0 {
+                    *l * config.repetition_penalty
+                } else {
+                    *l / config.repetition_penalty
+                };
+            }
+        }
+    }
+    let argmax = |l: &[f32]| {
+        l.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                if v > best.1 { (i, v) } else { best }
+            })
+            .0 as u32
+    };
+    if config.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    let keep = config.top_k.unwrap_or(order.len()).clamp(1, order.len());
+    order.truncate(keep);
+    let max = logits[order[0]];
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| (f64::from(logits[i] - max) / f64::from(config.temperature)).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if let Some(top_p) = config.top_p {
+        // The smallest prefix reaching top_p, at least one token.
+        let mut sum = 0.0;
+        let cut = probs
+            .iter()
+            .position(|p| {
+                sum += p;
+                sum >= f64::from(top_p)
+            })
+            .map_or(probs.len(), |i| i + 1);
+        probs.truncate(cut);
+        order.truncate(cut);
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+    }
+    let mut draw: f64 = rng.random();
+    for (&i, p) in order.iter().zip(&probs) {
+        if draw < *p {
+            return i as u32;
+        }
+        draw -= p;
+    }
+    order[order.len() - 1] as u32
+}
+
+fn last_logits(logits: Tensor<3>) -> Vec<Vec<f32>> {
+    let [b, t, v] = logits.dims();
+    let last: Vec<f32> = logits
+        .narrow(1, t - 1, 1)
+        .reshape([b * v])
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    last.chunks(v).map(<[f32]>::to_vec).collect()
+}
+
+/// Generates a reply to each prompt (token ids, BOS included where the model wants it).
+/// `stop_tokens` end a row (and are not returned); `stop(row, reply)` lets the caller end a row
+/// on decoded text; `on_token(row, token)` sees each kept token as it is chosen. Returns the
+/// reply ids of each row.
+pub fn generate(
+    model: &LlamaForCausalLM,
+    prompts: &[Vec<u32>],
+    stop_tokens: &[u32],
+    config: &GenerationConfig,
+    mut stop: impl FnMut(usize, &[u32]) -> bool,
+    mut on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    if prompts.is_empty() {
+        return Err(GenerateError::NoPrompts);
+    }
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(GenerateError::EmptyPrompt(i));
+    }
+    let device: Device = model.model.embed_tokens.weight.device();
+    let b = prompts.len();
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    // Left padding: every row's next token is at the same column.
+    let mut ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut row = vec![0; longest - p.len()];
+            row.extend(p);
+            row
+        })
+        .collect();
+    let mut mask: Vec<Vec<f32>> = prompts
+        .iter()
+        .map(|p| {
+            let mut row = vec![0.0; longest - p.len()];
+            row.extend(std::iter::repeat_n(1.0, p.len()));
+            row
+        })
+        .collect();
+    let int = |rows: &[Vec<i64>]| {
+        let t = rows[0].len();
+        Tensor::<2, Int>::from_data(TensorData::new(rows.concat(), [rows.len(), t]), &device)
+    };
+    let positions = |mask: &[Vec<f32>], from: usize| -> Vec<Vec<i64>> {
+        mask.iter()
+            .map(|row| {
+                let mut count = -1i64;
+                row.iter()
+                    .map(|&m| {
+                        count += i64::from(m > 0.0);
+                        count.max(0)
+                    })
+                    .skip(from)
+                    .collect()
+            })
+            .collect()
+    };
+    let float = |rows: &[Vec<f32>]| {
+        let t = rows[0].len();
+        Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), t]), &device)
+    };
+    let as_i64 = |rows: &[Vec<u32>], from: usize| -> Vec<Vec<i64>> {
+        rows.iter()
+            .map(|r| r[from..].iter().map(|&t| i64::from(t)).collect())
+            .collect()
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let mut cache = KvCache::new();
+    let mut replies: Vec<Vec<u32>> = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    let mut fed = 0;
+    for _ in 0..config.max_new_tokens {
+        let (from, cache_ref) = if config.use_cache {
+            (fed, Some(&mut cache))
+        } else {
+            (0, None)
+        };
+        let logits = model.forward_embeds(
+            model.embed(int(&as_i64(&ids, from))),
+            Some(float(&mask)),
+            Some(int(&positions(&mask, from))),
+            cache_ref,
+        );
+        fed = ids[0].len();
+        let rows = last_logits(logits);
+        for (row, mut logits) in rows.into_iter().enumerate() {
+            let token = if done[row] {
+                0
+            } else {
+                let seen: Vec<u32> = prompts[row].iter().chain(&replies[row]).copied().collect();
+                choose(&mut logits, &seen, config, &mut rng)
+            };
+            ids[row].push(token);
+            mask[row].push(1.0);
+            if done[row] {
+                continue;
+            }
+            if stop_tokens.contains(&token) {
+                done[row] = true;
+                continue;
+            }
+            replies[row].push(token);
+            on_token(row, token);
+            if stop(row, &replies[row]) {
+                done[row] = true;
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+    }
+    Ok(replies)
+}
