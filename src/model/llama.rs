@@ -12,6 +12,10 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::lora::{
+    AttentionLora, LayerLora, LlamaLora, LoraAdapter, LoraConfig, LoraTarget, MlpLora, adapted,
+};
+
 /// How rotary frequencies are rescaled for contexts longer than training (HF `rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rope_type", rename_all = "snake_case", deny_unknown_fields)]
@@ -184,6 +188,7 @@ impl LlamaConfig {
                 norm: norm(),
             },
             lm_head: (!self.tie_word_embeddings).then(|| linear(h, self.vocab_size, false)),
+            lora: None,
             inv_freq: self.inv_freq(),
         }
     }
@@ -245,14 +250,22 @@ impl LlamaAttention {
         sin: &Tensor<4>,
         bias: &Tensor<4>,
         past: &mut Option<(Tensor<4>, Tensor<4>)>,
+        lora: Option<&AttentionLora>,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
+        let pick = |f: fn(&AttentionLora) -> &Option<LoraAdapter>| lora.and_then(|l| f(l).as_ref());
         let (h, kvh, d) = (self.num_heads, self.num_key_value_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let rope = |y: Tensor<4>| y.clone() * cos.clone() + rotate_half(y) * sin.clone();
-        let q = rope(heads(self.q_proj.forward(x.clone()), h));
-        let mut k = rope(heads(self.k_proj.forward(x.clone()), kvh));
-        let mut v = heads(self.v_proj.forward(x), kvh);
+        let q = rope(heads(
+            adapted(&self.q_proj, pick(|l| &l.q_proj), x.clone()),
+            h,
+        ));
+        let mut k = rope(heads(
+            adapted(&self.k_proj, pick(|l| &l.k_proj), x.clone()),
+            kvh,
+        ));
+        let mut v = heads(adapted(&self.v_proj, pick(|l| &l.v_proj), x), kvh);
         if let Some((pk, pv)) = past.take() {
             k = Tensor::cat(vec![pk, k], 2);
             v = Tensor::cat(vec![pv, v], 2);
@@ -267,8 +280,11 @@ impl LlamaAttention {
         };
         let scores = q.matmul(repeat(k).swap_dims(2, 3)) / (d as f64).sqrt() + bias.clone();
         let context = softmax(scores, 3).matmul(repeat(v));
-        self.o_proj
-            .forward(context.swap_dims(1, 2).reshape([b, t, h * d]))
+        adapted(
+            &self.o_proj,
+            pick(|l| &l.o_proj),
+            context.swap_dims(1, 2).reshape([b, t, h * d]),
+        )
     }
 }
 
@@ -280,10 +296,13 @@ pub struct LlamaMlp {
 }
 
 impl LlamaMlp {
-    /// SwiGLU: `down(silu(gate(x)) * up(x))`, `[B, T, H] -> [B, T, H]`.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`, `[B, T, H] -> [B, T, H]`, each projection
+    /// with its adapter when `lora` has one.
+    pub fn forward(&self, x: Tensor<3>, lora: Option<&MlpLora>) -> Tensor<3> {
+        let pick = |f: fn(&MlpLora) -> &Option<LoraAdapter>| lora.and_then(|l| f(l).as_ref());
+        let gate = adapted(&self.gate_proj, pick(|l| &l.gate_proj), x.clone());
+        let up = adapted(&self.up_proj, pick(|l| &l.up_proj), x);
+        adapted(&self.down_proj, pick(|l| &l.down_proj), silu(gate) * up)
     }
 }
 
@@ -307,6 +326,8 @@ pub struct LlamaForCausalLM {
     pub model: LlamaModel,
     /// `None` when the head shares `embed_tokens` (`tie_word_embeddings`).
     pub lm_head: Option<Linear>,
+    /// LoRA adapters, when fine-tuning with them (`with_lora`).
+    pub lora: Option<LlamaLora>,
     #[module(skip)]
     pub inv_freq: Vec<f32>,
 }
@@ -393,16 +414,25 @@ impl LlamaForCausalLM {
         let (cos, sin) = (emb.clone().cos(), emb.sin());
         let bias = causal_bias(b, t, past, attention_mask.as_ref(), &device);
         let mut x = embeds;
-        for (layer, past_kv) in self.model.layers.iter().zip(cache.layers.iter_mut()) {
+        for (i, (layer, past_kv)) in self
+            .model
+            .layers
+            .iter()
+            .zip(cache.layers.iter_mut())
+            .enumerate()
+        {
+            let lora = self.lora.as_ref().and_then(|l| l.layers.get(i));
             let attended = layer.self_attn.forward(
                 layer.input_layernorm.forward(x.clone()),
                 &cos,
                 &sin,
                 &bias,
                 past_kv,
+                lora.map(|l| &l.self_attn),
             );
             x = x + attended;
-            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+            let normed = layer.post_attention_layernorm.forward(x.clone());
+            x = x + layer.mlp.forward(normed, lora.map(|l| &l.mlp));
         }
         let x = self.model.norm.forward(x);
         match &self.lm_head {
@@ -415,5 +445,61 @@ impl LlamaForCausalLM {
                     .reshape([b, t, v])
             }
         }
+    }
+}
+
+impl LlamaForCausalLM {
+    /// The model with fresh adapters on `config.target_modules` of every layer and its base
+    /// weights frozen: only the adapters receive gradients.
+    pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Self {
+        let mut model = self.no_grad();
+        let wants = |t: LoraTarget| config.target_modules.contains(&t);
+        let adapter = |t: LoraTarget, base: &Linear| {
+            let [input, output] = base.weight.dims();
+            wants(t).then(|| LoraAdapter::init(config, input, output, device))
+        };
+        let layers = model
+            .model
+            .layers
+            .iter()
+            .map(|l| LayerLora {
+                self_attn: AttentionLora {
+                    q_proj: adapter(LoraTarget::QProj, &l.self_attn.q_proj),
+                    k_proj: adapter(LoraTarget::KProj, &l.self_attn.k_proj),
+                    v_proj: adapter(LoraTarget::VProj, &l.self_attn.v_proj),
+                    o_proj: adapter(LoraTarget::OProj, &l.self_attn.o_proj),
+                },
+                mlp: MlpLora {
+                    gate_proj: adapter(LoraTarget::GateProj, &l.mlp.gate_proj),
+                    up_proj: adapter(LoraTarget::UpProj, &l.mlp.up_proj),
+                    down_proj: adapter(LoraTarget::DownProj, &l.mlp.down_proj),
+                },
+            })
+            .collect();
+        model.lora = Some(LlamaLora { layers });
+        model
+    }
+
+    /// The model with every adapter folded into its base weight, and no adapters left.
+    pub fn merged(&self) -> Self {
+        let mut model = self.clone();
+        let Some(lora) = model.lora.take() else {
+            return model;
+        };
+        let fold = |base: &mut Linear, adapter: &Option<LoraAdapter>| {
+            if let Some(a) = adapter {
+                *base = a.merge_into(base);
+            }
+        };
+        for (layer, l) in model.model.layers.iter_mut().zip(&lora.layers) {
+            fold(&mut layer.self_attn.q_proj, &l.self_attn.q_proj);
+            fold(&mut layer.self_attn.k_proj, &l.self_attn.k_proj);
+            fold(&mut layer.self_attn.v_proj, &l.self_attn.v_proj);
+            fold(&mut layer.self_attn.o_proj, &l.self_attn.o_proj);
+            fold(&mut layer.mlp.gate_proj, &l.mlp.gate_proj);
+            fold(&mut layer.mlp.up_proj, &l.mlp.up_proj);
+            fold(&mut layer.mlp.down_proj, &l.mlp.down_proj);
+        }
+        model
     }
 }

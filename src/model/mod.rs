@@ -4,6 +4,7 @@ pub mod bert;
 pub mod chat;
 pub mod generate;
 pub mod llama;
+pub mod lora;
 pub mod mfam;
 pub mod pretrain;
 pub mod qformer;
