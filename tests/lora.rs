@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 
-use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use calm::io::checkpoint::{load_module, save_module};
