@@ -1,7 +1,8 @@
 //! LLaMA checkpoints in HF's layout (`config.json` and safetensors, sharded or not; f32, f16 or
 //! bf16 widened to f32) onto `LlamaForCausalLM`. Reads the config as transformers 4 writes it
 //! (`rope_theta`, `rope_scaling` with `type` or `rope_type`) and as transformers 5 does
-//! (`rope_parameters`).
+//! (`rope_parameters`). Also GGUF files (llama.cpp): `llama.*` metadata, tensors renamed from
+//! llama.cpp's names and dequantised, q/k rows permuted back.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use burn::tensor::Device;
 use serde::Deserialize;
 
 use super::checkpoint::{CheckpointError, LoadReport, Tensors, apply, read_json};
+use super::gguf::{GgufError, GgufFile};
 use crate::model::llama::{LlamaConfig, LlamaForCausalLM, RopeScaling};
 
 #[derive(Debug, Deserialize)]
@@ -151,14 +153,173 @@ pub fn load_llm(
     path: &Path,
     device: &Device,
 ) -> Result<(LlamaForCausalLM, LlamaConfig, LoadReport), CheckpointError> {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-    {
-        return Err(CheckpointError::Format {
-            path: path.to_path_buf(),
-            message: "GGUF checkpoints are not readable yet (issue #6)".into(),
-        });
+    if is_gguf(path) {
+        let file = GgufFile::read(path).map_err(|e| gguf_error(path, e))?;
+        return load_llama_gguf(&file, device);
     }
     load_llama(path, device)
+}
+
+pub fn is_gguf(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+fn gguf_error(path: &Path, e: GgufError) -> CheckpointError {
+    CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The LLaMA config a GGUF file's `llama.*` metadata describes. A file without `output.weight`
+/// shares the embedding matrix with the head.
+pub fn read_llama_gguf_config(file: &GgufFile) -> Result<LlamaConfig, CheckpointError> {
+    let err = |e: GgufError| gguf_error(&file.path, e);
+    let format = |message: String| CheckpointError::Format {
+        path: file.path.clone(),
+        message,
+    };
+    let arch = file.get_str("general.architecture").map_err(err)?;
+    if arch != "llama" {
+        return Err(format(format!(
+            "general.architecture is `{arch}`, not llama"
+        )));
+    }
+    let u = |k: &str| file.get_u64(k).map(|v| v as usize).map_err(err);
+    let heads = u("llama.attention.head_count")?;
+    let hidden = u("llama.embedding_length")?;
+    let vocab = match file.get_u64("llama.vocab_size") {
+        Ok(v) => v as usize,
+        Err(_) => file
+            .get_str_array("tokenizer.ggml.tokens")
+            .map_err(err)?
+            .len(),
+    };
+    let head_dim = file
+        .get_u64("llama.attention.key_length")
+        .ok()
+        .map(|d| d as usize)
+        .filter(|&d| d != hidden / heads.max(1));
+    let rope_scaling = match file.get_str("llama.rope.scaling.type") {
+        Ok("linear") => Some(RopeScaling::Linear {
+            factor: file.get_f64("llama.rope.scaling.factor").map_err(err)?,
+        }),
+        Ok("none") | Err(_) => None,
+        Ok(other) => {
+            return Err(format(format!(
+                "llama.rope.scaling.type `{other}` is not supported"
+            )));
+        }
+    };
+    let config = LlamaConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: u("llama.feed_forward_length")?,
+        num_hidden_layers: u("llama.block_count")?,
+        num_attention_heads: heads,
+        num_key_value_heads: file
+            .get_u64("llama.attention.head_count_kv")
+            .map_or(heads, |v| v as usize),
+        head_dim,
+        max_position_embeddings: u("llama.context_length")?,
+        rms_norm_eps: file
+            .get_f64("llama.attention.layer_norm_rms_epsilon")
+            .map_err(err)?,
+        rope_theta: file.get_f64("llama.rope.freq_base").unwrap_or(10_000.0),
+        rope_scaling,
+        tie_word_embeddings: file.tensor("output.weight").is_none(),
+        attention_bias: file.tensor("blk.0.attn_q.bias").is_some(),
+        mlp_bias: false,
+    };
+    config.check().map_err(|e| format(e.to_string()))?;
+    Ok(config)
+}
+
+/// The HF name of a GGUF LLaMA tensor (llama.cpp's `convert_hf_to_gguf` mapping, reversed).
+fn hf_name(gguf: &str) -> Option<String> {
+    let fixed = match gguf {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (part, suffix) = tail.rsplit_once('.')?;
+    let hf = match part {
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// Undoes `convert_hf_to_gguf`'s row permutation of q/k projections. It reorders each head's
+/// rows from HF's rotate-half layout (first halves, then second halves) into interleaved
+/// pairs for llama.cpp's rotary kernel: GGUF row `(h, i, j)` is HF row `(h, j, i)` over
+/// `(heads, head_dim / 2, 2)`.
+pub fn unpermute_rows(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
+    let cols = values.len() / rows.max(1);
+    let half = rows / heads.max(1) / 2;
+    let mut out = vec![0.0; values.len()];
+    for h in 0..heads {
+        for j in 0..2 {
+            for i in 0..half {
+                let hf_row = (h * 2 + j) * half + i;
+                let gguf_row = (h * half + i) * 2 + j;
+                out[hf_row * cols..(hf_row + 1) * cols]
+                    .copy_from_slice(&values[gguf_row * cols..(gguf_row + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Loads a GGUF LLaMA: every tensor dequantised to f32, renamed to HF's keys, q/k rows put
+/// back in HF's order. Tensors with no HF counterpart (`rope_freqs.weight`) are reported.
+pub fn load_llama_gguf(
+    file: &GgufFile,
+    device: &Device,
+) -> Result<(LlamaForCausalLM, LlamaConfig, LoadReport), CheckpointError> {
+    let config = read_llama_gguf_config(file)?;
+    let mut tensors = Tensors::default();
+    let mut others = Vec::new();
+    for info in &file.tensors {
+        let Some(name) = hf_name(&info.name) else {
+            others.push(info.name.clone());
+            continue;
+        };
+        let (shape, mut values) = file
+            .tensor_f32(&info.name)
+            .map_err(|e| gguf_error(&file.path, e))?;
+        let heads = if name.contains("q_proj.") {
+            Some(config.num_attention_heads)
+        } else if name.contains("k_proj.") {
+            Some(config.num_key_value_heads)
+        } else {
+            None
+        };
+        if let Some(heads) = heads {
+            values = unpermute_rows(&values, shape.first().copied().unwrap_or(0), heads);
+        }
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.tensors.insert(name, (shape, bytes));
+    }
+    let mut model = config.init(device);
+    let mut report = apply(&mut model, &tensors, &file.path)?;
+    report.unexpected.extend(others);
+    report.unexpected.sort();
+    Ok((model, config, report))
 }

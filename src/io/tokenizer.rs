@@ -1,14 +1,19 @@
 //! LLM tokenizers from files: a `tokenizer.json` (HF `tokenizers` format; the LLaMA-2 /
-//! Vicuna vocabulary, or a model's own). BOS and EOS are found by the conventional names of
+//! Vicuna vocabulary, or a model's own), or the vocabulary in a GGUF file's metadata. BOS and EOS are found by the conventional names of
 //! the two families (`<s>`/`</s>` for LLaMA's SentencePiece vocabulary; `<|im_end|>` ends a
 //! ChatML turn), and the chat template follows the vocabulary: ChatML when it has
 //! `<|im_start|>`, Vicuna v1 otherwise.
 
 use std::path::Path;
 
-use tokenizers::Tokenizer;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::{AddedToken, Tokenizer};
 
 use super::checkpoint::CheckpointError;
+use super::gguf::{GgufError, GgufFile};
 use crate::model::chat::{ChatTemplate, LlmTokenizer};
 
 /// Reads a `tokenizer.json` file, or the one inside a checkpoint folder.
@@ -48,4 +53,79 @@ pub(crate) fn with_conventions(tokenizer: Tokenizer) -> LlmTokenizer {
         eos,
         template,
     }
+}
+
+/// The tokenizer stored in a GGUF file's metadata. Byte-level BPE (`tokenizer.ggml.model =
+/// gpt2`, SmolLM2's) is rebuilt from `tokens` and `merges`: digits split one by one (the
+/// `smollm` pre-tokenizer), then GPT-2's byte-level split; control tokens
+/// (`token_type` 3) are special, so `<|im_start|>` in a prompt stays one token.
+pub fn load_gguf_tokenizer(file: &GgufFile) -> Result<LlmTokenizer, CheckpointError> {
+    let format = |message: String| CheckpointError::Format {
+        path: file.path.clone(),
+        message,
+    };
+    let err = |e: GgufError| format(e.to_string());
+    let kind = file.get_str("tokenizer.ggml.model").map_err(err)?;
+    if kind != "gpt2" {
+        return Err(format(format!(
+            "tokenizer.ggml.model `{kind}` is not supported from GGUF (gpt2 is); use the model's tokenizer.json"
+        )));
+    }
+    let tokens = file.get_str_array("tokenizer.ggml.tokens").map_err(err)?;
+    let merges = file.get_str_array("tokenizer.ggml.merges").map_err(err)?;
+    let types = file
+        .get_i32_array("tokenizer.ggml.token_type")
+        .unwrap_or_default();
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
+    let merges = merges
+        .iter()
+        .map(|m| {
+            m.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| format(format!("merge `{m}` is not two tokens")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| format(e.to_string()))?;
+    let mut tokenizer = Tokenizer::new(bpe);
+    tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![
+        Digits::new(true).into(),
+        ByteLevel::new(false, true, true).into(),
+    ])));
+    tokenizer.with_decoder(Some(ByteLevel::default()));
+    let specials: Vec<AddedToken> = tokens
+        .iter()
+        .zip(&types)
+        .filter(|(_, t)| **t == 3)
+        .map(|(token, _)| AddedToken::from(token.to_string(), true))
+        .collect();
+    tokenizer
+        .add_special_tokens(specials)
+        .map_err(|e| format(e.to_string()))?;
+    let mut tok = with_conventions(tokenizer);
+    if file
+        .get_bool("tokenizer.ggml.add_bos_token")
+        .unwrap_or(false)
+    {
+        tok.bos = file.get_u32("tokenizer.ggml.bos_token_id").ok();
+    }
+    Ok(tok)
+}
+
+/// The tokenizer of a checkpoint: inside a GGUF file, or the `tokenizer.json` of a folder.
+pub fn load_llm_tokenizer(path: &Path) -> Result<LlmTokenizer, CheckpointError> {
+    if super::llama::is_gguf(path) {
+        let file = GgufFile::read(path).map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        return load_gguf_tokenizer(&file);
+    }
+    load_tokenizer_json(path)
 }

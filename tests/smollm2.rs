@@ -1,0 +1,113 @@
+//! The real SmolLM2-135M-Instruct (Q4_1 GGUF, fetched by scripts/fetch_models.sh) against
+//! transformers on the same file (fixture from scripts/fixtures/make_smollm2_fixtures.py,
+//! where transformers dequantises the GGUF and undoes the q/k permutation itself): the GGUF's
+//! tokenizer gives the same ids, the chat prompt is the same text, the logits on a fixed
+//! prompt agree within 1e-3, and greedy decoding answers the capital of France with the
+//! reference's tokens, with and without the KV cache.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use calm::io::checkpoint::Tensors;
+use calm::io::gguf::GgufFile;
+use calm::io::llama::load_llama_gguf;
+use calm::io::models::{FetchedModel, model_dir};
+use calm::io::tokenizer::load_gguf_tokenizer;
+use calm::model::chat::Role;
+use calm::model::generate::{GenerationConfig, generate};
+
+#[derive(serde::Deserialize)]
+struct Reference {
+    texts: Vec<String>,
+    ids: Vec<Vec<u32>>,
+    question: String,
+    prompt: String,
+    prompt_ids: Vec<u32>,
+    reply_ids: Vec<u32>,
+    reply: String,
+    fixed_ids: Vec<i64>,
+    sampled_ids: Vec<usize>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2")
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).expect("read"))
+        .expect("json")
+}
+
+fn gguf() -> GgufFile {
+    let dir = model_dir(FetchedModel::Smollm2).expect("run scripts/fetch_models.sh smollm2");
+    GgufFile::read(dir.join(FetchedModel::Smollm2.main_file())).expect("gguf")
+}
+
+#[test]
+fn smollm2_matches_the_reference_and_knows_the_capital_of_france() {
+    let r = reference();
+    let file = gguf();
+    let tok = load_gguf_tokenizer(&file).expect("tokenizer");
+    for (text, ids) in r.texts.iter().zip(&r.ids) {
+        assert_eq!(&tok.encode(text).expect("encode"), ids, "{text:?}");
+    }
+    let prompt = tok.template.prompt(&[(Role::User, r.question.as_str())]);
+    assert_eq!(prompt, r.prompt);
+    let prompt_ids = tok.encode_prompt(&prompt).expect("encode");
+    assert_eq!(prompt_ids, r.prompt_ids);
+
+    let device = Device::flex();
+    let (model, config, report) = load_llama_gguf(&file, &device).expect("loads");
+    assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
+    assert_eq!(
+        (config.num_hidden_layers, config.num_key_value_heads),
+        (30, 3)
+    );
+    assert!(config.tie_word_embeddings);
+
+    // Logits on a fixed prompt.
+    let t = r.fixed_ids.len();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(r.fixed_ids.clone(), [1, t]), &device);
+    let logits = model.forward(ids, None);
+    let v = config.vocab_size;
+    let want = Tensors::read(&fixtures().join("logits.safetensors")).expect("logits");
+    let last: Tensor<1> = want.tensor("last", &device).expect("last");
+    let got_last = logits.clone().narrow(1, t - 1, 1).reshape([v]);
+    let err_last = (got_last - last).abs().max().into_scalar::<f32>();
+    let sampled: Tensor<2> = want.tensor("sampled", &device).expect("sampled");
+    let index = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            r.sampled_ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [r.sampled_ids.len()],
+        ),
+        &device,
+    );
+    let got_sampled = logits.reshape([t, v]).select(1, index);
+    let err_sampled = (got_sampled - sampled).abs().max().into_scalar::<f32>();
+    println!("logits: max abs error {err_last:e} (last position), {err_sampled:e} (sampled)");
+    assert!(err_last <= 1e-3 && err_sampled <= 1e-3);
+
+    // Greedy decoding with the chat template, cached and not.
+    for use_cache in [true, false] {
+        let config = GenerationConfig {
+            max_new_tokens: r.reply_ids.len() + 4,
+            use_cache,
+            ..GenerationConfig::default()
+        };
+        let replies = generate(
+            &model,
+            std::slice::from_ref(&prompt_ids),
+            &tok.eos,
+            &config,
+            |_, _| false,
+            |_, _| {},
+        )
+        .expect("generates");
+        let text = tok.decode(&replies[0]).expect("decode");
+        println!("cache {use_cache}: {text:?}");
+        assert!(text.contains("Paris"), "{text}");
+        assert_eq!(text.trim(), r.reply.trim());
+        // The reference stops at <|im_end|> and returns it; ours stops before it.
+        assert_eq!(replies[0], r.reply_ids[..r.reply_ids.len() - 1]);
+    }
+}
