@@ -111,3 +111,41 @@ fn smollm2_matches_the_reference_and_knows_the_capital_of_france() {
         assert_eq!(replies[0], r.reply_ids[..r.reply_ids.len() - 1]);
     }
 }
+
+#[test]
+fn inspect_generate_streams_the_reply_of_the_chat_template() {
+    let dir = model_dir(FetchedModel::Smollm2).expect("run scripts/fetch_models.sh smollm2");
+    let gguf = dir.join(FetchedModel::Smollm2.main_file());
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
+            .args(["generate", "--checkpoint"])
+            .arg(&gguf)
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let r = reference();
+    assert_eq!(run(&["--prompt", &r.question]), format!("{}\n", r.reply));
+    // A stop string ends the reply before it; --raw skips the template.
+    assert_eq!(
+        run(&["--prompt", &r.question, "--stop", " is"]),
+        "The capital of France\n"
+    );
+    let raw = run(&[
+        "--prompt",
+        "The capital of France is",
+        "--raw",
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert!(
+        !raw.trim().is_empty() && !raw.contains("<|im_start|>"),
+        "{raw}"
+    );
+}

@@ -5,6 +5,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use anyhow::Context;
 use calm::cli::CommonArgs;
 use clap::{Parser, Subcommand};
@@ -37,18 +39,52 @@ enum What {
         #[arg(long, value_enum)]
         arch: Arch,
         /// Checkpoint: a directory as HF `save_pretrained` writes it (config.json +
-        /// safetensors) for clip-vision, qformer and bert; a `.pth` file or a folder holding
-        /// one for efficientnet-lite0.
+        /// safetensors) for clip-vision, qformer, bert and llama; a `.pth` file or a folder
+        /// holding one for efficientnet-lite0; a `.gguf` file for llama.
         #[arg(long, value_name = "DIR")]
         checkpoint: PathBuf,
         /// Input tensors (safetensors): `pixel_values` for the image encoders;
         /// `query_embeds`, `encoder_hidden_states` and optionally `encoder_attention_mask`
-        /// for qformer; `input_ids` and optionally `attention_mask`, `token_type_ids` for bert.
+        /// for qformer; `input_ids` and optionally `attention_mask`, `token_type_ids` for bert;
+        /// `input_ids` and optionally `attention_mask` for llama (which writes `logits`).
         #[arg(long, value_name = "FILE")]
         inputs: PathBuf,
         /// Where to write the output tensors (safetensors).
         #[arg(long, value_name = "FILE")]
         output: PathBuf,
+        /// Device: cpu, wgpu or cuda:N.
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: calm::device::DeviceSpec,
+    },
+    /// Answer a prompt with a LLaMA-family model, streaming the reply to stdout. The prompt is
+    /// wrapped in the model's chat template (ChatML for SmolLM2, Vicuna v1 for LLaMA
+    /// vocabularies) unless `--raw`; decoding is greedy unless `--temperature` is above 0.
+    Generate {
+        /// An HF checkpoint folder (with tokenizer.json) or a `.gguf` file.
+        #[arg(long, value_name = "DIR_OR_GGUF")]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        /// Feed the prompt as it is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        #[arg(long, default_value_t = 128)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long)]
+        top_p: Option<f32>,
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop when the reply contains this text (repeatable); the template's own end
+        /// marker always stops.
+        #[arg(long = "stop", value_name = "TEXT")]
+        stop: Vec<String>,
         /// Device: cpu, wgpu or cuda:N.
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: calm::device::DeviceSpec,
@@ -125,6 +161,90 @@ fn run(args: Args) -> anyhow::Result<()> {
                 report.unexpected.len(),
                 output.display()
             );
+            Ok(())
+        }
+        What::Generate {
+            checkpoint,
+            prompt,
+            raw,
+            max_new_tokens,
+            temperature,
+            top_k,
+            top_p,
+            repetition_penalty,
+            seed,
+            stop,
+            device,
+        } => {
+            let device = device.device()?;
+            let tok = calm::io::tokenizer::load_llm_tokenizer(&checkpoint)
+                .with_context(|| format!("reading the tokenizer of {}", checkpoint.display()))?;
+            let (model, _, _) = calm::io::llama::load_llm(&checkpoint, &device)
+                .with_context(|| format!("loading {}", checkpoint.display()))?;
+            let text = if raw {
+                prompt
+            } else {
+                tok.template
+                    .prompt(&[(calm::model::chat::Role::User, prompt.as_str())])
+            };
+            let ids = tok.encode_prompt(&text)?;
+            let config = calm::model::generate::GenerationConfig {
+                max_new_tokens,
+                temperature,
+                top_k,
+                top_p,
+                repetition_penalty,
+                seed,
+                use_cache: true,
+            };
+            let mut stops: Vec<String> = stop;
+            stops.extend(tok.template.stop_strings().iter().map(|s| s.to_string()));
+            let mut out = std::io::stdout();
+            let mut printed = 0;
+            // Streams the reply as it grows. Text that could be the start of a stop string,
+            // or half of a multi-byte character, is held back until the next token settles it.
+            let mut stream = |reply: &[u32], last: bool| -> bool {
+                let text = tok.decode(reply).unwrap_or_default();
+                let stop_at = stops.iter().filter_map(|s| text.find(s.as_str())).min();
+                let end = match stop_at {
+                    Some(at) => at,
+                    None if last => text.len(),
+                    None => {
+                        let held = stops
+                            .iter()
+                            .flat_map(|s| {
+                                (1..s.len())
+                                    .filter(|&n| s.is_char_boundary(n))
+                                    .map(move |n| &s[..n])
+                            })
+                            .filter(|prefix| text.ends_with(prefix))
+                            .map(str::len)
+                            .max()
+                            .unwrap_or(0);
+                        let mut end = text.len() - held;
+                        while end > printed && text[..end].ends_with('\u{FFFD}') {
+                            end -= '\u{FFFD}'.len_utf8();
+                        }
+                        end
+                    }
+                };
+                if end > printed && text.is_char_boundary(printed) && text.is_char_boundary(end) {
+                    let _ = write!(out, "{}", &text[printed..end]);
+                    let _ = out.flush();
+                    printed = end;
+                }
+                stop_at.is_some()
+            };
+            let replies = calm::model::generate::generate(
+                &model,
+                &[ids],
+                &tok.eos,
+                &config,
+                |_, reply| stream(reply, false),
+                |_, _| {},
+            )?;
+            stream(&replies[0], true);
+            writeln!(std::io::stdout())?;
             Ok(())
         }
     }
