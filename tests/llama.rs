@@ -1,7 +1,8 @@
 //! The LLaMA decoder against HF `transformers`' `LlamaForCausalLM` on tiny random checkpoints
 //! (fixtures from scripts/fixtures/make_llama_fixtures.py): grouped-query attention with an
 //! untied head, tied embeddings with llama3 rope scaling, linear scaling with attention
-//! biases; each on a right-padded batch, through the library and through `inspect forward`.
+//! biases; each on a right-padded batch, through the library and through `inspect forward`;
+//! and a bf16 checkpoint split into shards.
 //! Also: the KV cache gives the uncached logits, and bad checkpoints are clear errors.
 
 mod common;
@@ -56,7 +57,7 @@ fn expected(dir: &Path, device: &Device) -> Tensor<3> {
 #[test]
 fn logits_of_a_padded_batch_match_the_reference() {
     let device = Device::flex();
-    for name in CASES {
+    for name in CASES.into_iter().chain(["gqa_untied_bf16_sharded"]) {
         let dir = case(name);
         let (model, config, report) = load_llama(&dir, &device).expect("loads");
         assert!(
@@ -162,6 +163,15 @@ fn bad_checkpoints_are_errors_naming_what_is_wrong() {
     .expect("write");
     let err = read_llama_config(dir).expect_err("3 does not divide 4");
     assert!(err.to_string().contains("num_key_value_heads"), "{err}");
+    // Weights of another shape than the config's: the error names the tensor.
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).expect("copy");
+    std::fs::write(
+        dir.join("config.json"),
+        text.replace("\"intermediate_size\": 48", "\"intermediate_size\": 40"),
+    )
+    .expect("write");
+    let err = load_llama(dir, &Device::flex()).expect_err("shape mismatch");
+    assert!(err.to_string().contains("mlp.gate_proj.weight"), "{err}");
 }
 
 #[derive(serde::Deserialize)]
