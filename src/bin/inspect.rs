@@ -58,7 +58,7 @@ enum What {
     },
     /// Answer a prompt with a LLaMA-family model, streaming the reply to stdout. The prompt is
     /// wrapped in the model's chat template (ChatML for SmolLM2, Vicuna v1 for LLaMA
-    /// vocabularies) unless `--raw`; decoding is greedy unless `--temperature` is above 0.
+    /// vocabularies) unless `--raw`; decoding is greedy unless a sampling flag is given.
     Generate {
         /// An HF checkpoint folder (with tokenizer.json) or a `.gguf` file.
         #[arg(long, value_name = "DIR_OR_GGUF")]
@@ -70,11 +70,13 @@ enum What {
         raw: bool,
         #[arg(long, default_value_t = 128)]
         max_new_tokens: usize,
-        /// 0 = greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f32,
+        /// Sample at this temperature [default: greedy; 1.0 when --top-k or --top-p is given].
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Sample from the k most likely tokens.
         #[arg(long)]
         top_k: Option<usize>,
+        /// Sample from the smallest set of tokens whose probability reaches p.
         #[arg(long)]
         top_p: Option<f32>,
         #[arg(long, default_value_t = 1.0)]
@@ -188,9 +190,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .prompt(&[(calm::model::chat::Role::User, prompt.as_str())])
             };
             let ids = tok.encode_prompt(&text)?;
+            let sampling = top_k.is_some() || top_p.is_some();
             let config = calm::model::generate::GenerationConfig {
                 max_new_tokens,
-                temperature,
+                temperature: temperature.unwrap_or(if sampling { 1.0 } else { 0.0 }),
                 top_k,
                 top_p,
                 repetition_penalty,

@@ -186,6 +186,13 @@ pub fn read_llama_gguf_config(file: &GgufFile) -> Result<LlamaConfig, Checkpoint
             "general.architecture is `{arch}`, not llama"
         )));
     }
+    if file.tensor("rope_freqs.weight").is_some() {
+        // Llama 3.1 files carry their rotary scaling as per-frequency factors; reading them
+        // without applying them would silently change every position's rotation.
+        return Err(format(
+            "rope_freqs.weight (llama3 rope scaling) is not supported from GGUF; load the HF checkpoint".into(),
+        ));
+    }
     let u = |k: &str| file.get_u64(k).map(|v| v as usize).map_err(err);
     let heads = u("llama.attention.head_count")?;
     let hidden = u("llama.embedding_length")?;
@@ -288,7 +295,7 @@ pub fn unpermute_rows(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
 }
 
 /// Loads a GGUF LLaMA: every tensor dequantised to f32, renamed to HF's keys, q/k rows put
-/// back in HF's order. Tensors with no HF counterpart (`rope_freqs.weight`) are reported.
+/// back in HF's order. Tensors with no HF counterpart are reported.
 pub fn load_llama_gguf(
     file: &GgufFile,
     device: &Device,
