@@ -83,6 +83,34 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (dir, config)
 }
 
+/// A finished tiny run with `extra` flags: its temporary folder and run directory.
+fn tiny_run(extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let (dir, config) = setup();
+    let run = dir.path().join("run");
+    let mut args = vec![
+        "--config",
+        config.to_str().expect("utf8"),
+        "--output-dir",
+        run.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    ok(pretrain(&args).output().expect("runs"));
+    (dir, run)
+}
+
+/// `evaluate degradations`' JSON for a run (or checkpoint) on the run's held-out photos.
+fn evaluate(checkpoint: &Path, run: &Path) -> serde_json::Value {
+    let out = ok(Command::new(env!("CARGO_BIN_EXE_evaluate"))
+        .args(["degradations", "--checkpoint"])
+        .arg(checkpoint)
+        .arg("--images")
+        .arg(run.join("held_out"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("runs"));
+    serde_json::from_slice(&out.stdout).expect("json on stdout")
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     let (dir, config) = setup();
@@ -179,16 +207,7 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
 
 #[test]
 fn the_run_directory_holds_checkpoint_config_events_and_summary() {
-    let (dir, config) = setup();
-    let run = dir.path().join("run");
-    ok(pretrain(&[
-        "--config",
-        config.to_str().expect("utf8"),
-        "--output-dir",
-        run.to_str().expect("utf8"),
-    ])
-    .output()
-    .expect("runs"));
+    let (_dir, run) = tiny_run(&[]);
     for file in [
         "config.resolved.yaml",
         "run.json",
@@ -270,42 +289,19 @@ fn the_run_directory_holds_checkpoint_config_events_and_summary() {
     assert_eq!(by_tag["lr"][0].1, 0.0);
     assert_eq!(by_tag["lr"][2].1, 1e-3);
 
-    // `evaluate degradations` on the held-out photos prints what the summary holds.
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .args(["degradations", "--checkpoint"])
-        .arg(&run)
-        .arg("--images")
-        .arg(run.join("held_out"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("runs"));
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
-    assert_eq!(printed, summary["degradations"]);
-    // A checkpoint folder names its run too.
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .args(["degradations", "--checkpoint"])
-        .arg(run.join("checkpoints/step-00000024"))
-        .arg("--images")
-        .arg(run.join("held_out"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("runs"));
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    // `evaluate degradations` on the held-out photos prints what the summary holds; a
+    // checkpoint folder names its run too.
+    assert_eq!(evaluate(&run, &run), summary["degradations"]);
+    let step = evaluate(&run.join("checkpoints/step-00000024"), &run);
     assert_eq!(
-        printed["pairwise_accuracy"],
+        step["pairwise_accuracy"],
         summary["degradations"]["pairwise_accuracy"]
     );
 }
 
 #[test]
 fn gradient_accumulation_feeds_several_micro_batches_to_each_step() {
-    let (dir, config) = setup();
-    let run = dir.path().join("run");
-    ok(pretrain(&[
-        "--config",
-        config.to_str().expect("utf8"),
-        "--output-dir",
-        run.to_str().expect("utf8"),
+    let (_dir, run) = tiny_run(&[
         "--set",
         "pretrain.steps=3",
         "--set",
@@ -314,9 +310,7 @@ fn gradient_accumulation_feeds_several_micro_batches_to_each_step() {
         "pretrain.schedule.warmup_steps=1",
         "--set",
         "pretrain.max_grad_norm=null",
-    ])
-    .output()
-    .expect("runs"));
+    ]);
     let summary = json(&run.join("summary.json"));
     // 3 steps x 2 micro-batches x (2 photos + 2 copies).
     assert_eq!(summary["images_seen"], 24);
