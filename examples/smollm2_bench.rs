@@ -57,8 +57,7 @@ fn main() -> anyhow::Result<()> {
         decode = decode.min(start.elapsed().as_secs_f64() / (replies[0].len() - 1).max(1) as f64);
     }
     println!(
-        "calm (burn {}, flex, {} layers, f32): prefill {:.1} tokens/s ({prompt} tokens), decode {:.1} tokens/s ({new} tokens), best of {repeats}",
-        "0.22.1",
+        "calm (burn 0.22.1, flex, {} layers, f32): prefill {:.1} tokens/s ({prompt} tokens), decode {:.1} tokens/s ({new} tokens), best of {repeats}",
         config.num_hidden_layers,
         prompt as f64 / prefill,
         1.0 / decode

@@ -179,9 +179,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             device,
         } => {
             let device = device.device()?;
-            let tok = calm::io::tokenizer::load_llm_tokenizer(&checkpoint)
-                .with_context(|| format!("reading the tokenizer of {}", checkpoint.display()))?;
-            let (model, _, _) = calm::io::llama::load_llm(&checkpoint, &device)
+            let (model, tok) = calm::io::llama::load_chat_model(&checkpoint, &device)
                 .with_context(|| format!("loading {}", checkpoint.display()))?;
             let text = if raw {
                 prompt

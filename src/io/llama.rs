@@ -11,6 +11,8 @@ use serde::Deserialize;
 
 use super::checkpoint::{CheckpointError, LoadReport, Tensors, apply, read_json};
 use super::gguf::{GgufError, GgufFile};
+use super::tokenizer::{load_gguf_tokenizer, load_tokenizer_json};
+use crate::model::chat::LlmTokenizer;
 use crate::model::llama::{LlamaConfig, LlamaForCausalLM, RopeScaling};
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +160,21 @@ pub fn load_llm(
         return load_llama_gguf(&file, device);
     }
     load_llama(path, device)
+}
+
+/// A LLaMA and its tokenizer, for chat: from a GGUF file (read once for both) or an HF folder
+/// with its `tokenizer.json`.
+pub fn load_chat_model(
+    path: &Path,
+    device: &Device,
+) -> Result<(LlamaForCausalLM, LlmTokenizer), CheckpointError> {
+    if is_gguf(path) {
+        let file = GgufFile::read(path).map_err(|e| gguf_error(path, e))?;
+        let tokenizer = load_gguf_tokenizer(&file)?;
+        return Ok((load_llama_gguf(&file, device)?.0, tokenizer));
+    }
+    let tokenizer = load_tokenizer_json(path)?;
+    Ok((load_llama(path, device)?.0, tokenizer))
 }
 
 pub fn is_gguf(path: &Path) -> bool {

@@ -1,6 +1,6 @@
 //! LLM tokenizers from files: a `tokenizer.json` (HF `tokenizers` format; the LLaMA-2 /
-//! Vicuna vocabulary, or a model's own), or the vocabulary in a GGUF file's metadata. BOS and EOS are found by the conventional names of
-//! the two families (`<s>`/`</s>` for LLaMA's SentencePiece vocabulary; `<|im_end|>` ends a
+//! Vicuna vocabulary, or a model's own), or the vocabulary in a GGUF file's metadata. BOS and
+//! EOS are found by the conventional names of the two families (`<s>`/`</s>` for LLaMA's SentencePiece vocabulary; `<|im_end|>` ends a
 //! ChatML turn), and the chat template follows the vocabulary: ChatML when it has
 //! `<|im_start|>`, Vicuna v1 otherwise.
 
@@ -116,16 +116,4 @@ pub fn load_gguf_tokenizer(file: &GgufFile) -> Result<LlmTokenizer, CheckpointEr
         tok.bos = file.get_u32("tokenizer.ggml.bos_token_id").ok();
     }
     Ok(tok)
-}
-
-/// The tokenizer of a checkpoint: inside a GGUF file, or the `tokenizer.json` of a folder.
-pub fn load_llm_tokenizer(path: &Path) -> Result<LlmTokenizer, CheckpointError> {
-    if super::llama::is_gguf(path) {
-        let file = GgufFile::read(path).map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        return load_gguf_tokenizer(&file);
-    }
-    load_tokenizer_json(path)
 }
