@@ -194,16 +194,13 @@ fn malformed_flickr_rows_name_file_and_line() {
 fn llava_json_reads_roles_and_images() {
     let samples = llava::read_llava(&fixture("llava/conversations.json")).expect("parses");
     assert_eq!(samples.len(), 2);
-    assert_eq!(
-        samples[0].image.as_deref(),
-        Some("coco/train2017/000000033471.jpg")
-    );
+    assert_eq!(samples[0].images, vec!["coco/train2017/000000033471.jpg"]);
     assert_eq!(samples[0].turns.len(), 4);
     assert_eq!(samples[0].turns[0].role, llava::Role::User);
     assert_eq!(samples[0].turns[1].role, llava::Role::Assistant);
     assert_eq!(samples[0].turns[1].text, "6.5.");
     assert_eq!(samples[1].id, "7");
-    assert_eq!(samples[1].image, None);
+    assert!(samples[1].images.is_empty());
 }
 
 #[test]
@@ -233,4 +230,20 @@ fn malformed_llava_samples_are_errors() {
         msg.contains("n.json") && msg.contains("sample 0 (id `b`)"),
         "{msg}"
     );
+    let two = write(
+        dir.path(),
+        "m.json",
+        "[{\"id\": \"c\", \"image\": [\"a.jpg\", \"b.jpg\"], \"conversations\": [{\"from\": \"human\", \"value\": \"<image> vs <image>?\"}, {\"from\": \"gpt\", \"value\": \"the first\"}]}]",
+    );
+    let multi = llava::read_llava(&two).expect("multi-image sample");
+    assert_eq!(multi[0].images, vec!["a.jpg", "b.jpg"]);
+    let short = write(
+        dir.path(),
+        "s.json",
+        "[{\"id\": \"d\", \"image\": [\"a.jpg\", \"b.jpg\"], \"conversations\": [{\"from\": \"human\", \"value\": \"<image> only one\"}]}]",
+    );
+    let msg = llava::read_llava(&short)
+        .expect_err("two images, one placeholder")
+        .to_string();
+    assert!(msg.contains("1 <image> placeholders for 2 images"), "{msg}");
 }

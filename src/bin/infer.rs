@@ -1,18 +1,74 @@
-//! `infer`: Score, comment on, assess in context or suggest improvements for photos.
+//! `infer`: score, comment on, suggest improvements for, or assess in a user's context, one
+//! or many photos with a fine-tuned run. A missing or unreadable image is reported on stderr
+//! by its path and skipped (`--strict` makes it fatal).
 
 mod common;
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use calm::cli::CommonArgs;
-use clap::Parser;
+use anyhow::{Context, bail};
+use calm::data::instruct::prompts;
+use calm::device::DeviceSpec;
+use calm::eval::tasks::Runner;
+use calm::train::finetune;
+use clap::{Parser, Subcommand};
+use image::RgbImage;
 
 /// Score, comment on, assess in context or suggest improvements for photos.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
+    #[command(subcommand)]
+    task: Sub,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// CSV `image,score,score_numeric,score_levels`: the number the model writes, the
+    /// expectation over the five level words (1..10), and the config's default readout
+    /// (`infer.score_readout`) as `score`.
+    Score(Inputs),
+    /// A comment on each photo's aesthetics.
+    Comment(Inputs),
+    /// What to change to make each photo better (zero-shot in the paper's setup).
+    Suggest(Inputs),
+    /// The score a user would give, from k of the user's rated photos given in context.
+    Personalize {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// CSV of the user's rated photos, `image,score` rows (a header line is allowed);
+        /// relative paths are read from the CSV's folder when not found as given.
+        #[arg(long, value_name = "RATED.csv")]
+        examples: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Inputs {
+    /// A fine-tuning run directory, or one of its checkpoint folders.
+    #[arg(long, value_name = "RUN")]
+    checkpoint: PathBuf,
+    /// Write here instead of stdout (CSV for score and personalize, JSON lines otherwise).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// A text file of image paths, one a line, read before the IMAGE arguments.
+    #[arg(long, value_name = "FILE")]
+    list: Option<PathBuf>,
+    /// Stop at the first missing or unreadable image instead of skipping it.
+    #[arg(long)]
+    strict: bool,
+    /// Override a key of the run's config, e.g. `--set infer.score_readout=numeric`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Device: cpu, wgpu or cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceSpec,
+    /// Images to process.
+    #[arg(value_name = "IMAGE")]
+    images: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -20,7 +76,183 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    args.common.load_config()?;
-    args.common.device()?;
-    Err(common::not_built("inference", 7))
+    let inputs = match &args.task {
+        Sub::Score(i) | Sub::Comment(i) | Sub::Suggest(i) => i,
+        Sub::Personalize { inputs, .. } => inputs,
+    };
+    let mut paths = Vec::new();
+    if let Some(list) = &inputs.list {
+        paths.extend(calm::data::formats::read_list(list)?);
+    }
+    paths.extend(inputs.images.iter().cloned());
+    if paths.is_empty() {
+        bail!("no images given (pass IMAGE arguments or --list FILE)");
+    }
+    let device = inputs.device.device()?;
+    let mut found = finetune::find_run(&inputs.checkpoint)
+        .with_context(|| format!("reading the run {}", inputs.checkpoint.display()))?;
+    if !inputs.set.is_empty() {
+        found.config = calm::config::load(
+            Some(&found.dir.join(calm::run::RESOLVED_CONFIG)),
+            &inputs.set,
+        )?;
+    }
+    let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
+    let transform = calm::data::Transform {
+        crop: calm::data::Crop::Center,
+        ..found.config.data.transform(&found.config.model.vision)
+    };
+    let runner = Runner {
+        loaded: &loaded,
+        transform: &transform,
+        config: &found.config.infer,
+    };
+    let (kept, images) = read_images(&runner, &paths, inputs.strict)?;
+    if images.is_empty() {
+        bail!("none of the {} images could be read", paths.len());
+    }
+    let mut out: Box<dyn Write> = match &inputs.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let jsonl = inputs.output.is_some();
+    match &args.task {
+        Sub::Score(_) => {
+            let scores = runner.score(&images)?;
+            writeln!(out, "image,score,score_numeric,score_levels")?;
+            for (path, s) in kept.iter().zip(&scores) {
+                writeln!(
+                    out,
+                    "{},{},{},{}",
+                    csv_field(&path.display().to_string()),
+                    number(s.score),
+                    number(s.score_numeric),
+                    number(Some(s.score_levels))
+                )?;
+            }
+        }
+        Sub::Comment(_) | Sub::Suggest(_) => {
+            let (task, prompt) = match &args.task {
+                Sub::Comment(_) => ("comment", prompts::COMMENT),
+                _ => ("suggestion", prompts::SUGGEST),
+            };
+            for (path, image) in kept.iter().zip(&images) {
+                let text = runner
+                    .describe(std::slice::from_ref(image), prompt)?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                if jsonl {
+                    let line = serde_json::json!({"image": path.display().to_string(), task: text});
+                    writeln!(out, "{line}")?;
+                } else {
+                    writeln!(out, "{}\n{text}\n", path.display())?;
+                }
+                out.flush()?;
+            }
+        }
+        Sub::Personalize { examples, .. } => {
+            let rated = read_examples(examples)?;
+            let rated_paths: Vec<PathBuf> = rated.iter().map(|(p, _)| p.clone()).collect();
+            let rated_images = runner
+                .load_images(&rated_paths)
+                .map_err(|(path, reason)| anyhow::anyhow!("{}: {reason}", path.display()))
+                .context("reading the rated examples")?;
+            let examples: Vec<(Arc<RgbImage>, f64)> = rated_images
+                .into_iter()
+                .zip(rated.iter().map(|(_, s)| *s))
+                .collect();
+            let scores = runner.personalize(&examples, &images)?;
+            writeln!(out, "image,score,score_numeric,score_expected")?;
+            for (path, s) in kept.iter().zip(&scores) {
+                writeln!(
+                    out,
+                    "{},{},{},{}",
+                    csv_field(&path.display().to_string()),
+                    number(Some(s.score)),
+                    number(s.score_numeric),
+                    number(Some(s.score_expected))
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The readable images with their paths; the others reported on stderr (or fatal).
+fn read_images(
+    runner: &Runner<'_>,
+    paths: &[PathBuf],
+    strict: bool,
+) -> anyhow::Result<(Vec<PathBuf>, Vec<Arc<RgbImage>>)> {
+    let mut kept = Vec::with_capacity(paths.len());
+    let mut images = Vec::with_capacity(paths.len());
+    for path in paths {
+        match runner.load_images(std::slice::from_ref(path)) {
+            Ok(mut one) => {
+                kept.push(path.clone());
+                images.append(&mut one);
+            }
+            Err((_, reason)) if !strict => {
+                eprintln!("infer: skipping {}: {reason}", path.display());
+            }
+            Err((_, reason)) => bail!("{}: {reason}", path.display()),
+        }
+    }
+    Ok((kept, images))
+}
+
+/// `image,score` rows; a first line whose score is not a number is a header.
+fn read_examples(path: &Path) -> anyhow::Result<Vec<(PathBuf, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some((image, score)) = line.rsplit_once(',') else {
+            bail!("{} line {}: expected `image,score`", path.display(), i + 1);
+        };
+        let image = image.trim().trim_matches('"');
+        let score: f64 = match score.trim().parse() {
+            Ok(s) => s,
+            Err(_) if rows.is_empty() && i == 0 => continue,
+            Err(_) => bail!(
+                "{} line {}: `{}` is not a score",
+                path.display(),
+                i + 1,
+                score.trim()
+            ),
+        };
+        let as_given = PathBuf::from(image);
+        let image = if as_given.exists() || as_given.is_absolute() {
+            as_given
+        } else {
+            base.join(image)
+        };
+        rows.push((image, score));
+    }
+    if rows.is_empty() {
+        bail!("{} has no rated images", path.display());
+    }
+    Ok(rows)
+}
+
+fn number(value: Option<f64>) -> String {
+    value.map(|v| format!("{v:.4}")).unwrap_or_default()
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use calm::cli::CommonArgs;
-use calm::train::pretrain::{self, Frozen, HELD_OUT, SUMMARY};
+use calm::train::pretrain::{self, SUMMARY};
 use clap::Parser;
 
 /// Pretrain the Multi-scale Feature Alignment Module on unlabeled photos, guided by text cues
@@ -43,18 +43,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     println!("run directory: {}", run_dir.display());
-    let frozen = Frozen::load(&config, &device).context("loading the frozen encoders")?;
-    let summary = pretrain::pretrain(&config, &frozen, &run_dir, &device, args.resume.is_some())
+    let report = pretrain::pretrain_and_evaluate(&config, &run_dir, &device, args.resume.is_some())
         .context("pretraining")?;
-    let mut json = serde_json::to_value(&summary)?;
-    write_summary(&run_dir, &json)?;
-    let held_out = calm::data::formats::scan_folder(&run_dir.join(HELD_OUT), false)?;
-    // The model as `evaluate` reads it back from the run.
-    let model = pretrain::load_pretrained(&pretrain::find_run(&run_dir)?, &frozen, &device)?;
-    let report = pretrain::evaluate_degradations(&config, &frozen, &model, &held_out, &device)
-        .context("evaluating the held-out photos")?;
-    json["degradations"] = serde_json::to_value(&report)?;
-    write_summary(&run_dir, &json)?;
     println!(
         "held-out pairwise accuracy {:.3} (random init {:.3}) over {} pairs; summary in {}",
         report.pairwise_accuracy,
@@ -63,10 +53,4 @@ fn run(args: Args) -> anyhow::Result<()> {
         run_dir.join(SUMMARY).display()
     );
     Ok(())
-}
-
-fn write_summary(run_dir: &std::path::Path, json: &serde_json::Value) -> anyhow::Result<()> {
-    let path = run_dir.join(SUMMARY);
-    calm::io::atomic::write_atomic(&path, serde_json::to_string_pretty(json)?.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 pub use layered::{ConfigError, Invalid, Layers, Source, Validate, load, to_yaml};
 
 use crate::data::DataConfig;
+use crate::eval::tasks::InferConfig;
 use crate::model::ModelConfig;
+use crate::train::finetune::FinetuneConfig;
 use crate::train::pretrain::PretrainConfig;
 
 /// Everything a run reads. Each binary uses the sections it needs; unknown keys anywhere are
@@ -22,6 +24,8 @@ pub struct ExperimentConfig {
     pub model: ModelConfig,
     pub data: DataConfig,
     pub pretrain: PretrainConfig,
+    pub finetune: FinetuneConfig,
+    pub infer: InferConfig,
 }
 
 impl Default for ExperimentConfig {
@@ -31,6 +35,8 @@ impl Default for ExperimentConfig {
             model: ModelConfig::default(),
             data: DataConfig::default(),
             pretrain: PretrainConfig::default(),
+            finetune: FinetuneConfig::default(),
+            infer: InferConfig::default(),
         }
     }
 }
@@ -40,6 +46,8 @@ impl Validate for ExperimentConfig {
         self.model.validate()?;
         self.data.validate()?;
         self.pretrain.validate()?;
+        self.finetune.validate()?;
+        self.infer.validate()?;
         let size = self.model.vision.image_size();
         match self.data.image.resize_shorter {
             Some(shorter) if shorter < size => Err(Invalid::new(

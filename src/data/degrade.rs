@@ -80,10 +80,7 @@ impl Degradation {
             Self::Overexposure => map_linear(image, |v| v * 2f32.powf(0.5 + 1.5 * s)),
             Self::Underexposure => map_linear(image, |v| v * 2f32.powf(-(0.7 + 1.8 * s))),
             Self::Desaturation => desaturate(image, 0.4 + 0.6 * s),
-            Self::Tilt => rotate_and_fill(
-                image,
-                (3.0 + 9.0 * s) * if seed % 2 == 0 { 1.0 } else { -1.0 },
-            ),
+            Self::Tilt => rotate_and_fill(image, tilt_degrees(s, seed)),
             Self::BadCrop => bad_crop(image, 0.35 + 0.3 * s, seed),
         })
     }
@@ -181,6 +178,13 @@ fn desaturate(image: &RgbImage, amount: f32) -> RgbImage {
 /// Rotates by `degrees` (bilinear), then crops the largest centred rectangle of the same
 /// aspect ratio with no empty corners and scales it back to the original size, as a tilted
 /// shot looks.
+/// The rotation `Tilt` applies at `severity` with `seed`: 3 to 12 degrees, positive when the
+/// horizon ends up sloping down to the right (content turned clockwise).
+pub fn tilt_degrees(severity: f32, seed: u64) -> f32 {
+    let s = severity.clamp(0.0, 1.0);
+    (3.0 + 9.0 * s) * if seed % 2 == 0 { 1.0 } else { -1.0 }
+}
+
 fn rotate_and_fill(image: &RgbImage, degrees: f32) -> RgbImage {
     let (w, h) = (image.width() as f32, image.height() as f32);
     let t = degrees.to_radians();

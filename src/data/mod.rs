@@ -2,12 +2,16 @@
 //! delivered as typed batches. Bad images never stop a run unless the config says so.
 
 pub mod attributes;
+pub mod conversation;
 pub mod cues;
 pub mod degrade;
 pub mod formats;
 pub mod image;
+pub mod instruct;
 pub mod loader;
 pub mod selfsup;
+pub mod selfsup_instruct;
+pub mod tasks;
 pub mod transform;
 
 use std::path::{Path, PathBuf};
@@ -171,7 +175,7 @@ impl SourceConfig {
                 .collect(),
             Self::Llava(s) => formats::llava::read_llava(&s.json)?
                 .into_iter()
-                .filter_map(|c| c.image.map(|i| s.images.join(i)))
+                .flat_map(|c| c.images.into_iter().map(|i| s.images.join(i)))
                 .collect(),
         };
         let mut seen = std::collections::HashSet::new();

@@ -24,6 +24,17 @@ pub struct PairwiseAccuracy {
 }
 
 /// `None` without pairs.
+impl PairwiseAccuracy {
+    /// No pairs: accuracy NaN.
+    pub fn empty() -> Self {
+        Self {
+            pairwise_accuracy: f64::NAN,
+            pairs: 0,
+            per_kind: BTreeMap::new(),
+        }
+    }
+}
+
 pub fn pairwise_accuracy(pairs: &[ScoredPair]) -> Option<PairwiseAccuracy> {
     if pairs.is_empty() {
         return None;

@@ -1,3 +1,5 @@
 //! Evaluation: pure metric functions, and (later) the task runners that feed them.
 
 pub mod degradations;
+pub mod held_out;
+pub mod tasks;

@@ -215,11 +215,24 @@ impl Tensors {
 /// (`weight`/`bias`, Linear weights `[out, in]`), so that PyTorch tools can read it; written
 /// atomically, so a crash never leaves a torn file at `path`.
 pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), CheckpointError> {
+    save_module_matching(module, path, None)
+}
+
+/// `save_module` restricted to the parameters whose path matches `pattern` (a regex), e.g.
+/// the trained parts of a model whose frozen rest is loaded from its own checkpoint.
+pub fn save_module_matching<M: Module>(
+    module: &M,
+    path: &Path,
+    pattern: Option<&str>,
+) -> Result<(), CheckpointError> {
     let format = |message: String| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
     };
     let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+    if let Some(pattern) = pattern {
+        store = store.with_regex(pattern);
+    }
     module
         .save_into(&mut store)
         .map_err(|e| format(e.to_string()))?;
@@ -233,15 +246,32 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), CheckpointE
 /// Loads a file written by `save_module` into `module` (built with the same config): a
 /// missing weight or a shape mismatch is an error naming the key; extra tensors are reported.
 pub fn load_module<M: Module>(module: &mut M, path: &Path) -> Result<LoadReport, CheckpointError> {
+    load_module_except(module, path, |_| false)
+}
+
+/// `load_module` for a file that holds part of `module` (`save_module_matching`): weights
+/// for which `kept(path)` holds may be absent and keep their current values; any other
+/// missing weight is still an error.
+pub fn load_module_except<M: Module>(
+    module: &mut M,
+    path: &Path,
+    kept: impl Fn(&str) -> bool,
+) -> Result<LoadReport, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let store = SafetensorsStore::from_bytes(Some(bytes))
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
         .validate(false);
-    load_from_store(module, store, path)
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    check(result, path, kept)
 }
 
 /// Sets `module`'s weights from `tensors` by name. Linear weights are transposed from
@@ -279,24 +309,30 @@ pub(crate) fn load_from_store<M: Module, S: ModuleStore<Error: std::fmt::Display
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    check(result, path)
+    check(result, path, |_| false)
 }
 
-fn check(result: ApplyResult, dir: &Path) -> Result<LoadReport, CheckpointError> {
+fn check(
+    result: ApplyResult,
+    dir: &Path,
+    kept: impl Fn(&str) -> bool,
+) -> Result<LoadReport, CheckpointError> {
     if let Some(error) = result.errors.first() {
         return Err(CheckpointError::Mismatch {
             dir: dir.to_path_buf(),
             message: error.to_string(),
         });
     }
-    if !result.missing.is_empty() {
+    let missing: Vec<String> = result
+        .missing
+        .iter()
+        .filter(|(path, _)| !kept(path))
+        .map(|(path, _)| hf_name(path))
+        .collect();
+    if !missing.is_empty() {
         return Err(CheckpointError::Missing {
             dir: dir.to_path_buf(),
-            keys: result
-                .missing
-                .iter()
-                .map(|(path, _)| hf_name(path))
-                .collect(),
+            keys: missing,
         });
     }
     Ok(LoadReport {

@@ -14,6 +14,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use super::checkpoint::CheckpointError;
 use super::gguf::{GgufError, GgufFile};
+use crate::data::instruct::IMAGE_PLACEHOLDER;
 use crate::model::chat::{ChatTemplate, LlmTokenizer};
 
 /// Reads a `tokenizer.json` file, or the one inside a checkpoint folder.
@@ -31,7 +32,11 @@ pub fn load_tokenizer_json(path: &Path) -> Result<LlmTokenizer, CheckpointError>
 }
 
 /// BOS, EOS and the chat template from the vocabulary's special tokens.
-pub(crate) fn with_conventions(tokenizer: Tokenizer) -> LlmTokenizer {
+pub(crate) fn with_conventions(mut tokenizer: Tokenizer) -> LlmTokenizer {
+    // `<image>` must come out of any text as one token, wherever it stands, so that the
+    // visual tokens replace exactly it (LLaVA splits the text at the placeholder instead).
+    let _ = tokenizer.add_special_tokens([AddedToken::from(IMAGE_PLACEHOLDER, true)]);
+    let image_token = tokenizer.token_to_id(IMAGE_PLACEHOLDER);
     let id = |t: &str| tokenizer.token_to_id(t);
     let chat_ml = id("<|im_start|>").is_some();
     let (bos, eos, template) = if chat_ml {
@@ -52,6 +57,7 @@ pub(crate) fn with_conventions(tokenizer: Tokenizer) -> LlmTokenizer {
         bos,
         eos,
         template,
+        image_token,
     }
 }
 

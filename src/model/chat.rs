@@ -2,6 +2,8 @@
 //! byte-level BPE for SmolLM2) with its special tokens, and the chat templates the models were
 //! tuned with: Vicuna v1 (LLaVA's `conv_vicuna_v1`) and ChatML (SmolLM2's own template).
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -45,31 +47,63 @@ impl ChatTemplate {
     /// The text of a conversation ending with an open assistant turn, ready for generation.
     /// `turns` alternate user / assistant, starting with the user.
     pub fn prompt(&self, turns: &[(Role, &str)]) -> String {
+        let owned: Vec<(Role, String)> = turns.iter().map(|(r, m)| (*r, m.to_string())).collect();
+        self.render(&owned, true).0
+    }
+
+    /// The text of a conversation and the byte ranges of what the assistant must produce:
+    /// each answer with its end marker (Vicuna: ` answer</s>`, the space after `ASSISTANT:`
+    /// included, as LLaVA's targets; ChatML: `answer<|im_end|>`). `open_reply` ends the text
+    /// with an open assistant turn, as `prompt` does; otherwise the last turn is rendered as
+    /// it is.
+    pub fn render(
+        &self,
+        turns: &[(Role, String)],
+        open_reply: bool,
+    ) -> (String, Vec<Range<usize>>) {
+        let mut text = String::new();
+        let mut answers = Vec::new();
         match self {
             Self::VicunaV1 { system } => {
-                let mut text = format!("{system} ");
+                text.push_str(system);
+                text.push(' ');
                 for (role, message) in turns {
                     match role {
                         Role::User => text.push_str(&format!("USER: {message} ")),
-                        Role::Assistant => text.push_str(&format!("ASSISTANT: {message}</s>")),
+                        Role::Assistant => {
+                            text.push_str("ASSISTANT:");
+                            let start = text.len();
+                            text.push_str(&format!(" {message}</s>"));
+                            answers.push(start..text.len());
+                        }
                     }
                 }
-                text.push_str("ASSISTANT:");
-                text
+                if open_reply {
+                    text.push_str("ASSISTANT:");
+                }
             }
             Self::ChatMl { system } => {
-                let mut text = format!("<|im_start|>system\n{system}<|im_end|>\n");
+                text.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
                 for (role, message) in turns {
-                    let role = match role {
-                        Role::User => "user",
-                        Role::Assistant => "assistant",
-                    };
-                    text.push_str(&format!("<|im_start|>{role}\n{message}<|im_end|>\n"));
+                    match role {
+                        Role::User => {
+                            text.push_str(&format!("<|im_start|>user\n{message}<|im_end|>\n"));
+                        }
+                        Role::Assistant => {
+                            text.push_str("<|im_start|>assistant\n");
+                            let start = text.len();
+                            text.push_str(&format!("{message}<|im_end|>"));
+                            answers.push(start..text.len());
+                            text.push('\n');
+                        }
+                    }
                 }
-                text.push_str("<|im_start|>assistant\n");
-                text
+                if open_reply {
+                    text.push_str("<|im_start|>assistant\n");
+                }
             }
         }
+        (text, answers)
     }
 
     /// Text that ends a reply under this template.
@@ -96,6 +130,9 @@ pub struct LlmTokenizer {
     /// Tokens that end generation.
     pub eos: Vec<u32>,
     pub template: ChatTemplate,
+    /// The id `<image>` is split out as (an added special token, past the model's
+    /// vocabulary: it is always replaced by visual tokens before the model sees it).
+    pub image_token: Option<u32>,
 }
 
 impl LlmTokenizer {

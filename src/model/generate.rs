@@ -137,32 +137,83 @@ pub fn generate(
     prompts: &[Vec<u32>],
     stop_tokens: &[u32],
     config: &GenerationConfig,
+    stop: impl FnMut(usize, &[u32]) -> bool,
+    on_token: impl FnMut(usize, u32),
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(GenerateError::EmptyPrompt(i));
+    }
+    let device: Device = model.model.embed_tokens.weight.device();
+    let prompts: Vec<EmbeddedPrompt> = prompts
+        .iter()
+        .map(|ids| {
+            let data: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
+            let ids_tensor =
+                Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &device);
+            let h = model.model.embed_tokens.weight.dims()[1];
+            EmbeddedPrompt {
+                embeds: model.embed(ids_tensor).reshape([ids.len(), h]),
+                seen: ids.clone(),
+            }
+        })
+        .collect();
+    generate_embedded(model, &prompts, stop_tokens, config, stop, on_token)
+}
+
+/// A prompt given as embeddings (token embeddings with visual tokens spliced in), with the
+/// token ids it holds for the repetition penalty.
+#[derive(Debug, Clone)]
+pub struct EmbeddedPrompt {
+    /// `[T, H]`.
+    pub embeds: Tensor<2>,
+    pub seen: Vec<u32>,
+}
+
+/// `generate` for prompts given as embeddings: multimodal prompts.
+pub fn generate_embedded(
+    model: &LlamaForCausalLM,
+    prompts: &[EmbeddedPrompt],
+    stop_tokens: &[u32],
+    config: &GenerationConfig,
     mut stop: impl FnMut(usize, &[u32]) -> bool,
     mut on_token: impl FnMut(usize, u32),
 ) -> Result<Vec<Vec<u32>>, GenerateError> {
     if prompts.is_empty() {
         return Err(GenerateError::NoPrompts);
     }
-    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+    if let Some(i) = prompts.iter().position(|p| p.embeds.dims()[0] == 0) {
         return Err(GenerateError::EmptyPrompt(i));
     }
     let device: Device = model.model.embed_tokens.weight.device();
     let b = prompts.len();
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let h = model.model.embed_tokens.weight.dims()[1];
+    let lengths: Vec<usize> = prompts.iter().map(|p| p.embeds.dims()[0]).collect();
+    let longest = lengths.iter().copied().max().unwrap_or(0);
     // Left padding: every row's next token is at the same column.
-    let mut ids: Vec<Vec<u32>> = prompts
+    let rows: Vec<Tensor<3>> = prompts
         .iter()
-        .map(|p| {
-            let mut row = vec![0; longest - p.len()];
-            row.extend(p);
-            row
+        .zip(&lengths)
+        .map(|(p, &len)| {
+            let row = if len < longest {
+                Tensor::cat(
+                    vec![
+                        Tensor::<2>::zeros([longest - len, h], &device),
+                        p.embeds.clone(),
+                    ],
+                    0,
+                )
+            } else {
+                p.embeds.clone()
+            };
+            row.reshape([1, longest, h])
         })
         .collect();
-    let mut mask: Vec<Vec<f32>> = prompts
+    let mut embeds = Tensor::cat(rows, 0);
+    let mut mask: Vec<Vec<f32>> = lengths
         .iter()
-        .map(|p| {
-            let mut row = vec![0.0; longest - p.len()];
-            row.extend(std::iter::repeat_n(1.0, p.len()));
+        .map(|&len| {
+            let mut row = vec![0.0; longest - len];
+            row.extend(std::iter::repeat_n(1.0, len));
             row
         })
         .collect();
@@ -188,38 +239,41 @@ pub fn generate(
         let t = rows[0].len();
         Tensor::<2>::from_data(TensorData::new(rows.concat(), [rows.len(), t]), &device)
     };
-    let as_i64 = |rows: &[Vec<u32>], from: usize| -> Vec<Vec<i64>> {
-        rows.iter()
-            .map(|r| r[from..].iter().map(|&t| i64::from(t)).collect())
-            .collect()
-    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let mut cache = KvCache::new();
     let mut replies: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done = vec![false; b];
     let mut fed = 0;
     for _ in 0..config.max_new_tokens {
+        let total = embeds.dims()[1];
         let (from, cache_ref) = if config.use_cache {
             (fed, Some(&mut cache))
         } else {
             (0, None)
         };
-        let logits = model.forward_embeds(
-            model.embed(int(&as_i64(&ids, from))),
+        let hidden = model.hidden_states(
+            embeds.clone().narrow(1, from, total - from),
             Some(float(&mask)),
             Some(int(&positions(&mask, from))),
             cache_ref,
         );
-        fed = ids[0].len();
-        let rows = last_logits(logits);
+        fed = total;
+        let t = hidden.dims()[1];
+        let rows = last_logits(model.logits(hidden.narrow(1, t - 1, 1)));
+        let mut chosen = Vec::with_capacity(b);
         for (row, mut logits) in rows.into_iter().enumerate() {
             let token = if done[row] {
                 0
             } else {
-                let seen: Vec<u32> = prompts[row].iter().chain(&replies[row]).copied().collect();
+                let seen: Vec<u32> = prompts[row]
+                    .seen
+                    .iter()
+                    .chain(&replies[row])
+                    .copied()
+                    .collect();
                 choose(&mut logits, &seen, config, &mut rng)
             };
-            ids[row].push(token);
+            chosen.push(i64::from(token));
             mask[row].push(1.0);
             if done[row] {
                 continue;
@@ -237,6 +291,8 @@ pub fn generate(
         if done.iter().all(|&d| d) {
             break;
         }
+        let next = model.embed(int(&chosen.iter().map(|&t| vec![t]).collect::<Vec<_>>()));
+        embeds = Tensor::cat(vec![embeds, next], 1);
     }
     Ok(replies)
 }

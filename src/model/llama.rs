@@ -394,6 +394,19 @@ impl LlamaForCausalLM {
         position_ids: Option<Tensor<2, Int>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
+        self.logits(self.hidden_states(embeds, attention_mask, position_ids, cache))
+    }
+
+    /// As `forward_embeds`, stopping at the final norm: `[B, T, H]`. Training and readouts
+    /// need logits at a few positions only, and the head is the largest matmul of a small
+    /// model.
+    pub fn hidden_states(
+        &self,
+        embeds: Tensor<3>,
+        attention_mask: Option<Tensor<2>>,
+        position_ids: Option<Tensor<2, Int>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         let [b, t, _] = embeds.dims();
         let device = embeds.device();
         let mut scratch = KvCache::new();
@@ -434,7 +447,12 @@ impl LlamaForCausalLM {
             let normed = layer.post_attention_layernorm.forward(x.clone());
             x = x + layer.mlp.forward(normed, lora.map(|l| &l.mlp));
         }
-        let x = self.model.norm.forward(x);
+        self.model.norm.forward(x)
+    }
+
+    /// The LM head: hidden states `[B, T, H]` -> logits `[B, T, vocab]`.
+    pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, _] = x.dims();
         match &self.lm_head {
             Some(head) => head.forward(x),
             None => {

@@ -1,6 +1,7 @@
 //! Model components. Nothing here reads files: `crate::io` maps checkpoints onto them.
 
 pub mod bert;
+pub mod calm;
 pub mod chat;
 pub mod generate;
 pub mod llama;
@@ -26,7 +27,25 @@ pub use vision::{ClipVisionConfig, EfficientNetLite0Config, HiddenAct, VisionCon
 pub struct ModelConfig {
     pub vision: VisionConfig,
     pub mfam: MfamConfig,
+    pub llm: LlmConfig,
     pub weights: WeightsConfig,
+}
+
+/// How the LLM is prompted; its architecture comes from its checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Replaces the chat template's system prompt; `null` keeps the model's own. The default
+    /// is short because every token of it is paid for in every training conversation.
+    pub system_prompt: Option<String>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: Some("You are an expert photography critic.".into()),
+        }
+    }
 }
 
 /// Where the frozen encoders' weights come from.
@@ -40,6 +59,9 @@ pub struct WeightsConfig {
     /// sentence-transformers BERT folder (`config.json`, `model.safetensors`,
     /// `tokenizer.json`). `null`: the fetched all-MiniLM-L6-v2.
     pub text_encoder: Option<std::path::PathBuf>,
+    /// The LLM: an HF LLaMA checkpoint folder (with `tokenizer.json`) or a GGUF file.
+    /// `null`: the fetched SmolLM2-135M-Instruct.
+    pub llm: Option<std::path::PathBuf>,
 }
 
 impl Validate for ModelConfig {

@@ -12,7 +12,7 @@ use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
 use crate::io::atomic::{AtomicWriteError, write_atomic};
-use crate::io::checkpoint::{CheckpointError, load_module, save_module};
+use crate::io::checkpoint::{CheckpointError, load_module_except, save_module_matching};
 
 pub const CHECKPOINTS: &str = "checkpoints";
 pub const LATEST: &str = "latest";
@@ -77,15 +77,28 @@ pub fn save<M: Module>(
     state: &TrainerState,
     keep: usize,
 ) -> Result<PathBuf, TrainCheckpointError> {
+    save_matching(run, model, None, optimizer, state.step, state, keep)
+}
+
+/// `save` keeping only the parameters whose path matches `pattern` (the trained ones).
+pub fn save_matching<M: Module, S: Serialize>(
+    run: &Path,
+    model: &M,
+    pattern: Option<&str>,
+    optimizer: &ModuleOptimizer,
+    step: usize,
+    state: &S,
+    keep: usize,
+) -> Result<PathBuf, TrainCheckpointError> {
     let root = run.join(CHECKPOINTS);
     std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let name = step_name(state.step);
+    let name = step_name(step);
     let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-    save_module(model, &tmp.join(MODEL))?;
+    save_module_matching(model, &tmp.join(MODEL), pattern)?;
     let optimizer_path = tmp.join(OPTIMIZER);
     let bytes = optimizer
         .into_bytes()
@@ -153,7 +166,18 @@ pub fn load<M: Module>(
     model: &mut M,
     optimizer: ModuleOptimizer,
 ) -> Result<(ModuleOptimizer, TrainerState), TrainCheckpointError> {
-    let report = load_module(model, &dir.join(MODEL))?;
+    load_matching(dir, model, optimizer, |_| false)
+}
+
+/// `load` for a checkpoint of `save_matching`: parameters for which `kept(path)` holds were
+/// not saved and keep the values `model` has.
+pub fn load_matching<M: Module, S: serde::de::DeserializeOwned>(
+    dir: &Path,
+    model: &mut M,
+    optimizer: ModuleOptimizer,
+    kept: impl Fn(&str) -> bool,
+) -> Result<(ModuleOptimizer, S), TrainCheckpointError> {
+    let report = load_module_except(model, &dir.join(MODEL), kept)?;
     if !report.unexpected.is_empty() {
         return Err(TrainCheckpointError::State {
             path: dir.join(MODEL),

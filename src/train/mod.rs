@@ -2,6 +2,8 @@
 
 pub mod batch;
 pub mod checkpoints;
+pub mod finetune;
+pub mod instruct_batch;
 pub mod losses;
 pub mod objective;
 pub mod optim;

@@ -645,6 +645,8 @@ fn copy_held_out(photos: &[PathBuf], dir: &Path) -> Result<(), PretrainError> {
 /// Where a pretraining run keeps what `evaluate` needs: its resolved config and its model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PretrainedRun {
+    /// The run's directory.
+    pub dir: PathBuf,
     pub config: ExperimentConfig,
     /// `model.safetensors` of a finished run, else the latest checkpoint's.
     pub model: PathBuf,
@@ -677,7 +679,11 @@ pub fn find_run(path: &Path) -> Result<PretrainedRun, PretrainError> {
         });
     }
     let config = crate::config::load(Some(&config_path), &[])?;
-    Ok(PretrainedRun { config, model })
+    Ok(PretrainedRun {
+        dir: run,
+        config,
+        model,
+    })
 }
 
 /// Pairwise accuracy of `model` and of the run's initial model on degraded copies of
@@ -751,4 +757,70 @@ pub fn load_pretrained(
         });
     }
     Ok(model)
+}
+
+/// What the `pretrain` command does after setting up its run directory: trains, writes
+/// `summary.json`, evaluates the held-out photos with the model read back from the run, and
+/// adds that report to the summary.
+pub fn pretrain_and_evaluate(
+    config: &ExperimentConfig,
+    run_dir: &Path,
+    device: &Device,
+    resume: bool,
+) -> Result<crate::eval::degradations::DegradationReport, PretrainError> {
+    let frozen = Frozen::load(config, device)?;
+    let summary = pretrain(config, &frozen, run_dir, device, resume)?;
+    let summary_path = run_dir.join(SUMMARY);
+    let to_json = |e: serde_json::Error| PretrainError::Io {
+        path: summary_path.clone(),
+        source: std::io::Error::other(e),
+    };
+    let mut json = serde_json::to_value(&summary).map_err(to_json)?;
+    write_json(&summary_path, &json)?;
+    let held_out = crate::data::formats::scan_folder(&run_dir.join(HELD_OUT), false)?;
+    let model = load_pretrained(&find_run(run_dir)?, &frozen, device)?;
+    let report = evaluate_degradations(config, &frozen, &model, &held_out, device)?;
+    json["degradations"] = serde_json::to_value(&report).map_err(to_json)?;
+    write_json(&summary_path, &json)?;
+    Ok(report)
+}
+
+fn write_json(path: &Path, json: &serde_json::Value) -> Result<(), PretrainError> {
+    let text = serde_json::to_string_pretty(json).map_err(|e| PretrainError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    crate::io::atomic::write_atomic(path, text.as_bytes()).map_err(|e| PretrainError::Io {
+        path: e.path,
+        source: e.source,
+    })
+}
+
+/// Whether two configs pretrain the same way: the same seed, encoder, MFAM, cue encoder,
+/// data and `pretrain:` section (what fine-tuning, inference and `finetune:` settings do not
+/// change).
+pub fn same_pretraining(a: &ExperimentConfig, b: &ExperimentConfig) -> bool {
+    a.seed == b.seed
+        && a.model.vision == b.model.vision
+        && a.model.mfam == b.model.mfam
+        && a.model.weights.vision == b.model.weights.vision
+        && a.model.weights.text_encoder == b.model.weights.text_encoder
+        && a.data == b.data
+        && a.pretrain == b.pretrain
+}
+
+/// The newest finished run under `runs` (a folder of run directories) whose config
+/// pretrains as `config` does.
+pub fn find_matching_run(config: &ExperimentConfig, runs: &Path) -> Option<PretrainedRun> {
+    let entries = std::fs::read_dir(runs).ok()?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join(FINAL_MODEL).is_file() && p.join(SUMMARY).is_file())
+        .collect();
+    // Run names start with their UTC time, so the newest sorts last.
+    dirs.sort();
+    dirs.iter()
+        .rev()
+        .filter_map(|d| find_run(d).ok())
+        .find(|run| same_pretraining(&run.config, config))
 }

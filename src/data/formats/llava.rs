@@ -30,9 +30,11 @@ pub struct Turn {
 pub struct Conversation {
     #[serde(default, deserialize_with = "id_as_string")]
     pub id: String,
-    /// Image path relative to the dataset's image folder; text-only samples have none.
-    #[serde(default)]
-    pub image: Option<String>,
+    /// Image paths relative to the dataset's image folder, in the order of the `<image>`
+    /// placeholders: the file's `image` key, a string or (multi-image conversations) a list;
+    /// text-only samples have none.
+    #[serde(default, rename = "image", deserialize_with = "one_or_many")]
+    pub images: Vec<String>,
     #[serde(rename = "conversations")]
     pub turns: Vec<Turn>,
 }
@@ -49,11 +51,55 @@ pub fn read_llava(path: &Path) -> Result<Vec<Conversation>, DataError> {
         if sample.turns.is_empty() {
             return Err(bad("has no conversation turns"));
         }
-        if sample.image.is_none() && sample.turns.iter().any(|t| t.text.contains("<image>")) {
-            return Err(bad("uses <image> but names no image"));
+        let placeholders: usize = sample
+            .turns
+            .iter()
+            .map(|t| t.text.matches("<image>").count())
+            .sum();
+        // LLaVA's own files put one `<image>` per image; a single image without one is read
+        // as LLaVA's preprocessing does, placed before the first question (`Conversation::turns_with_images`).
+        let lenient = sample.images.len() == 1 && placeholders == 0;
+        if placeholders != sample.images.len() && !lenient {
+            return Err(bad(&format!(
+                "has {placeholders} <image> placeholders for {} images",
+                sample.images.len()
+            )));
         }
     }
     Ok(samples)
+}
+
+impl Conversation {
+    /// The turns with one `<image>` per image: a single image without a placeholder goes
+    /// before the first user turn's text.
+    pub fn turns_with_images(&self) -> Vec<Turn> {
+        let mut turns = self.turns.clone();
+        let placeholders: usize = turns
+            .iter()
+            .map(|t| t.text.matches("<image>").count())
+            .sum();
+        if self.images.len() == 1
+            && placeholders == 0
+            && let Some(first) = turns.iter_mut().find(|t| t.role == Role::User)
+        {
+            first.text = format!("<image>\n{}", first.text);
+        }
+        turns
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Images {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<Images>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Images::One(s)) => vec![s],
+        Some(Images::Many(v)) => v,
+    })
 }
 
 /// Ids are strings in LLaVA's files and integers in some derived sets.

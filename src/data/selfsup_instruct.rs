@@ -1,0 +1,265 @@
+//! Instruction samples made from unlabeled photos alone, the built-in fine-tuning data: each
+//! sample shows a photo or one of its degraded copies (`data::degrade`), and the answers follow
+//! from what was done to it and what its pixels measure (`data::attributes`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use image::RgbImage;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::DataError;
+use super::attributes::{LowAttributes, MiddleAttributes, low_attributes, middle_attributes};
+use super::cues::cues;
+use super::degrade::{Degradation, Level, tilt_degrees};
+use super::image::load_rgb;
+use super::instruct::{
+    IMAGE_PLACEHOLDER, InstructSample, LEVELS, SampleImage, Task, format_score, level_of, prompts,
+};
+use super::loader::mix;
+use super::tasks::TaskBuilder;
+use super::transform::Transform;
+use crate::model::chat::Role;
+
+/// The questions a self-supervised sample can ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelfSupervisedTask {
+    Scoring,
+    ScoringLevels,
+    Commenting,
+    Suggesting,
+}
+
+impl SelfSupervisedTask {
+    pub fn task(self) -> Task {
+        match self {
+            Self::Scoring => Task::Scoring,
+            Self::ScoringLevels => Task::ScoringLevels,
+            Self::Commenting => Task::Commenting,
+            Self::Suggesting => Task::Suggesting,
+        }
+    }
+}
+
+/// How the self-supervised instructions are made. Scores fall linearly with the degradation's
+/// severity from `original_score` (severity 0) to `original_score - score_drop` (severity 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SelfSupervisedConfig {
+    pub degradations: Vec<Degradation>,
+    /// Share of samples that show an original photo.
+    pub original_fraction: f64,
+    pub min_severity: f32,
+    pub max_severity: f32,
+    pub original_score: f64,
+    pub score_drop: f64,
+    /// The questions asked, `turns` of them per sample in a drawn order.
+    pub tasks: Vec<SelfSupervisedTask>,
+    pub turns: usize,
+}
+
+impl Default for SelfSupervisedConfig {
+    fn default() -> Self {
+        Self {
+            degradations: Degradation::ALL.to_vec(),
+            original_fraction: 0.3,
+            min_severity: 0.3,
+            max_severity: 1.0,
+            original_score: 7.5,
+            score_drop: 5.0,
+            tasks: vec![
+                SelfSupervisedTask::Scoring,
+                SelfSupervisedTask::ScoringLevels,
+                SelfSupervisedTask::Commenting,
+                SelfSupervisedTask::Suggesting,
+            ],
+            turns: 4,
+        }
+    }
+}
+
+/// The instructions made from one view of a photo. The wording is ours; each answer is what
+/// a careful critic would say given only what was done to the photo and what its pixels
+/// measure, so the model can learn it from the visual tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answers {
+    pub score: f64,
+    pub comment: String,
+    pub suggestion: String,
+}
+
+/// What to say about a view: an original (`degradation` `None`) or a degraded copy.
+pub fn answers(
+    config: &SelfSupervisedConfig,
+    image: &RgbImage,
+    degradation: Option<(Degradation, f32, u64)>,
+    seed: u64,
+) -> Answers {
+    let low = low_attributes(image);
+    let middle = middle_attributes(image);
+    let kind = degradation.map(|d| d.0);
+    let cue = cues(&low, &middle, kind, None, seed);
+    let score = match degradation {
+        None => config.original_score,
+        Some((_, severity, _)) => {
+            config.original_score - config.score_drop * f64::from(severity.clamp(0.0, 1.0))
+        }
+    };
+    let comment = match kind.map(Degradation::level) {
+        // The defect's sentence first: it decides the verdict.
+        Some(Level::Middle | Level::High) => format!("{} {}", cue.middle, cue.low),
+        _ => format!("{} {}", cue.low, cue.middle),
+    };
+    let suggestion = match degradation {
+        Some((kind, severity, apply_seed)) => degradation_advice(kind, severity, apply_seed),
+        None => attribute_advice(&low, &middle),
+    };
+    Answers {
+        score,
+        comment,
+        suggestion,
+    }
+}
+
+fn degradation_advice(kind: Degradation, severity: f32, seed: u64) -> String {
+    match kind {
+        Degradation::Blur => {
+            "The photo is blurred. Focus carefully and hold the camera steady, or use a faster shutter speed, so the detail is sharp.".into()
+        }
+        Degradation::Noise => {
+            "The photo is noisy. Shoot at a lower ISO or with more light, or apply noise reduction.".into()
+        }
+        Degradation::Jpeg => {
+            "The photo shows compression artefacts. Save it at a higher JPEG quality.".into()
+        }
+        Degradation::Overexposure => {
+            "The photo is overexposed. Lower the exposure to recover the blown-out highlights.".into()
+        }
+        Degradation::Underexposure => {
+            "The photo is too dark. Raise the exposure or lift the shadows to bring out the detail.".into()
+        }
+        Degradation::Desaturation => {
+            "The colours are washed out. Increase the saturation to bring the colours back.".into()
+        }
+        Degradation::Tilt => {
+            if tilt_degrees(severity, seed) > 0.0 {
+                "The horizon is tilted down to the right. Rotate the photo counter-clockwise to level it.".into()
+            } else {
+                "The horizon is tilted down to the left. Rotate the photo clockwise to level it.".into()
+            }
+        }
+        Degradation::BadCrop => {
+            "The crop cuts into the subject. Reframe it so the subject sits fully inside the frame.".into()
+        }
+    }
+}
+
+/// Advice for an original, from its strongest measured weakness.
+fn attribute_advice(low: &LowAttributes, middle: &MiddleAttributes) -> String {
+    if low.exposure < 0.25 {
+        "The photo is rather dark. Brightening it slightly would reveal more detail.".into()
+    } else if low.exposure > 0.7 {
+        "The photo is very bright. Lowering the exposure a little would keep the highlights.".into()
+    } else if low.contrast < 0.1 {
+        "The photo looks flat. Adding some contrast would give it more depth.".into()
+    } else if middle.simplicity < 0.25 {
+        "The composition is busy. A tighter crop on the main subject would simplify it.".into()
+    } else {
+        "The photo is well made. A slightly tighter crop could make the subject stand out even more.".into()
+    }
+}
+
+/// Self-supervised instruction samples over `photos` (the training photos; the ones held out
+/// by pretraining are not among them). Each sample is one view of one photo (the original or
+/// a degraded copy), cropped as the encoder sees it, with the tasks of `config.tasks` asked
+/// in a drawn order in one conversation: the visual tokens, the longest part of a sample, are
+/// then paid for once per view rather than once per task.
+pub struct SelfSupervisedTasks {
+    pub config: SelfSupervisedConfig,
+    pub photos: Vec<PathBuf>,
+    pub transform: Transform,
+}
+
+impl TaskBuilder for SelfSupervisedTasks {
+    fn name(&self) -> &str {
+        "self_supervised"
+    }
+
+    fn len(&self) -> usize {
+        self.photos.len()
+    }
+
+    fn sample(&self, index: usize, seed: u64) -> Result<InstructSample, DataError> {
+        if self.photos.is_empty() {
+            return Err(DataError::BadSample {
+                what: "self-supervised instructions".into(),
+                reason: "no photos".into(),
+            });
+        }
+        let c = &self.config;
+        let path = &self.photos[index % self.photos.len()];
+        let bad = |reason: String| DataError::BadSample {
+            what: path.display().to_string(),
+            reason,
+        };
+        let photo = load_rgb(path).map_err(|e| bad(e.to_string()))?;
+        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 7));
+        let crop = self
+            .transform
+            .crop(&photo, &mut rng)
+            .map_err(|e| bad(e.to_string()))?;
+        let degradation = if c.degradations.is_empty() || rng.random::<f64>() < c.original_fraction
+        {
+            None
+        } else {
+            let kind = c.degradations[rng.random_range(0..c.degradations.len())];
+            let severity = c.min_severity + rng.random::<f32>() * (c.max_severity - c.min_severity);
+            Some((kind, severity, rng.random::<u64>()))
+        };
+        let image = match degradation {
+            Some((kind, severity, s)) => kind
+                .apply(&crop, severity, s)
+                .map_err(|e| bad(e.to_string()))?,
+            None => crop,
+        };
+        let a = answers(c, &image, degradation, rng.random());
+        let mut tasks = c.tasks.clone();
+        tasks.shuffle(&mut rng);
+        tasks.truncate(c.turns.max(1));
+        let mut turns = Vec::with_capacity(2 * tasks.len());
+        for (i, task) in tasks.iter().enumerate() {
+            let (question, answer) = match task {
+                SelfSupervisedTask::Scoring => (prompts::SCORE, format_score(a.score)),
+                SelfSupervisedTask::ScoringLevels => {
+                    (prompts::SCORE_LEVELS, LEVELS[level_of(a.score)].to_string())
+                }
+                SelfSupervisedTask::Commenting => (prompts::COMMENT, a.comment.clone()),
+                SelfSupervisedTask::Suggesting => (prompts::SUGGEST, a.suggestion.clone()),
+            };
+            // The image goes with the first question only.
+            let question = if i == 0 {
+                question.to_string()
+            } else {
+                question
+                    .replacen(IMAGE_PLACEHOLDER, "", 1)
+                    .trim_start()
+                    .to_string()
+            };
+            turns.push((Role::User, question));
+            turns.push((Role::Assistant, answer));
+        }
+        Ok(InstructSample {
+            task: tasks.first().map_or(Task::Scoring, |t| t.task()),
+            images: vec![SampleImage::Pixels {
+                image: Arc::new(image),
+                source: path.clone(),
+                degradation: degradation.map(|(k, s, _)| (k, s)),
+            }],
+            turns,
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! The fine-tuning check on photos the run never saw: the pretraining run's held-out photos
+//! and their degraded copies (`eval::degradations::EvalPairs`) are written as PNG files with a
+//! `pairs.csv` naming which copy belongs to which original, so that `infer score` on those
+//! files can be scored by anyone; the same files are scored here through the same runner.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::degradations::{EvalPairs, PairwiseAccuracy, ScoredPair, pairwise_accuracy};
+use super::tasks::{Runner, Score, TaskError, names_defect};
+use crate::data::degrade::Degradation;
+use crate::data::instruct::prompts;
+use crate::data::transform::Transform;
+
+pub const PAIRS_CSV: &str = "pairs.csv";
+pub const IMAGE_LIST: &str = "images.txt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeldOutError {
+    #[error("{path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One degraded copy and the original it was made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyFile {
+    pub original: usize,
+    pub kind: Degradation,
+    pub severity: f32,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldOutSet {
+    pub originals: Vec<PathBuf>,
+    pub copies: Vec<CopyFile>,
+}
+
+impl HeldOutSet {
+    /// Every file, originals first: the order of `images.txt`.
+    pub fn images(&self) -> Vec<PathBuf> {
+        self.originals
+            .iter()
+            .cloned()
+            .chain(self.copies.iter().map(|c| c.path.clone()))
+            .collect()
+    }
+
+    /// Pairwise accuracy from one score per file of `images()`.
+    pub fn accuracy(&self, scores: &[f64]) -> Option<PairwiseAccuracy> {
+        let n = self.originals.len();
+        let pairs: Vec<ScoredPair> = self
+            .copies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ScoredPair {
+                kind: c.kind.name(),
+                original: scores[c.original] as f32,
+                degraded: scores[n + i] as f32,
+            })
+            .collect();
+        pairwise_accuracy(&pairs)
+    }
+}
+
+/// Writes the originals (centre-cropped as the encoder sees them) and their copies for every
+/// kind and severity into `dir`, with `pairs.csv` and `images.txt`.
+pub fn write_held_out_set(
+    photos: &[PathBuf],
+    transform: &Transform,
+    kinds: &[Degradation],
+    severities: &[f32],
+    seed: u64,
+    dir: &Path,
+) -> Result<HeldOutSet, HeldOutError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HeldOutError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let images = photos
+        .iter()
+        .map(|p| {
+            crate::data::image::load_rgb(p).map_err(|e| HeldOutError::Image {
+                path: p.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pairs = EvalPairs::new(&images, transform, kinds, severities, seed).map_err(|(i, e)| {
+        HeldOutError::Image {
+            path: photos[i].clone(),
+            reason: e.to_string(),
+        }
+    })?;
+    let save = |image: &image::RgbImage, name: String| -> Result<PathBuf, HeldOutError> {
+        let path = dir.join(name);
+        image.save(&path).map_err(|e| HeldOutError::Image {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(path)
+    };
+    let mut originals = Vec::with_capacity(pairs.originals.len());
+    for (i, image) in pairs.originals.iter().enumerate() {
+        originals.push(save(image, format!("{i:03}_original.png"))?);
+    }
+    let per_photo = kinds.len() * severities.len();
+    let mut copies = Vec::with_capacity(pairs.copies.len());
+    for (j, (i, kind, image)) in pairs.copies.iter().enumerate() {
+        let severity = severities[j % severities.len().max(1)];
+        debug_assert_eq!(*i, j / per_photo.max(1));
+        let name = format!("{i:03}_{}_{severity:.2}.png", kind.name());
+        copies.push(CopyFile {
+            original: *i,
+            kind: *kind,
+            severity,
+            path: save(image, name)?,
+        });
+    }
+    let set = HeldOutSet { originals, copies };
+    let mut csv = String::from("original,degraded,kind,severity\n");
+    for c in &set.copies {
+        csv.push_str(&format!(
+            "{},{},{},{}\n",
+            set.originals[c.original].display(),
+            c.path.display(),
+            c.kind.name(),
+            c.severity
+        ));
+    }
+    let list: String = set
+        .images()
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    for (name, text) in [(PAIRS_CSV, csv), (IMAGE_LIST, list)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(set)
+}
+
+/// A comment and a suggestion on one degraded copy, and whether each names its defect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DescribedCopy {
+    pub image: String,
+    pub kind: String,
+    pub severity: f32,
+    pub comment: String,
+    pub comment_names_defect: bool,
+    pub suggestion: String,
+    pub suggestion_names_defect: bool,
+}
+
+/// What the fine-tuning run reports on its held-out photos.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldOutReport {
+    /// `infer score`'s `score` ranks the original above the copy.
+    pub pairwise_accuracy: f64,
+    pub per_kind: BTreeMap<String, f64>,
+    /// The same with the model before fine-tuning (the pretrained MFAM, untrained
+    /// projections, the base LLM).
+    pub before_pairwise_accuracy: f64,
+    pub before_per_kind: BTreeMap<String, f64>,
+    pub pairs: usize,
+    /// Share of described copies whose comment / suggestion names the defect.
+    pub comments_naming_defect: f64,
+    pub suggestions_naming_defect: f64,
+    pub described: Vec<DescribedCopy>,
+}
+
+/// Scores every file of `set` with `after` and `before`, and has `after` comment on and
+/// suggest improvements for the copies of severity `describe_severity`.
+pub fn evaluate(
+    after: &Runner<'_>,
+    before: &Runner<'_>,
+    set: &HeldOutSet,
+    describe_severity: f32,
+) -> Result<HeldOutReport, HeldOutError> {
+    let files = set.images();
+    let images = after
+        .load_images(&files)
+        .map_err(|(path, reason)| HeldOutError::Image { path, reason })?;
+    let task = |e: TaskError| HeldOutError::Image {
+        path: PathBuf::from("(held-out set)"),
+        reason: e.to_string(),
+    };
+    let readout = |scores: Vec<Score>| -> Vec<f64> {
+        scores.iter().map(|s| s.score.unwrap_or(f64::NAN)).collect()
+    };
+    let trained = set
+        .accuracy(&readout(after.score(&images).map_err(task)?))
+        .unwrap_or_else(PairwiseAccuracy::empty);
+    let untrained = set
+        .accuracy(&readout(before.score(&images).map_err(task)?))
+        .unwrap_or_else(PairwiseAccuracy::empty);
+    let n = set.originals.len();
+    let chosen: Vec<usize> = set
+        .copies
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| (c.severity - describe_severity).abs() < 1e-6)
+        .map(|(i, _)| i)
+        .collect();
+    let chosen_images: Vec<_> = chosen.iter().map(|&i| images[n + i].clone()).collect();
+    let comments = after
+        .describe(&chosen_images, prompts::COMMENT)
+        .map_err(task)?;
+    let suggestions = after
+        .describe(&chosen_images, prompts::SUGGEST)
+        .map_err(task)?;
+    let described: Vec<DescribedCopy> = chosen
+        .iter()
+        .zip(comments.into_iter().zip(suggestions))
+        .map(|(&i, (comment, suggestion))| {
+            let c = &set.copies[i];
+            DescribedCopy {
+                image: c.path.display().to_string(),
+                kind: c.kind.name().to_string(),
+                severity: c.severity,
+                comment_names_defect: names_defect(&comment, c.kind),
+                suggestion_names_defect: names_defect(&suggestion, c.kind),
+                comment,
+                suggestion,
+            }
+        })
+        .collect();
+    let share = |f: fn(&DescribedCopy) -> bool| {
+        described.iter().filter(|d| f(d)).count() as f64 / described.len().max(1) as f64
+    };
+    Ok(HeldOutReport {
+        pairwise_accuracy: trained.pairwise_accuracy,
+        per_kind: trained.per_kind,
+        before_pairwise_accuracy: untrained.pairwise_accuracy,
+        before_per_kind: untrained.per_kind,
+        pairs: trained.pairs,
+        comments_naming_defect: share(|d| d.comment_names_defect),
+        suggestions_naming_defect: share(|d| d.suggestion_names_defect),
+        described,
+    })
+}

@@ -1,0 +1,409 @@
+//! Task runners over a fine-tuned CALM model: aesthetic scoring (numeric text and Q-Align's
+//! level-word readout, Wu et al. 2023), commenting, zero-shot suggesting and personalized
+//! assessment with k rated examples in the prompt. They ask with the instructions training
+//! used (`data::instruct::prompts`) and read answers the way training wrote them.
+
+use std::sync::Arc;
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Int, Tensor, TensorData};
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Invalid;
+use crate::data::conversation::{ConversationError, tokenize_conversation};
+use crate::data::degrade::Degradation;
+use crate::data::instruct::{
+    InstructSample, LEVELS, SampleImage, Task, expected_level_score, format_score, parse_score,
+    prompts,
+};
+use crate::data::transform::Transform;
+use crate::model::chat::Role;
+use crate::model::generate::{EmbeddedPrompt, GenerateError, GenerationConfig, generate_embedded};
+use crate::train::finetune::Loaded;
+use crate::train::instruct_batch::{PrepareError, PreparedBatch};
+
+/// Which number `infer score` reports as `score`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreReadout {
+    /// The number the model writes.
+    Numeric,
+    /// The expectation over the five level words, mapped to 1..10 (Q-Align).
+    Levels,
+}
+
+/// The `infer:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InferConfig {
+    pub score_readout: ScoreReadout,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Decoding of comments and suggestions.
+    pub generation: GenerationConfig,
+    /// Tokens a numeric answer may take ("10.0" and the end token fit in 8).
+    pub score_max_new_tokens: usize,
+}
+
+impl Default for InferConfig {
+    fn default() -> Self {
+        Self {
+            // The level readout is continuous, so it ranks photos a numeric answer would tie.
+            score_readout: ScoreReadout::Levels,
+            batch_size: 8,
+            generation: GenerationConfig {
+                max_new_tokens: 64,
+                repetition_penalty: 1.1,
+                ..GenerationConfig::default()
+            },
+            score_max_new_tokens: 8,
+        }
+    }
+}
+
+impl InferConfig {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.batch_size == 0 {
+            return Err(Invalid::new("infer.batch_size", "must be at least 1"));
+        }
+        if self.generation.max_new_tokens == 0 || self.score_max_new_tokens == 0 {
+            return Err(Invalid::new(
+                "infer.generation.max_new_tokens",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error(transparent)]
+    Conversation(#[from] ConversationError),
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error(
+        "the answers {0:?} do not start with distinct tokens under this tokenizer, so they cannot be read out"
+    )]
+    Ambiguous(Vec<String>),
+}
+
+/// One image's score: what the model wrote and the level readout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Score {
+    pub score: Option<f64>,
+    pub score_numeric: Option<f64>,
+    pub score_levels: f64,
+}
+
+/// The runners' shared state.
+pub struct Runner<'a> {
+    pub loaded: &'a Loaded,
+    pub transform: &'a Transform,
+    pub config: &'a InferConfig,
+}
+
+fn ask(task: Task, turns: Vec<(Role, String)>, images: usize) -> InstructSample {
+    InstructSample {
+        task,
+        images: (0..images)
+            .map(|i| SampleImage::Path(format!("image {i}").into()))
+            .collect(),
+        turns,
+    }
+}
+
+impl Runner<'_> {
+    /// Reads and crops image files as the encoder sees them; the first failure is returned
+    /// with its path.
+    pub fn load_images(
+        &self,
+        paths: &[std::path::PathBuf],
+    ) -> Result<Vec<Arc<RgbImage>>, (std::path::PathBuf, String)> {
+        let preparer = self.loaded.preparer(self.transform, usize::MAX);
+        paths
+            .iter()
+            .map(|p| {
+                preparer
+                    .image(&SampleImage::Path(p.clone()), 0)
+                    .map_err(|e| (p.clone(), e.to_string()))
+            })
+            .collect()
+    }
+
+    fn prepare(
+        &self,
+        samples: Vec<(InstructSample, Vec<Arc<RgbImage>>)>,
+    ) -> Result<PreparedBatch, TaskError> {
+        let device = self.loaded.model.llm.model.embed_tokens.weight.device();
+        let preparer = self.loaded.preparer(self.transform, usize::MAX);
+        Ok(preparer.prepare(&samples, true, &device)?)
+    }
+
+    /// The probability of each of `answers` as the reply to each prompt, from the logits
+    /// where the answers' first distinct token is chosen (after any tokens all of them share,
+    /// which are fed as given).
+    pub fn answer_probabilities(
+        &self,
+        prepared: &PreparedBatch,
+        answers: &[&str],
+    ) -> Result<Vec<Vec<f64>>, TaskError> {
+        let (prefix, firsts) = self.answer_tokens(answers)?;
+        let device = self.loaded.model.llm.model.embed_tokens.weight.device();
+        let mut prepared = prepared.clone();
+        let mut lengths = Vec::with_capacity(prepared.rows.len());
+        for row in &mut prepared.rows {
+            row.ids.extend(&prefix);
+            row.labels.extend(std::iter::repeat_n(
+                crate::data::conversation::IGNORE_INDEX,
+                prefix.len(),
+            ));
+            lengths.push(row.ids.len());
+        }
+        let batch = prepared.to_device(&device, false);
+        let logits = self.loaded.model.next_token_logits(
+            batch.ids,
+            batch.attention_mask,
+            &batch.hidden_states,
+            &batch.slots,
+            &lengths,
+        );
+        let [b, _] = logits.dims();
+        let k = firsts.len();
+        let index: Vec<i64> = (0..b)
+            .flat_map(|_| firsts.iter().map(|&t| i64::from(t)))
+            .collect();
+        let index = Tensor::<2, Int>::from_data(TensorData::new(index, [b, k]), &device);
+        let p = softmax(logits.gather(1, index), 1);
+        let values: Vec<f64> = p.into_data().iter::<f32>().map(f64::from).collect();
+        Ok(values.chunks(k).map(<[f64]>::to_vec).collect())
+    }
+
+    /// The tokens every answer starts with, and the first token where each differs.
+    fn answer_tokens(&self, answers: &[&str]) -> Result<(Vec<u32>, Vec<u32>), TaskError> {
+        let mut sequences = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let turns = vec![
+                (Role::User, "?".to_string()),
+                (Role::Assistant, (*answer).to_string()),
+            ];
+            let t = tokenize_conversation(&self.loaded.tokenizer, &turns, 0, 0, false)?;
+            let start = t.answer_starts.first().copied().unwrap_or(t.ids.len());
+            sequences.push(t.ids[start..].to_vec());
+        }
+        let shortest = sequences.iter().map(Vec::len).min().unwrap_or(0);
+        let shared = (0..shortest)
+            .take_while(|&i| sequences.iter().all(|s| s[i] == sequences[0][i]))
+            .count();
+        let firsts: Vec<u32> = sequences
+            .iter()
+            .filter_map(|s| s.get(shared).copied())
+            .collect();
+        let distinct: std::collections::HashSet<u32> = firsts.iter().copied().collect();
+        if firsts.len() != answers.len() || distinct.len() != answers.len() {
+            return Err(TaskError::Ambiguous(
+                answers.iter().map(|a| (*a).to_string()).collect(),
+            ));
+        }
+        Ok((sequences[0][..shared].to_vec(), firsts))
+    }
+
+    /// Greedy (or configured) replies to prepared prompts.
+    pub fn generate(
+        &self,
+        prepared: &PreparedBatch,
+        generation: &GenerationConfig,
+    ) -> Result<Vec<String>, TaskError> {
+        let device = self.loaded.model.llm.model.embed_tokens.weight.device();
+        let batch = prepared.to_device(&device, false);
+        let model = &self.loaded.model;
+        let visual = model.visual_tokens(&batch.hidden_states);
+        let [b, t] = batch.ids.dims();
+        let embeds = model.embed(batch.ids, visual, &batch.slots);
+        let h = embeds.dims()[2];
+        let prompts: Vec<EmbeddedPrompt> = prepared
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| EmbeddedPrompt {
+                embeds: embeds
+                    .clone()
+                    .narrow(0, r, 1)
+                    .narrow(1, 0, row.len())
+                    .reshape([row.len(), h]),
+                seen: row.ids.clone(),
+            })
+            .collect();
+        debug_assert_eq!((b, t), (prompts.len(), prepared.width()));
+        let tokenizer = &self.loaded.tokenizer;
+        let replies = generate_embedded(
+            &model.llm,
+            &prompts,
+            &tokenizer.eos,
+            generation,
+            |_, _| false,
+            |_, _| {},
+        )?;
+        replies
+            .iter()
+            .map(|ids| {
+                tokenizer
+                    .decode(ids)
+                    .map(|s| s.trim().to_string())
+                    .map_err(|e| TaskError::Tokenizer(e.to_string()))
+            })
+            .collect()
+    }
+
+    /// Scores of `images` (as the encoder sees them), `config.batch_size` at a time.
+    pub fn score(&self, images: &[Arc<RgbImage>]) -> Result<Vec<Score>, TaskError> {
+        let mut scores = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.config.batch_size) {
+            let samples = |prompt: &str| {
+                chunk
+                    .iter()
+                    .map(|image| {
+                        (
+                            ask(Task::Scoring, vec![(Role::User, prompt.to_string())], 1),
+                            vec![image.clone()],
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let levels = self.prepare(samples(prompts::SCORE_LEVELS))?;
+            let probabilities = self.answer_probabilities(&levels, &LEVELS)?;
+            let numeric = self.prepare(samples(prompts::SCORE))?;
+            let generation = GenerationConfig {
+                max_new_tokens: self.config.score_max_new_tokens,
+                ..GenerationConfig::default()
+            };
+            let written = self.generate(&numeric, &generation)?;
+            for (p, text) in probabilities.iter().zip(&written) {
+                let p: [f64; 5] = [p[0], p[1], p[2], p[3], p[4]];
+                let score_levels = expected_level_score(&p);
+                let score_numeric = parse_score(text);
+                scores.push(Score {
+                    score: match self.config.score_readout {
+                        ScoreReadout::Levels => Some(score_levels),
+                        ScoreReadout::Numeric => score_numeric,
+                    },
+                    score_numeric,
+                    score_levels,
+                });
+            }
+        }
+        Ok(scores)
+    }
+
+    /// The reply to `prompt` (holding one `<image>`) for each image.
+    pub fn describe(
+        &self,
+        images: &[Arc<RgbImage>],
+        prompt: &str,
+    ) -> Result<Vec<String>, TaskError> {
+        let mut texts = Vec::with_capacity(images.len());
+        for chunk in images.chunks(self.config.batch_size) {
+            let samples = chunk
+                .iter()
+                .map(|image| {
+                    (
+                        ask(Task::Commenting, vec![(Role::User, prompt.to_string())], 1),
+                        vec![image.clone()],
+                    )
+                })
+                .collect();
+            let prepared = self.prepare(samples)?;
+            texts.extend(self.generate(&prepared, &self.config.generation)?);
+        }
+        Ok(texts)
+    }
+
+    /// Personalized assessment: `examples` (an image and the user's score each) as earlier
+    /// turns of the conversation, then each query image. Returns what the model writes and the
+    /// expectation of the first digit it would write.
+    pub fn personalize(
+        &self,
+        examples: &[(Arc<RgbImage>, f64)],
+        queries: &[Arc<RgbImage>],
+    ) -> Result<Vec<PersonalScore>, TaskError> {
+        let mut turns = Vec::with_capacity(2 * examples.len() + 1);
+        for (_, score) in examples {
+            turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
+            turns.push((Role::Assistant, format_rating(*score)));
+        }
+        turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
+        let digits: Vec<String> = (1..=9).map(|d| d.to_string()).collect();
+        let digits: Vec<&str> = digits.iter().map(String::as_str).collect();
+        let generation = GenerationConfig {
+            max_new_tokens: self.config.score_max_new_tokens,
+            ..GenerationConfig::default()
+        };
+        let mut out = Vec::with_capacity(queries.len());
+        // One query at a time: the k example images dominate the prompt's length.
+        for query in queries {
+            let mut images: Vec<Arc<RgbImage>> = examples.iter().map(|(i, _)| i.clone()).collect();
+            images.push(query.clone());
+            let sample = ask(Task::Personalized, turns.clone(), images.len());
+            let prepared = self.prepare(vec![(sample, images)])?;
+            let p = self.answer_probabilities(&prepared, &digits)?;
+            let expected = p[0]
+                .iter()
+                .enumerate()
+                .map(|(i, p)| p * (i + 1) as f64)
+                .sum::<f64>();
+            let written = self.generate(&prepared, &generation)?;
+            let score_numeric = written.first().and_then(|t| parse_score(t));
+            out.push(PersonalScore {
+                score: score_numeric.unwrap_or(expected),
+                score_numeric,
+                score_expected: expected,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PersonalScore {
+    /// The written number, else the expectation.
+    pub score: f64,
+    pub score_numeric: Option<f64>,
+    /// The expected first digit of the answer, over 1..9.
+    pub score_expected: f64,
+}
+
+/// A user's rating as the personalized prompts write it: "4" for whole numbers (FLICKR-AES's
+/// 1..5 ratings), else one decimal.
+pub fn format_rating(score: f64) -> String {
+    if score.fract() == 0.0 {
+        format!("{score:.0}")
+    } else {
+        format_score(score)
+    }
+}
+
+/// Words that name each degradation's defect, to count how often a comment or suggestion
+/// about a degraded copy names what was done to it.
+pub fn defect_words(kind: Degradation) -> &'static [&'static str] {
+    match kind {
+        Degradation::Blur => &["blur", "focus", "soft", "sharp"],
+        Degradation::Noise => &["noise", "noisy", "grain", "iso"],
+        Degradation::Jpeg => &["compress", "artefact", "artifact", "blocky", "jpeg"],
+        Degradation::Overexposure => &["overexposed", "too bright", "highlight", "blown"],
+        Degradation::Underexposure => &["dark", "underexposed", "shadow"],
+        Degradation::Desaturation => &["colour", "color", "saturat", "washed", "faded", "dull"],
+        Degradation::Tilt => &["tilt", "level", "horizon", "rotate"],
+        Degradation::BadCrop => &["crop", "frame", "cut"],
+    }
+}
+
+/// Whether `text` names `kind`'s defect.
+pub fn names_defect(text: &str, kind: Degradation) -> bool {
+    let lower = text.to_lowercase();
+    defect_words(kind).iter().any(|w| lower.contains(w))
+}

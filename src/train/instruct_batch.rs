@@ -1,0 +1,222 @@
+//! Turns instruction samples into what `model::calm::Calm` reads: images cropped and run
+//! through the frozen encoder, conversations tokenized with their labels
+//! (`data::conversation`), rows right-padded into one batch. Fine-tuning and the task runners
+//! of `eval::tasks` (used by `infer`) share it, so training and inference see identical inputs.
+
+use std::sync::Arc;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use image::RgbImage;
+use rand::SeedableRng;
+
+use crate::data::conversation::{
+    ConversationError, IGNORE_INDEX, TokenizedConversation, tokenize_conversation, truncate,
+};
+use crate::data::image::load_rgb;
+use crate::data::instruct::{InstructSample, SampleImage, Task};
+use crate::data::transform::Transform;
+use crate::model::calm::{CalmBatch, ImageSlot};
+use crate::model::chat::LlmTokenizer;
+use crate::model::vision::frozen::FrozenEncoder;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{path}: {reason}")]
+    Image { path: String, reason: String },
+    #[error("sample {index} ({task}): {source}")]
+    Conversation {
+        index: usize,
+        task: &'static str,
+        source: ConversationError,
+    },
+    #[error("an empty batch")]
+    Empty,
+}
+
+/// A batch prepared off the training thread: encoder states on the plain device, token rows
+/// as plain vectors (tensors are made where they are used).
+#[derive(Debug, Clone)]
+pub struct PreparedBatch {
+    /// `[N, T_i, E_i]` per depth for the batch's N images, in row order.
+    pub hidden_states: Vec<Tensor<3>>,
+    pub rows: Vec<TokenizedConversation>,
+    pub tasks: Vec<Task>,
+    /// The number of images of each row.
+    pub images: Vec<usize>,
+}
+
+/// What a batch needs besides the samples.
+pub struct Preparer<'a> {
+    pub encoder: &'a FrozenEncoder,
+    pub tokenizer: &'a LlmTokenizer,
+    pub transform: &'a Transform,
+    /// Tokens each image becomes.
+    pub visual_tokens: usize,
+    /// Longest conversation kept, in tokens; longer ones lose their end.
+    pub max_length: usize,
+}
+
+impl Preparer<'_> {
+    /// The image of a sample as the encoder sees it: files are resized and cropped (with
+    /// `seed` when the transform crops at random); pixels a builder made at the encoder's size
+    /// are used as they are.
+    pub fn image(&self, image: &SampleImage, seed: u64) -> Result<Arc<RgbImage>, PrepareError> {
+        let size = self.transform.size as u32;
+        let err = |reason: String| PrepareError::Image {
+            path: image.source().display().to_string(),
+            reason,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        match image {
+            SampleImage::Pixels { image, .. } if image.dimensions() == (size, size) => {
+                Ok(image.clone())
+            }
+            SampleImage::Pixels { image, .. } => self
+                .transform
+                .crop(image, &mut rng)
+                .map(Arc::new)
+                .map_err(|e| err(e.to_string())),
+            SampleImage::Path(path) => {
+                let photo = load_rgb(path).map_err(|e| err(e.to_string()))?;
+                self.transform
+                    .crop(&photo, &mut rng)
+                    .map(Arc::new)
+                    .map_err(|e| err(e.to_string()))
+            }
+        }
+    }
+
+    /// Tokenizes `samples` (`open_reply`: as prompts awaiting the assistant's answer) and
+    /// encodes their images, already made by `image`. `device`: where the encoder runs.
+    pub fn prepare(
+        &self,
+        samples: &[(InstructSample, Vec<Arc<RgbImage>>)],
+        open_reply: bool,
+        device: &Device,
+    ) -> Result<PreparedBatch, PrepareError> {
+        if samples.is_empty() {
+            return Err(PrepareError::Empty);
+        }
+        let mut rows = Vec::with_capacity(samples.len());
+        for (index, (sample, images)) in samples.iter().enumerate() {
+            let conversation_error = |source| PrepareError::Conversation {
+                index,
+                task: sample.task.name(),
+                source,
+            };
+            let row = tokenize_conversation(
+                self.tokenizer,
+                &sample.turns,
+                images.len(),
+                self.visual_tokens,
+                open_reply,
+            )
+            .map_err(conversation_error)?;
+            let row = if open_reply {
+                row
+            } else {
+                truncate(row, self.max_length).map_err(conversation_error)?
+            };
+            rows.push(row);
+        }
+        let images: Vec<&Arc<RgbImage>> = samples.iter().flat_map(|(_, i)| i).collect();
+        let hidden_states = if images.is_empty() {
+            Vec::new()
+        } else {
+            let size = self.transform.size;
+            let pixels: Vec<f32> = images
+                .iter()
+                .flat_map(|i| self.transform.normalize(i))
+                .collect();
+            let pixels = Tensor::<4>::from_data(
+                TensorData::new(pixels, [images.len(), 3, size, size]),
+                device,
+            );
+            self.encoder.forward(pixels)
+        };
+        Ok(PreparedBatch {
+            hidden_states,
+            rows,
+            tasks: samples.iter().map(|(s, _)| s.task).collect(),
+            images: samples.iter().map(|(_, i)| i.len()).collect(),
+        })
+    }
+}
+
+impl PreparedBatch {
+    /// The longest row, the batch's padded length.
+    pub fn width(&self) -> usize {
+        self.rows
+            .iter()
+            .map(TokenizedConversation::len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The batch on `device` (`autodiff`: an autodiff device, for training): rows
+    /// right-padded with id 0 and mask 0; the logits at position t - 1 predict a supervised
+    /// label at t.
+    pub fn to_device(&self, device: &Device, autodiff: bool) -> CalmBatch {
+        let t = self.width();
+        let b = self.rows.len();
+        let mut ids = vec![0i64; b * t];
+        let mut mask = vec![0f32; b * t];
+        let mut slots = Vec::new();
+        let mut predict_at = Vec::new();
+        let mut targets = Vec::new();
+        let mut image = 0;
+        for (r, row) in self.rows.iter().enumerate() {
+            for (i, &id) in row.ids.iter().enumerate() {
+                ids[r * t + i] = i64::from(id);
+                mask[r * t + i] = 1.0;
+            }
+            for &start in &row.image_starts {
+                slots.push(ImageSlot {
+                    row: r,
+                    start,
+                    image,
+                });
+                image += 1;
+            }
+            for (i, &label) in row.labels.iter().enumerate() {
+                if label != IGNORE_INDEX && i > 0 {
+                    predict_at.push(r * t + i - 1);
+                    targets.push(label as u32);
+                }
+            }
+        }
+        CalmBatch {
+            hidden_states: self
+                .hidden_states
+                .iter()
+                .map(|h| {
+                    if autodiff {
+                        h.clone().autodiff()
+                    } else {
+                        h.clone().to_device(device)
+                    }
+                })
+                .collect(),
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), device),
+            attention_mask: Tensor::<2>::from_data(TensorData::new(mask, [b, t]), device),
+            slots,
+            predict_at,
+            targets,
+        }
+    }
+
+    /// The row of every supervised token, in the order of `CalmBatch::targets`.
+    pub fn target_rows(&self) -> Vec<usize> {
+        self.rows
+            .iter()
+            .enumerate()
+            .flat_map(|(r, row)| {
+                row.labels
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &l)| l != IGNORE_INDEX && i > 0)
+                    .map(move |_| r)
+            })
+            .collect()
+    }
+}
