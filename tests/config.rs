@@ -439,7 +439,7 @@ fn each_ablation_config_builds_the_mfam_it_describes() {
             built.qformer.is_some(),
         )
     };
-    // EfficientNet-Lite0 at 224 px: the last stage is 7 x 7.
+    // EfficientNet-Lite0 at 224 px: the last stage is 7 x 7, pooled to 2 x 2 by default.
     assert_eq!(
         lengths("no_thematic.yaml").0,
         [
@@ -456,7 +456,7 @@ fn each_ablation_config_builds_the_mfam_it_describes() {
             (Group::Low, 0),
             (Group::Middle, 0),
             (Group::High, 48),
-            (Group::Thematic, 49)
+            (Group::Thematic, 4)
         ]
     );
     assert_eq!(branches, [false, false, true]);

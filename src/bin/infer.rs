@@ -158,7 +158,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let rated_paths: Vec<PathBuf> = rated.iter().map(|(p, _)| p.clone()).collect();
             let rated_images = runner
                 .load_images(&rated_paths)
-                .map_err(|(path, reason)| anyhow::anyhow!("{}: {reason}", path.display()))
+                .map_err(|(_, reason)| anyhow::anyhow!("{reason}"))
                 .context("reading the rated examples")?;
             let examples: Vec<(Arc<RgbImage>, f64)> = rated_images
                 .into_iter()
@@ -196,10 +196,9 @@ fn read_images(
                 kept.push(path.clone());
                 images.append(&mut one);
             }
-            Err((_, reason)) if !strict => {
-                eprintln!("infer: skipping {}: {reason}", path.display());
-            }
-            Err((_, reason)) => bail!("{}: {reason}", path.display()),
+            // The reason names the file.
+            Err((_, reason)) if !strict => eprintln!("infer: skipping {reason}"),
+            Err((_, reason)) => bail!("{reason}"),
         }
     }
     Ok((kept, images))

@@ -1,11 +1,30 @@
-//! Token ids and labels of a conversation in one pass (DESIGN.md section 1, LLaVA's
-//! `preprocess_v1` targets without its offsets): the chat template renders the whole text and
-//! the byte ranges of the assistant's answers; the tokenizer encodes that text once; a token
-//! is supervised when its byte span overlaps an answer's range (so a token straddling the
-//! boundary, which the model must produce, is supervised), everything else gets
-//! `IGNORE_INDEX`. `<image>` is a special token of `LlmTokenizer` and becomes the visual
-//! tokens' slots. Because nothing is tokenized twice, the ids are exactly the tokenizer's
-//! ids for the rendered text, whatever the tokenizer does at segment boundaries.
+//! Token ids and labels of a conversation in one pass, following LLaVA's `preprocess_v1`
+//! targets (DESIGN.md section 1: only the assistant's answers and their end marker are
+//! supervised, `<image>` becomes the visual tokens) without its re-tokenisation offsets.
+//!
+//! The chat template renders the whole text together with the byte range of each answer
+//! (`ChatTemplate::render`); the tokenizer encodes that text once, and each token is labelled
+//! by its byte offsets. Nothing is tokenized twice, so the ids are exactly the tokenizer's ids
+//! for the rendered text, whatever it does at segment boundaries (SentencePiece's `▁`, merged
+//! whitespace), and labels cannot drift from ids.
+//!
+//! The offset rule: a token is supervised when its byte span `[start, end)` overlaps an
+//! answer's range. A token straddling the boundary carries answer text, so the model must
+//! produce it after the prompt; leaving it out would leave the answer's first characters
+//! untaught (ChatML's `\n` after `assistant` merges with an answer's own leading `\n` into
+//! one token of SmolLM2's vocabulary, which is therefore supervised). A zero-width token at
+//! byte `p` (an inserted character with no source text) belongs to the range holding `p`,
+//! that is to the text that follows it: one inserted at an answer's start is the answer's,
+//! one right after its end marker is not. Measured with `tokenizers` 0.23 (see
+//! `tests/label_mask.rs`): offsets are bytes of the input; LLaMA's prepended `▁` is not
+//! zero-width but takes the offsets of its segment's first character (after `<image>` or
+//! `</s>`), and the byte-level pieces of one multi-byte character all carry that
+//! character's whole span.
+//!
+//! The text is encoded with `LlmTokenizer::conversation`, where `<image>` is a special token
+//! (added by `calm::io::tokenizer`): it always comes out as exactly one token, as LLaVA's
+//! `IMAGE_TOKEN_INDEX`, the text on either side being tokenized as pieces of their own (as
+//! `tokenizer_image_token` does), and is then widened into the slots of the visual tokens.
 
 use crate::data::instruct::IMAGE_PLACEHOLDER;
 use crate::model::chat::{LlmTokenizer, Role};
@@ -22,7 +41,8 @@ pub struct TokenizedConversation {
     /// Where image i's `visual_tokens` slots begin in `ids`.
     pub image_starts: Vec<usize>,
     pub visual_tokens: usize,
-    /// The first supervised token of each assistant answer.
+    /// The first token of each answer in the text (in training, its first supervised token).
+    /// An open reply (`open_reply = true`) is not listed: it starts at `len()`.
     pub answer_starts: Vec<usize>,
 }
 
@@ -57,16 +77,25 @@ pub enum ConversationError {
     ImageInAnswer(usize),
     #[error("the tokenizer has no <image> token (load it with calm::io::tokenizer)")]
     NoImageToken,
+    /// The tokenizer split out `<image>` tokens elsewhere too (the system prompt) or merged
+    /// them into others (a tokenizer where `<image>` is not a special token).
+    #[error("the text became {found} <image> tokens for {expected} images")]
+    ImageTokens { found: usize, expected: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("cutting to {max} tokens would split image {image}'s visual tokens")]
     SplitsImage { max: usize, image: usize },
+    #[error("cutting to {max} tokens would drop image {image}, whose pixels the sample still has")]
+    DropsImage { max: usize, image: usize },
 }
 
 /// `turns` alternate user/assistant starting with the user. `open_reply = false`: training,
 /// the last turn is the assistant's. `open_reply = true`: inference, the last turn is the
-/// user's and the ids end with the template's assistant opener (no label supervised).
-/// `images` is the number of `<image>` placeholders the user turns must hold.
+/// user's and the ids end with the template's assistant opener, ready for generation (no
+/// label supervised, earlier answers included: they are context, not targets). `images` is
+/// the number of `<image>` placeholders the user turns must hold; each becomes
+/// `visual_tokens` slots holding id 0 and `IGNORE_INDEX`. BOS goes first when the tokenizer
+/// has one.
 pub fn tokenize_conversation(
     tokenizer: &LlmTokenizer,
     turns: &[(Role, String)],
@@ -112,7 +141,7 @@ pub fn tokenize_conversation(
     };
     let (text, answers) = tokenizer.template.render(turns, open_reply);
     let encoding = tokenizer
-        .tokenizer
+        .conversation
         .encode(text.as_str(), false)
         .map_err(|e| ConversationError::Tokenizer(e.to_string()))?;
     let mut out = TokenizedConversation {
@@ -135,7 +164,8 @@ pub fn tokenize_conversation(
                 .extend(std::iter::repeat_n(IGNORE_INDEX, visual_tokens));
             continue;
         }
-        // A zero-width token (one the normalizer inserted) belongs where it stands.
+        // The offset rule of the module doc: overlap supervises; a zero-width token goes
+        // with the text that follows it.
         let inside = |r: &std::ops::Range<usize>| {
             if start == end {
                 r.start <= start && start < r.end
@@ -151,22 +181,28 @@ pub fn tokenize_conversation(
             out.answer_starts.push(out.ids.len());
         }
         out.ids.push(id);
-        out.labels.push(if answer.is_some() {
+        out.labels.push(if answer.is_some() && !open_reply {
             i64::from(id)
         } else {
             IGNORE_INDEX
         });
     }
     if out.image_starts.len() != images {
-        // The placeholder was merged into a larger token: only possible if the tokenizer
-        // was not loaded through calm::io::tokenizer.
-        return Err(ConversationError::NoImageToken);
+        return Err(ConversationError::ImageTokens {
+            found: out.image_starts.len(),
+            expected: images,
+        });
     }
     Ok(out)
 }
 
 /// Cuts a conversation to at most `max` tokens, dropping its end (as LLaVA truncates to
-/// `model_max_length`); refuses to cut through an image's visual tokens.
+/// `model_max_length`, keeping the beginning where the images and the instruction are).
+/// Every image must survive whole: cutting through an image's slots is refused, and so is
+/// cutting before one, because the sample's pixels still reach the encoder and each image
+/// needs its slots (a row that silently lost an image would shift every later image of the
+/// batch onto the wrong slots). An answer cut short keeps its first tokens supervised, as in
+/// LLaVA.
 pub fn truncate(
     mut conversation: TokenizedConversation,
     max: usize,
@@ -175,16 +211,16 @@ pub fn truncate(
         return Ok(conversation);
     }
     let v = conversation.visual_tokens;
-    if let Some(image) = conversation
-        .image_starts
-        .iter()
-        .position(|&s| s < max && s + v > max)
-    {
-        return Err(ConversationError::SplitsImage { max, image });
+    if let Some(image) = conversation.image_starts.iter().position(|&s| s + v > max) {
+        let start = conversation.image_starts[image];
+        return Err(if start < max {
+            ConversationError::SplitsImage { max, image }
+        } else {
+            ConversationError::DropsImage { max, image }
+        });
     }
     conversation.ids.truncate(max);
     conversation.labels.truncate(max);
-    conversation.image_starts.retain(|&s| s + v <= max);
     conversation.answer_starts.retain(|&s| s < max);
     Ok(conversation)
 }

@@ -23,7 +23,8 @@ const OPENERS: [&str; 4] = ["The photo", "The shot", "This image", "The picture"
 /// Wordings of one statement; each completes "The photo ...".
 type Phrase = &'static [&'static str];
 
-fn degradation_phrase(kind: Degradation) -> Phrase {
+/// Wordings of a degradation's defect, the plainest first.
+pub(crate) fn degradation_phrase(kind: Degradation) -> Phrase {
     match kind {
         Degradation::Blur => &["is blurred", "is out of focus", "looks soft and blurry"],
         Degradation::Noise => &["is noisy", "is full of grain", "shows heavy noise"],

@@ -83,12 +83,12 @@ pub struct InstructSample {
 
 /// Instructions the built-in tasks ask with; inference asks with the same ones.
 pub mod prompts {
-    pub const SCORE: &str =
-        "<image>\nCan you give me the aesthetic score of this photo, from 1 to 10?";
-    pub const SCORE_LEVELS: &str = "<image>\nRate the aesthetics of this photo in one word: excellent, good, fair, poor or bad.";
-    pub const COMMENT: &str = "<image>\nComment on the aesthetics of this photo.";
+    // Short on purpose: every token of an instruction is paid for in every training sample.
+    pub const SCORE: &str = "<image>\nRate this photo's aesthetics from 1 to 10.";
+    pub const SCORE_LEVELS: &str = "<image>\nRate this photo's aesthetics in one word.";
+    pub const COMMENT: &str = "<image>\nComment on this photo.";
     pub const SUGGEST: &str = "<image>\nHow could this photo be improved?";
-    /// One rated example of a user's in personalized assessment.
+    /// One rated example of a user's in personalized assessment, and the query.
     pub const PERSONAL_EXAMPLE: &str = "<image>\nHow would this user score this photo?";
 }
 

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::DataError;
 use super::attributes::{LowAttributes, MiddleAttributes, low_attributes, middle_attributes};
-use super::cues::cues;
-use super::degrade::{Degradation, Level, tilt_degrees};
+use super::cues::{cues, degradation_phrase};
+use super::degrade::{Degradation, tilt_degrees};
 use super::image::load_rgb;
 use super::instruct::{
     IMAGE_PLACEHOLDER, InstructSample, LEVELS, SampleImage, Task, format_score, level_of, prompts,
@@ -66,7 +66,7 @@ impl Default for SelfSupervisedConfig {
     fn default() -> Self {
         Self {
             degradations: Degradation::ALL.to_vec(),
-            original_fraction: 0.3,
+            original_fraction: 0.2,
             min_severity: 0.3,
             max_severity: 1.0,
             original_score: 7.5,
@@ -77,7 +77,9 @@ impl Default for SelfSupervisedConfig {
                 SelfSupervisedTask::Commenting,
                 SelfSupervisedTask::Suggesting,
             ],
-            turns: 4,
+            // One question a sample: with several, a later answer could be read off an
+            // earlier one (a score reveals the defect) instead of off the image.
+            turns: 1,
         }
     }
 }
@@ -102,22 +104,26 @@ pub fn answers(
     let low = low_attributes(image);
     let middle = middle_attributes(image);
     let kind = degradation.map(|d| d.0);
-    let cue = cues(&low, &middle, kind, None, seed);
     let score = match degradation {
         None => config.original_score,
         Some((_, severity, _)) => {
             config.original_score - config.score_drop * f64::from(severity.clamp(0.0, 1.0))
         }
     };
-    let comment = match kind.map(Degradation::level) {
-        // The defect's sentence first: it decides the verdict.
-        Some(Level::Middle | Level::High) => format!("{} {}", cue.middle, cue.low),
-        _ => format!("{} {}", cue.low, cue.middle),
+    // A copy's comment names its defect in the plainest wording: the model has a few hundred
+    // conversations to learn from, and varied wording would spread them thin. An original's
+    // comment says what its pixels measure.
+    let comment = match kind {
+        Some(kind) => format!("The photo {}.", degradation_phrase(kind)[0]),
+        None => cues(&low, &middle, None, None, seed).low,
     };
-    let suggestion = match degradation {
+    // The diagnosis first, then the fix: a suggestion is only as good as what it notices,
+    // and a bare fix would let the commonest advice win whatever the photo shows.
+    let advice = match degradation {
         Some((kind, severity, apply_seed)) => degradation_advice(kind, severity, apply_seed),
         None => attribute_advice(&low, &middle),
     };
+    let suggestion = format!("{comment} {advice}");
     Answers {
         score,
         comment,
@@ -127,50 +133,38 @@ pub fn answers(
 
 fn degradation_advice(kind: Degradation, severity: f32, seed: u64) -> String {
     match kind {
-        Degradation::Blur => {
-            "The photo is blurred. Focus carefully and hold the camera steady, or use a faster shutter speed, so the detail is sharp.".into()
-        }
-        Degradation::Noise => {
-            "The photo is noisy. Shoot at a lower ISO or with more light, or apply noise reduction.".into()
-        }
-        Degradation::Jpeg => {
-            "The photo shows compression artefacts. Save it at a higher JPEG quality.".into()
-        }
-        Degradation::Overexposure => {
-            "The photo is overexposed. Lower the exposure to recover the blown-out highlights.".into()
-        }
-        Degradation::Underexposure => {
-            "The photo is too dark. Raise the exposure or lift the shadows to bring out the detail.".into()
-        }
-        Degradation::Desaturation => {
-            "The colours are washed out. Increase the saturation to bring the colours back.".into()
-        }
+        Degradation::Blur => "Focus carefully and hold the camera steady to avoid the blur.",
+        Degradation::Noise => "Use a lower ISO or more light to reduce the noise.",
+        Degradation::Jpeg => "Save it at a higher quality to avoid compression artefacts.",
+        Degradation::Overexposure => "Lower the exposure; it is too bright.",
+        Degradation::Underexposure => "Raise the exposure; it is too dark.",
+        Degradation::Desaturation => "Increase the saturation; the colours are washed out.",
         Degradation::Tilt => {
             if tilt_degrees(severity, seed) > 0.0 {
-                "The horizon is tilted down to the right. Rotate the photo counter-clockwise to level it.".into()
+                "Rotate it counter-clockwise to level the tilted horizon."
             } else {
-                "The horizon is tilted down to the left. Rotate the photo clockwise to level it.".into()
+                "Rotate it clockwise to level the tilted horizon."
             }
         }
-        Degradation::BadCrop => {
-            "The crop cuts into the subject. Reframe it so the subject sits fully inside the frame.".into()
-        }
+        Degradation::BadCrop => "Reframe it; the crop cuts into the subject.",
     }
+    .to_string()
 }
 
 /// Advice for an original, from its strongest measured weakness.
 fn attribute_advice(low: &LowAttributes, middle: &MiddleAttributes) -> String {
     if low.exposure < 0.25 {
-        "The photo is rather dark. Brightening it slightly would reveal more detail.".into()
+        "Brighten it slightly to reveal more detail."
     } else if low.exposure > 0.7 {
-        "The photo is very bright. Lowering the exposure a little would keep the highlights.".into()
+        "Lower the exposure a little to keep the highlights."
     } else if low.contrast < 0.1 {
-        "The photo looks flat. Adding some contrast would give it more depth.".into()
+        "Add some contrast to give it more depth."
     } else if middle.simplicity < 0.25 {
-        "The composition is busy. A tighter crop on the main subject would simplify it.".into()
+        "A tighter crop on the subject would simplify it."
     } else {
-        "The photo is well made. A slightly tighter crop could make the subject stand out even more.".into()
+        "It works well as it is."
     }
+    .to_string()
 }
 
 /// Self-supervised instruction samples over `photos` (the training photos; the ones held out

@@ -42,7 +42,7 @@ pub struct InferConfig {
     pub batch_size: usize,
     /// Decoding of comments and suggestions.
     pub generation: GenerationConfig,
-    /// Tokens a numeric answer may take ("10.0" and the end token fit in 8).
+    /// Tokens a numeric answer may take ("10.0" is 4 tokens where digits are split).
     pub score_max_new_tokens: usize,
 }
 
@@ -53,11 +53,11 @@ impl Default for InferConfig {
             score_readout: ScoreReadout::Levels,
             batch_size: 8,
             generation: GenerationConfig {
-                max_new_tokens: 64,
+                max_new_tokens: 48,
                 repetition_penalty: 1.1,
                 ..GenerationConfig::default()
             },
-            score_max_new_tokens: 8,
+            score_max_new_tokens: 5,
         }
     }
 }

@@ -32,11 +32,14 @@ pub fn load_tokenizer_json(path: &Path) -> Result<LlmTokenizer, CheckpointError>
 }
 
 /// BOS, EOS and the chat template from the vocabulary's special tokens.
-pub(crate) fn with_conventions(mut tokenizer: Tokenizer) -> LlmTokenizer {
-    // `<image>` must come out of any text as one token, wherever it stands, so that the
-    // visual tokens replace exactly it (LLaVA splits the text at the placeholder instead).
-    let _ = tokenizer.add_special_tokens([AddedToken::from(IMAGE_PLACEHOLDER, true)]);
-    let image_token = tokenizer.token_to_id(IMAGE_PLACEHOLDER);
+pub(crate) fn with_conventions(tokenizer: Tokenizer) -> LlmTokenizer {
+    // Split out as LLaVA's `tokenizer_image_token` splits the text at the placeholder: the
+    // text on either side is tokenized as a piece of its own.
+    let mut conversation = tokenizer.clone();
+    let image_token = conversation
+        .add_special_tokens([AddedToken::from(IMAGE_PLACEHOLDER, true)])
+        .ok()
+        .and_then(|_| conversation.token_to_id(IMAGE_PLACEHOLDER));
     let id = |t: &str| tokenizer.token_to_id(t);
     let chat_ml = id("<|im_start|>").is_some();
     let (bos, eos, template) = if chat_ml {
@@ -57,6 +60,7 @@ pub(crate) fn with_conventions(mut tokenizer: Tokenizer) -> LlmTokenizer {
         bos,
         eos,
         template,
+        conversation,
         image_token,
     }
 }

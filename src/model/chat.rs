@@ -130,8 +130,12 @@ pub struct LlmTokenizer {
     /// Tokens that end generation.
     pub eos: Vec<u32>,
     pub template: ChatTemplate,
-    /// The id `<image>` is split out as (an added special token, past the model's
-    /// vocabulary: it is always replaced by visual tokens before the model sees it).
+    /// `tokenizer` with `<image>` added as a special token, so that the placeholder comes out
+    /// of any text as one token wherever it stands (`data::conversation`); `tokenizer` itself
+    /// keeps the model's own behaviour for plain text.
+    pub conversation: Tokenizer,
+    /// `<image>`'s id in `conversation`, past the model's vocabulary: it is always replaced by
+    /// visual tokens before the model sees it.
     pub image_token: Option<u32>,
 }
 

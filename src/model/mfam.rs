@@ -14,6 +14,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::gelu;
+use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,10 @@ pub enum ProjectorKind {
 pub struct ThematicConfig {
     pub enabled: bool,
     pub projector: ProjectorKind,
+    /// Average-pool the final layer's token grid to `pool` x `pool` tokens before projecting
+    /// (a leading CLS token is dropped); `null` projects every token, as LLaVA does. The
+    /// default keeps the LLM's input short on a CPU: 4 tokens instead of EfficientNet's 49.
+    pub pool: Option<usize>,
 }
 
 impl Default for ThematicConfig {
@@ -69,8 +74,21 @@ impl Default for ThematicConfig {
         Self {
             enabled: true,
             projector: ProjectorKind::Mlp2xGelu,
+            pool: Some(2),
         }
     }
+}
+
+/// The side of a square token grid of `tokens` tokens, and how many leading tokens (a CLS)
+/// precede it.
+pub fn token_grid(tokens: usize) -> Option<(usize, usize)> {
+    let side = |n: usize| {
+        let s = (n as f64).sqrt().round() as usize;
+        (s * s == n && s > 0).then_some(s)
+    };
+    side(tokens)
+        .map(|s| (0, s))
+        .or_else(|| tokens.checked_sub(1).and_then(side).map(|s| (1, s)))
 }
 
 /// Whether the three levels run one Q-Former (each with its own queries) or one each.
@@ -153,8 +171,9 @@ impl MfamConfig {
     pub fn group_lengths(&self, vision: &VisionConfig) -> [(Group, usize); 4] {
         let shapes = vision.hidden_state_shapes();
         let level = |l: &LevelConfig| if l.enabled { l.num_query_tokens } else { 0 };
-        let thematic = match (self.thematic.enabled, shapes.last()) {
-            (true, Some(&(tokens, _))) => tokens,
+        let thematic = match (self.thematic.enabled, shapes.last(), self.thematic.pool) {
+            (true, Some(_), Some(side)) => side * side,
+            (true, Some(&(tokens, _)), None) => tokens,
             _ => 0,
         };
         [
@@ -237,6 +256,7 @@ impl MfamConfig {
                 ProjectorKind::Linear => None,
                 ProjectorKind::Mlp2xGelu => Some(bert_linear(d, d, device)),
             },
+            pool: self.thematic.pool,
         });
         Ok(Mfam {
             low,
@@ -300,6 +320,20 @@ impl MfamConfig {
                 ));
             }
         }
+        if let (true, Some(pool)) = (self.thematic.enabled, self.thematic.pool) {
+            let tokens = vision.hidden_state_shapes().last().map_or(0, |&(t, _)| t);
+            match token_grid(tokens) {
+                Some((_, side)) if (1..=side).contains(&pool) => {}
+                _ => {
+                    return Err(Invalid::new(
+                        "model.mfam.thematic.pool",
+                        format!(
+                            "{pool} does not fit the final layer's {tokens} tokens (a square grid of side >= {pool}, after an optional CLS)"
+                        ),
+                    ));
+                }
+            }
+        }
         if !self.thematic.enabled && self.levels().iter().all(|(_, l)| !l.enabled) {
             return Err(Invalid::new(
                 "model.mfam",
@@ -329,11 +363,26 @@ pub struct Branch {
 pub struct Projector {
     pub linear_1: Linear,
     pub linear_2: Option<Linear>,
+    #[module(skip)]
+    pub pool: Option<usize>,
 }
 
 impl Projector {
-    /// `[B, N, E]` -> `[B, N, D]`.
+    /// `[B, N, E]` -> `[B, N', D]`: N' = `pool`² with pooling, else N.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let x = match (self.pool, token_grid(x.dims()[1])) {
+            (Some(pool), Some((skip, side))) => {
+                let [b, n, e] = x.dims();
+                let grid = x
+                    .narrow(1, skip, n - skip)
+                    .swap_dims(1, 2)
+                    .reshape([b, e, side, side]);
+                adaptive_avg_pool2d(grid, [pool, pool])
+                    .reshape([b, e, pool * pool])
+                    .swap_dims(1, 2)
+            }
+            _ => x,
+        };
         let x = self.linear_1.forward(x);
         match &self.linear_2 {
             Some(l) => l.forward(gelu(x)),

@@ -1,0 +1,441 @@
+//! The `finetune` and `infer` binaries on a tiny setup: a 2-layer, 16-wide random LLaMA with
+//! the real LLaMA-2 vocabulary (`../shared/tokenizers/llama-2`) and the Vicuna v1 template,
+//! the real EfficientNet-Lite0 at 64 px, a tiny MFAM pretrained for a few steps. A run killed
+//! after a checkpoint and resumed computes exactly the losses and weights of a run never
+//! stopped; checkpoints hold the trained parameters only; `infer` reports and skips a corrupt
+//! image, writes the documented CSV and JSON lines, and its personalized score depends on the
+//! rater's examples.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use burn::tensor::Device;
+
+const STEPS: usize = 6;
+
+/// The MFAM of both stages (it must be the pretraining run's), and the LLM.
+const MODEL: &str = "
+seed: 3
+model:
+  vision:
+    kind: efficientnet_lite0
+    image_size: 64
+  mfam:
+    low: {layers: [2], num_query_tokens: 2}
+    middle: {layers: [3], num_query_tokens: 2}
+    high: {layers: [5], num_query_tokens: 2}
+    qformer: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48}
+    thematic: {pool: 1}
+    llm_hidden_size: 16
+  llm:
+    system_prompt: Judge photos.
+data:
+  image: {resize_shorter: 72, crop: random}
+  loader: {batch_size: 2}
+pretrain:
+  steps: 2
+  hold_out: 2
+  qformer_init: random
+  schedule: {peak_lr: 1.0e-3, warmup_steps: 1}
+  evaluation: {severities: [1.0]}
+infer:
+  batch_size: 2
+  generation: {max_new_tokens: 4}
+  score_max_new_tokens: 3
+";
+
+fn finetune_section(pretrained: &Path) -> String {
+    format!(
+        "
+finetune:
+  pretrained: {}
+  batch_size: 2
+  checkpoint_every: 2
+  keep_checkpoints: 2
+  max_length: 96
+  lora: {{rank: 2, alpha: 4.0, dropout: 0.0}}
+  stages:
+    - name: projector
+      steps: 2
+      schedule: {{peak_lr: 1.0e-3, warmup_steps: 0}}
+      trainable: {{mfam: false, projector: true, llm: frozen}}
+      mix:
+        - ratio: 1.0
+          task: {{kind: self_supervised, turns: 2}}
+    - name: lora
+      steps: {}
+      schedule: {{peak_lr: 1.0e-3, warmup_steps: 1}}
+      trainable: {{mfam: true, projector: true, llm: lora}}
+      mix:
+        - ratio: 1.0
+          task: {{kind: self_supervised, turns: 2}}
+",
+        pretrained.display(),
+        STEPS - 2
+    )
+}
+
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn bin(name: &str) -> Command {
+    let path = match name {
+        "pretrain" => env!("CARGO_BIN_EXE_pretrain"),
+        "finetune" => env!("CARGO_BIN_EXE_finetune"),
+        _ => env!("CARGO_BIN_EXE_infer"),
+    };
+    let mut c = Command::new(path);
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// A tiny random LLaMA checkpoint folder with the LLaMA-2 vocabulary and tokenizer.
+fn tiny_llm(dir: &Path) -> PathBuf {
+    let llm = dir.join("llm");
+    std::fs::create_dir_all(&llm).expect("mkdir");
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "vocab_size": 32000,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": false,
+        "bos_token_id": 1,
+        "eos_token_id": 2
+    });
+    std::fs::write(llm.join("config.json"), config.to_string()).expect("config");
+    let parsed = calm::io::llama::read_llama_config(&llm).expect("llama config");
+    let device = Device::flex();
+    device.seed(11);
+    calm::io::checkpoint::save_module(&parsed.init(&device), &llm.join("model.safetensors"))
+        .expect("save");
+    let tokenizer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tokenizers/llama-2/tokenizer.json");
+    std::fs::copy(tokenizer, llm.join("tokenizer.json")).expect("tokenizer");
+    llm
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    config: PathBuf,
+    /// A finished fine-tuning run.
+    run: PathBuf,
+}
+
+/// One pretraining run and one finished fine-tuning run, shared by the tests.
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let llm = tiny_llm(&root);
+        let pretrain_config = root.join("pretrain.yaml");
+        std::fs::write(&pretrain_config, MODEL).expect("write");
+        let pretrained = root.join("pretrained");
+        ok(bin("pretrain")
+            .arg("--config")
+            .arg(&pretrain_config)
+            .arg("--output-dir")
+            .arg(&pretrained)
+            .output()
+            .expect("runs"));
+        let config = root.join("finetune.yaml");
+        let yaml = MODEL.replacen(
+            "  llm:\n",
+            &format!("  weights:\n    llm: {}\n  llm:\n", llm.display()),
+            1,
+        ) + &finetune_section(&pretrained);
+        std::fs::write(&config, yaml).expect("write");
+        let run = root.join("whole");
+        ok(bin("finetune")
+            .arg("--config")
+            .arg(&config)
+            .arg("--output-dir")
+            .arg(&run)
+            .output()
+            .expect("runs"));
+        Setup {
+            _dir: dir,
+            root,
+            config,
+            run,
+        }
+    })
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            v.as_object_mut()
+                .expect("object")
+                .remove("tokens_per_second");
+            v
+        })
+        .collect()
+}
+
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    calm::io::checkpoint::Tensors::read(path)
+        .expect("model")
+        .tensors
+}
+
+#[test]
+fn a_finished_run_has_its_files_and_trained_parameters_only() {
+    let s = setup();
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.run.join("summary.json")).expect("summary"),
+    )
+    .expect("json");
+    assert_eq!(summary["steps"], STEPS);
+    let held = &summary["held_out"];
+    let pairs = held["pairs"].as_u64().expect("pairs");
+    assert_eq!(pairs, 2 * 8, "2 held-out photos x 8 kinds x 1 severity");
+    for key in ["pairwise_accuracy", "before_pairwise_accuracy"] {
+        let a = held[key].as_f64().expect(key);
+        assert!((0.0..=1.0).contains(&a), "{key} {a}");
+    }
+    assert_eq!(held["described"].as_array().expect("described").len(), 16);
+    let m = metrics(&s.run);
+    assert_eq!(m.len(), STEPS);
+    assert_eq!(m[0]["stage"], "projector");
+    assert_eq!(m[STEPS - 1]["stage"], "lora");
+    assert!(
+        m.iter()
+            .all(|l| l["loss"].as_f64().expect("loss").is_finite())
+    );
+    // The LLM's base stays frozen, so neither the final model nor a checkpoint holds it.
+    let saved = tensors(&s.run.join("model.safetensors"));
+    assert!(saved.keys().any(|k| k.starts_with("llm.lora.")));
+    assert!(saved.keys().any(|k| k.starts_with("mfam.")));
+    assert!(
+        !saved
+            .keys()
+            .any(|k| k.starts_with("llm.model.") || k.starts_with("llm.lm_head")),
+        "frozen LLM weights were saved"
+    );
+    let checkpoints: Vec<_> = std::fs::read_dir(s.run.join("checkpoints"))
+        .expect("checkpoints")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    assert_eq!(checkpoints.len(), 2, "{checkpoints:?}");
+    let events = std::fs::read_dir(s.run.join("events"))
+        .expect("events")
+        .count();
+    assert_eq!(events, 1);
+    // Trained parameters moved: the first stage's projections differ from the pretraining
+    // run's (where they are never trained).
+    let pretrained = tensors(&s.root.join("pretrained/model.safetensors"));
+    let key = saved
+        .keys()
+        .find(|k| k.contains("language_projection.weight"))
+        .expect("a projection")
+        .clone();
+    let stripped = key.trim_start_matches("mfam.").to_string();
+    let before = pretrained
+        .iter()
+        .find(|(k, _)| k.ends_with(&stripped))
+        .map(|(_, v)| v)
+        .expect("in the pretraining run");
+    assert!(before != &saved[&key], "{key} did not train");
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_losses_and_weights() {
+    let s = setup();
+    let killed = s.root.join("killed");
+    let mut child = bin("finetune")
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--output-dir")
+        .arg(&killed)
+        .arg("--no-eval")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let latest = killed.join("checkpoints/latest");
+    let start = Instant::now();
+    while !latest.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    assert!(
+        !killed.join("model.safetensors").exists(),
+        "the run finished before it could be killed"
+    );
+    ok(bin("finetune")
+        .arg("--resume")
+        .arg(&killed)
+        .arg("--no-eval")
+        .output()
+        .expect("runs"));
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(killed.join("summary.json")).expect("summary"),
+    )
+    .expect("json");
+    let from = summary["resumed_from"].as_u64().expect("resumed_from");
+    assert!(
+        from > 0 && (from as usize) < STEPS && from % 2 == 0,
+        "{from}"
+    );
+    assert_eq!(metrics(&s.run), metrics(&killed));
+    let (a, b) = (
+        tensors(&s.run.join("model.safetensors")),
+        tensors(&killed.join("model.safetensors")),
+    );
+    assert!(a.len() > 20);
+    assert!(a == b, "final weights differ");
+}
+
+fn sample_photos(n: usize) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
+    let mut photos = calm::data::formats::scan_folder(&dir, false).expect("samples");
+    photos.truncate(n);
+    photos
+}
+
+#[test]
+fn infer_score_skips_a_corrupt_image_and_writes_the_csv() {
+    let s = setup();
+    let photos = sample_photos(2);
+    let corrupt = s.root.join("corrupt.jpg");
+    std::fs::write(&corrupt, b"\xff\xd8 not really a jpeg").expect("write");
+    let out = ok(bin("infer")
+        .args(["score", "--checkpoint"])
+        .arg(&s.run)
+        .arg(&photos[0])
+        .arg(&corrupt)
+        .arg(&photos[1])
+        .output()
+        .expect("runs"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&corrupt.display().to_string()), "{stderr}");
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "image,score,score_numeric,score_levels");
+    assert_eq!(lines.len(), 3, "{csv}");
+    for (line, photo) in lines[1..].iter().zip(&photos) {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[0], photo.display().to_string());
+        let levels: f64 = fields[3].parse().expect("score_levels");
+        assert!((1.0..=10.0).contains(&levels), "{line}");
+        // The default readout is the level expectation.
+        assert_eq!(fields[1], fields[3]);
+    }
+    // --strict makes the bad file fatal, naming it.
+    let strict = bin("infer")
+        .args(["score", "--strict", "--checkpoint"])
+        .arg(&s.run)
+        .arg(&photos[0])
+        .arg(&corrupt)
+        .output()
+        .expect("runs");
+    assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("corrupt.jpg"));
+}
+
+#[test]
+fn infer_comment_and_suggest_write_json_lines() {
+    let s = setup();
+    let photos = sample_photos(2);
+    let list = s.root.join("list.txt");
+    std::fs::write(
+        &list,
+        photos
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect::<String>(),
+    )
+    .expect("list");
+    for (task, key) in [("comment", "comment"), ("suggest", "suggestion")] {
+        let output = s.root.join(format!("{task}.jsonl"));
+        ok(bin("infer")
+            .args([task, "--checkpoint"])
+            .arg(&s.run)
+            .arg("--list")
+            .arg(&list)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .expect("runs"));
+        let text = std::fs::read_to_string(&output).expect("output");
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["image"], photos[0].display().to_string());
+        assert!(rows[0][key].is_string(), "{}", rows[0]);
+    }
+}
+
+#[test]
+fn infer_personalize_depends_on_the_raters_examples() {
+    let s = setup();
+    let photos = sample_photos(5);
+    let (examples, query) = (&photos[..4], &photos[4]);
+    // Two raters who disagree on every example.
+    let rater = |name: &str, high_first: bool| {
+        let path = s.root.join(format!("{name}.csv"));
+        let rows: String = examples
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let liked = (i < 2) == high_first;
+                format!("{},{}\n", p.display(), if liked { 5 } else { 1 })
+            })
+            .collect();
+        std::fs::write(&path, format!("image,score\n{rows}")).expect("write");
+        path
+    };
+    let score = |examples: &Path| {
+        let out = ok(bin("infer")
+            .args(["personalize", "--checkpoint"])
+            .arg(&s.run)
+            .arg("--examples")
+            .arg(examples)
+            .arg(query)
+            .output()
+            .expect("runs"));
+        let csv = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "image,score,score_numeric,score_expected");
+        let fields: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+        let expected: f64 = fields[3].parse().expect("score_expected");
+        assert!((1.0..=9.0).contains(&expected), "{csv}");
+        expected
+    };
+    let (a, b) = (score(&rater("a", true)), score(&rater("b", false)));
+    assert!(
+        (a - b).abs() > 1e-6,
+        "the same expected score {a} for opposite raters"
+    );
+}
