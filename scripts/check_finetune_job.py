@@ -21,7 +21,8 @@ def main(run: str) -> int:
     if not rows or list(rows[0].keys()) != ["image", "score", "score_numeric", "score_levels"]:
         print("unexpected CSV header", file=sys.stderr)
         return 1
-    score = {r["image"]: float(r["score"]) for r in rows}
+    # pairs.csv names files within held_out/; the CSV has them as infer was given them.
+    score = {os.path.basename(r["image"]): float(r["score"]) for r in rows}
     right, total = 0, 0
     per_kind = defaultdict(lambda: [0, 0])
     with open(os.path.join(run, "held_out", "pairs.csv"), newline="") as f:

@@ -30,8 +30,8 @@ fn every_binary_has_help_with_the_common_flags() {
         let out = run(bin, &["--help"]);
         assert!(out.status.success(), "{name} --help: {}", stderr(&out));
         let text = String::from_utf8_lossy(&out.stdout);
-        // `evaluate` reads its config from the run it evaluates.
-        if name != "inspect" && name != "evaluate" {
+        // `evaluate` and `infer` read their config from the run they use.
+        if !["inspect", "evaluate", "infer"].contains(&name) {
             for flag in ["--config", "--set", "--output-dir", "--device"] {
                 assert!(text.contains(flag), "{name} --help lacks {flag}:\n{text}");
             }
@@ -39,6 +39,24 @@ fn every_binary_has_help_with_the_common_flags() {
     }
     let out = run(env!("CARGO_BIN_EXE_inspect"), &["data", "--help"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--set"));
+    for sub in ["score", "comment", "suggest", "personalize"] {
+        let out = run(env!("CARGO_BIN_EXE_infer"), &[sub, "--help"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        for flag in [
+            "--checkpoint",
+            "--output",
+            "--list",
+            "--strict",
+            "--set",
+            "--device",
+        ] {
+            assert!(
+                text.contains(flag),
+                "infer {sub} --help lacks {flag}:\n{text}"
+            );
+        }
+        assert_eq!(text.contains("--examples"), sub == "personalize", "{text}");
+    }
     let out = run(env!("CARGO_BIN_EXE_evaluate"), &["degradations", "--help"]);
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--checkpoint", "--images", "--device"] {
@@ -51,10 +69,7 @@ fn every_binary_has_help_with_the_common_flags() {
 
 #[test]
 fn unbuilt_capabilities_say_so_in_one_line() {
-    for (name, bin) in BINARIES
-        .iter()
-        .filter(|(n, _)| ["finetune", "infer", "sweep"].contains(n))
-    {
+    for (name, bin) in BINARIES.iter().filter(|(n, _)| ["sweep"].contains(n)) {
         let out = run(bin, &[]);
         assert!(!out.status.success(), "{name} must exit non-zero");
         let err = stderr(&out);

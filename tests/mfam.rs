@@ -166,7 +166,13 @@ fn clip_levels_read_hidden_states_of_one_width_without_adapters() {
     assert!(mfam.thematic.as_ref().expect("thematic").linear_2.is_none());
     let out = mfam.forward(&encoder_states(&vision, 1, &device));
     check_groups(&config, &vision, &out, 1);
-    // 4 x 4 patches + the class token.
+    // 4 x 4 patches + the class token: the grid pooled to 2 x 2 by default, the class token
+    // dropped; every token without pooling, as LLaVA.
+    assert_eq!(out.lengths()[3], (Group::Thematic, 4));
+    config.thematic.pool = None;
+    let mfam = config.init(&vision, &device);
+    let out = mfam.forward(&encoder_states(&vision, 1, &device));
+    check_groups(&config, &vision, &out, 1);
     assert_eq!(out.lengths()[3], (Group::Thematic, 17));
 }
 

@@ -1,6 +1,6 @@
 //! The fine-tuning check on photos the run never saw: the pretraining run's held-out photos
 //! and their degraded copies (`eval::degradations::EvalPairs`) are written as PNG files with a
-//! `pairs.csv` naming which copy belongs to which original, so that `infer score` on those
+//! `pairs.csv` naming which copy (by file name) belongs to which original, so that `infer score` on those
 //! files can be scored by anyone; the same files are scored here through the same runner.
 
 use std::collections::BTreeMap;
@@ -126,12 +126,19 @@ pub fn write_held_out_set(
         });
     }
     let set = HeldOutSet { originals, copies };
+    // File names, relative to `dir`: `infer --list` reads a list's relative paths from the
+    // list's folder, wherever the run directory is.
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let mut csv = String::from("original,degraded,kind,severity\n");
     for c in &set.copies {
         csv.push_str(&format!(
             "{},{},{},{}\n",
-            set.originals[c.original].display(),
-            c.path.display(),
+            name(&set.originals[c.original]),
+            name(&c.path),
             c.kind.name(),
             c.severity
         ));
@@ -139,7 +146,7 @@ pub fn write_held_out_set(
     let list: String = set
         .images()
         .iter()
-        .map(|p| format!("{}\n", p.display()))
+        .map(|p| format!("{}\n", name(p)))
         .collect();
     for (name, text) in [(PAIRS_CSV, csv), (IMAGE_LIST, list)] {
         let path = dir.join(name);
