@@ -142,6 +142,26 @@ fn prune(root: &Path, latest: &str, keep: usize) -> Result<(), TrainCheckpointEr
     Ok(())
 }
 
+/// The run directory `path` names (a run, or one of its checkpoint folders) and the weights to
+/// read from it: the checkpoint's own, else the run's finished `final_model`, else its latest
+/// checkpoint's.
+pub fn locate(path: &Path, final_model: &str) -> Result<(PathBuf, PathBuf), TrainCheckpointError> {
+    if path.join(STATE).is_file() {
+        let run = path
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(path)
+            .to_path_buf();
+        return Ok((run, path.join(MODEL)));
+    }
+    if path.join(final_model).is_file() {
+        return Ok((path.to_path_buf(), path.join(final_model)));
+    }
+    let latest =
+        latest(path)?.ok_or_else(|| TrainCheckpointError::NoCheckpoint(path.to_path_buf()))?;
+    Ok((path.to_path_buf(), latest.join(MODEL)))
+}
+
 /// The checkpoint `latest` names, if any.
 pub fn latest(run: &Path) -> Result<Option<PathBuf>, TrainCheckpointError> {
     let root = run.join(CHECKPOINTS);

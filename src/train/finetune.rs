@@ -10,7 +10,6 @@
 //! in f32, 27 GB for Vicuna-7B) is read again from its own file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
@@ -23,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoints::{self, TrainCheckpointError};
 use super::instruct_batch::{PrepareError, PreparedBatch, Preparer};
+use super::metrics::{self, MetricsError, StepLine};
 use super::optim::{OptimizerConfig, clip_global_norm, global_grad_norm, numbered_params};
 use super::pretrain::{self, Frozen, PretrainError, PretrainedRun};
 use super::progress::Progress;
@@ -278,6 +278,8 @@ pub enum FinetuneError {
     Models(#[from] ModelsError),
     #[error(transparent)]
     Events(#[from] EventError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("micro-batch {index}: {source}")]
     Batch { index: usize, source: PrepareError },
     #[error("micro-batch {index}: no sample could be made ({reasons})")]
@@ -478,6 +480,12 @@ pub struct StepMetrics {
     pub tokens_per_second: f64,
 }
 
+impl StepLine for StepMetrics {
+    fn step(&self) -> usize {
+        self.step
+    }
+}
+
 /// What a checkpoint records besides the weights.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinetuneState {
@@ -562,7 +570,7 @@ pub fn finetune(
             .ok_or_else(|| TrainCheckpointError::NoCheckpoint(run.to_path_buf()))?;
         (optimizer, state) = checkpoints::load_matching(&dir, &mut loaded.model, optimizer, kept)?;
         resumed_from = Some(state.step);
-        keep_metrics_before(&run.join(METRICS), state.step)?;
+        metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
     } else {
         write_pretrained(run, pretrained)?;
     }
@@ -711,7 +719,7 @@ pub fn finetune(
     })?;
     let train_seconds = started.elapsed().as_secs_f64();
     crate::io::checkpoint::save_module_matching(&model, &run.join(FINAL_MODEL), pattern)?;
-    let all = read_metrics(&metrics_path)?;
+    let all: Vec<StepMetrics> = metrics::read(&metrics_path)?;
     let (Some(first_step), Some(last_step)) = (all.first().cloned(), all.last().cloned()) else {
         return Err(FinetuneError::Io {
             path: metrics_path,
@@ -814,45 +822,7 @@ fn log_step(
         step,
         line.tokens_per_second as f32,
     )?;
-    let json = serde_json::to_string(line).map_err(|e| FinetuneError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    writeln!(metrics, "{json}").map_err(io_error(path))?;
-    metrics.flush().map_err(io_error(path))
-}
-
-pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>, FinetuneError> {
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).map_err(|e| FinetuneError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e),
-            })
-        })
-        .collect()
-}
-
-fn keep_metrics_before(path: &Path, step: usize) -> Result<(), FinetuneError> {
-    if !path.is_file() {
-        return Ok(());
-    }
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<StepMetrics>(l)
-                .map(|m| m.step < step)
-                .unwrap_or(false)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    crate::io::atomic::write_atomic(path, kept.as_bytes()).map_err(|e| FinetuneError::Io {
-        path: e.path,
-        source: e.source,
-    })
+    Ok(metrics::append(metrics, path, line)?)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -887,20 +857,7 @@ pub struct FinetunedRun {
 
 /// Finds a run from its directory or one of its checkpoint folders.
 pub fn find_run(path: &Path) -> Result<FinetunedRun, FinetuneError> {
-    let (dir, model) = if path.join(checkpoints::STATE).is_file() {
-        let dir = path
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or(path)
-            .to_path_buf();
-        (dir, path.join(checkpoints::MODEL))
-    } else if path.join(FINAL_MODEL).is_file() {
-        (path.to_path_buf(), path.join(FINAL_MODEL))
-    } else {
-        let latest = checkpoints::latest(path)?
-            .ok_or_else(|| TrainCheckpointError::NoCheckpoint(path.to_path_buf()))?;
-        (path.to_path_buf(), latest.join(checkpoints::MODEL))
-    };
+    let (dir, model) = checkpoints::locate(path, FINAL_MODEL)?;
     let record_path = dir.join(PRETRAINED);
     let text = std::fs::read_to_string(&record_path).map_err(|e| FinetuneError::Io {
         path: record_path.clone(),

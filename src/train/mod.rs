@@ -5,6 +5,7 @@ pub mod checkpoints;
 pub mod finetune;
 pub mod instruct_batch;
 pub mod losses;
+pub mod metrics;
 pub mod objective;
 pub mod optim;
 pub mod pretrain;

@@ -9,7 +9,6 @@
 //! numbered, so a resumed run computes the same losses as one never stopped.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::batch::{BatchBuilder, BatchContents, BatchError};
 use super::checkpoints::{self, TrainCheckpointError, TrainerState};
+use super::metrics::{self, MetricsError, StepLine};
 use super::objective::{LossConfig, losses};
 use super::optim::{OptimizerConfig, clip_global_norm, global_grad_norm, numbered_params};
 use super::progress::Progress;
@@ -215,6 +215,8 @@ pub enum PretrainError {
     QFormer(#[from] QFormerError),
     #[error(transparent)]
     Events(#[from] EventError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -357,6 +359,12 @@ pub struct StepMetrics {
     pub images_per_second: f64,
 }
 
+impl StepLine for StepMetrics {
+    fn step(&self) -> usize {
+        self.step
+    }
+}
+
 /// What `summary.json` holds after training; the binary adds the evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct PretrainSummary {
@@ -403,7 +411,7 @@ pub fn pretrain(
             .ok_or_else(|| TrainCheckpointError::NoCheckpoint(run.to_path_buf()))?;
         (optimizer, state) = checkpoints::load(&dir, &mut model, optimizer)?;
         resumed_from = Some(state.step);
-        keep_metrics_before(&run.join(METRICS), state.step)?;
+        metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
     }
     let events_dir = run.join(EVENTS);
     std::fs::create_dir_all(&events_dir).map_err(io_error(&events_dir))?;
@@ -502,7 +510,7 @@ pub fn pretrain(
     })?;
     let train_seconds = started.elapsed().as_secs_f64();
     crate::io::checkpoint::save_module(&model, &run.join(FINAL_MODEL))?;
-    let all = read_metrics(&metrics_path)?;
+    let all: Vec<StepMetrics> = metrics::read(&metrics_path)?;
     let (Some(first_step), Some(last_step)) = (all.first().cloned(), all.last().cloned()) else {
         return Err(PretrainError::Io {
             path: metrics_path,
@@ -582,48 +590,7 @@ fn log_step(
         step,
         line.images_per_second as f32,
     )?;
-    let json = serde_json::to_string(line).map_err(|e| PretrainError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    writeln!(metrics, "{json}").map_err(io_error(path))?;
-    metrics.flush().map_err(io_error(path))
-}
-
-/// Reads `metrics.jsonl`.
-pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>, PretrainError> {
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l).map_err(|e| PretrainError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e),
-            })
-        })
-        .collect()
-}
-
-/// Drops the lines a killed run logged after its last checkpoint, which the resumed run
-/// computes again. A torn last line (killed mid-write) is dropped too.
-fn keep_metrics_before(path: &Path, step: usize) -> Result<(), PretrainError> {
-    if !path.is_file() {
-        return Ok(());
-    }
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<StepMetrics>(l)
-                .map(|m| m.step < step)
-                .unwrap_or(false)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    crate::io::atomic::write_atomic(path, kept.as_bytes()).map_err(|e| PretrainError::Io {
-        path: e.path,
-        source: e.source,
-    })
+    Ok(metrics::append(metrics, path, line)?)
 }
 
 /// Copies the held-back photos into the run, so that `evaluate degradations --images
@@ -654,20 +621,7 @@ pub struct PretrainedRun {
 
 /// Finds a run from its directory, or from one of its checkpoint folders.
 pub fn find_run(path: &Path) -> Result<PretrainedRun, PretrainError> {
-    let (run, model) = if path.join(checkpoints::STATE).is_file() {
-        let run = path
-            .parent()
-            .and_then(Path::parent)
-            .unwrap_or(path)
-            .to_path_buf();
-        (run, path.join(checkpoints::MODEL))
-    } else if path.join(FINAL_MODEL).is_file() {
-        (path.to_path_buf(), path.join(FINAL_MODEL))
-    } else {
-        let latest = checkpoints::latest(path)?
-            .ok_or_else(|| TrainCheckpointError::NoCheckpoint(path.to_path_buf()))?;
-        (path.to_path_buf(), latest.join(checkpoints::MODEL))
-    };
+    let (run, model) = checkpoints::locate(path, FINAL_MODEL)?;
     let config_path = run.join(crate::run::RESOLVED_CONFIG);
     if !config_path.is_file() {
         return Err(PretrainError::Io {
