@@ -261,17 +261,11 @@ pub fn load_module_except<M: Module>(
         path: path.to_path_buf(),
         source,
     })?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+    let store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
         .validate(false);
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| CheckpointError::Format {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    check(result, path, kept)
+    load_from_store_except(module, store, path, kept)
 }
 
 /// Sets `module`'s weights from `tensors` by name. Linear weights are transposed from
@@ -300,8 +294,18 @@ pub fn apply<M: Module>(
 /// names the checkpoint in errors.
 pub(crate) fn load_from_store<M: Module, S: ModuleStore<Error: std::fmt::Display>>(
     module: &mut M,
+    store: S,
+    path: &Path,
+) -> Result<LoadReport, CheckpointError> {
+    load_from_store_except(module, store, path, |_| false)
+}
+
+/// `load_from_store` where weights for which `kept(path)` holds may be absent.
+fn load_from_store_except<M: Module, S: ModuleStore<Error: std::fmt::Display>>(
+    module: &mut M,
     mut store: S,
     path: &Path,
+    kept: impl Fn(&str) -> bool,
 ) -> Result<LoadReport, CheckpointError> {
     let result = module
         .load_from(&mut store)
@@ -309,7 +313,7 @@ pub(crate) fn load_from_store<M: Module, S: ModuleStore<Error: std::fmt::Display
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    check(result, path, |_| false)
+    check(result, path, kept)
 }
 
 fn check(
