@@ -239,6 +239,27 @@ fn validate_rejects_inconsistent_values_and_names_the_source() {
         msg.contains("data.image.resize_shorter") && msg.contains("224px"),
         "{msg}"
     );
+
+    let stage = write(
+        dir.path(),
+        "stage.yaml",
+        "finetune:\n  stages:\n    - mfam_lr_scale: 0.0\n",
+    );
+    let msg = load_err(&stage, &[]).to_string();
+    assert!(
+        msg.contains("finetune.stages[0].mfam_lr_scale") && msg.contains("positive"),
+        "{msg}"
+    );
+    let questions = write(
+        dir.path(),
+        "questions.yaml",
+        "finetune:\n  stages:\n    - mix:\n        - ratio: 1.0\n          task: {kind: self_supervised, questions: 0}\n",
+    );
+    let msg = load_err(&questions, &[]).to_string();
+    assert!(
+        msg.contains("finetune.stages[0].mix[0].task") && msg.contains("one question"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -63,11 +63,12 @@ finetune:
       trainable: {{mfam: false, projector: true, llm: frozen}}
       mix:
         - ratio: 1.0
-          task: {{kind: self_supervised, turns: 2}}
+          task: {{kind: self_supervised, questions: 2}}
     - name: lora
       steps: {}
       schedule: {{peak_lr: 1.0e-3, warmup_steps: 1}}
       trainable: {{mfam: true, projector: true, llm: lora}}
+      mfam_lr_scale: 0.5
       mix:
         - ratio: 1.0
           task: {{kind: self_supervised, turns: 2}}
@@ -437,5 +438,99 @@ fn infer_personalize_depends_on_the_raters_examples() {
     assert!(
         (a - b).abs() > 1e-6,
         "the same expected score {a} for opposite raters"
+    );
+}
+
+/// Three questions about one photo packed into one row (`InstructSample::branches`) give
+/// every supervised token the loss it has when each question is its own row.
+#[test]
+fn packed_questions_train_exactly_as_separate_conversations() {
+    use calm::data::conversation::ConversationError;
+    use calm::data::instruct::{InstructSample, SampleImage, Task, prompts};
+    use calm::model::chat::Role;
+    use calm::train::instruct_batch::PrepareError;
+
+    let s = setup();
+    let device = Device::flex();
+    let run = calm::train::finetune::find_run(&s.run).expect("run");
+    let loaded = calm::train::finetune::load_finetuned(&run, &device).expect("load");
+    let transform = run.config.data.transform(&run.config.model.vision);
+    let preparer = loaded.preparer(&transform, 512);
+    let image = SampleImage::Path(sample_photos(1).remove(0));
+    let pixels = preparer.image(&image, 0).expect("image");
+    let conversation = |question: &str, answer: &str| {
+        vec![
+            (Role::User, question.to_string()),
+            (Role::Assistant, answer.to_string()),
+        ]
+    };
+    let questions = [
+        (
+            Task::Commenting,
+            conversation(prompts::COMMENT, "The photo is blurred."),
+        ),
+        (Task::Scoring, conversation(prompts::SCORE, "4.5")),
+        (
+            Task::Suggesting,
+            conversation(prompts::SUGGEST, "Hold the camera steady."),
+        ),
+    ];
+    let sample = |(task, turns): &(Task, Vec<(Role, String)>)| InstructSample {
+        task: *task,
+        images: vec![image.clone()],
+        turns: turns.clone(),
+        branches: Vec::new(),
+    };
+    let packed = InstructSample {
+        branches: questions[1..].to_vec(),
+        ..sample(&questions[0])
+    };
+    let separate: Vec<_> = questions
+        .iter()
+        .map(|q| (sample(q), vec![pixels.clone()]))
+        .collect();
+    let one = preparer
+        .prepare(&[(packed.clone(), vec![pixels.clone()])], false, &device)
+        .expect("packed");
+    let three = preparer
+        .prepare(&separate, false, &device)
+        .expect("separate");
+    let shared = one.rows[0].branches.iter().filter(|&&b| b == 0).count();
+    assert!(shared > loaded.visual_tokens);
+    assert_eq!(
+        one.rows[0].len() + 2 * shared,
+        three.rows.iter().map(|r| r.len()).sum::<usize>(),
+        "the opening up to the image once instead of three times"
+    );
+    assert_eq!(one.target_tasks(), three.target_tasks());
+    let losses = |p: &calm::train::instruct_batch::PreparedBatch| -> Vec<f32> {
+        loaded
+            .model
+            .token_losses(&p.to_device(&device, false))
+            .into_data()
+            .iter::<f32>()
+            .collect()
+    };
+    let (a, b) = (losses(&one), losses(&three));
+    assert_eq!(a.len(), b.len());
+    assert!(a.len() > 10);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4 * y.abs().max(1.0), "{a:?}\nvs\n{b:?}");
+    }
+    // A branch that does not open with the same image is refused, not misaligned.
+    let mut bad = packed;
+    bad.branches[0].1[0].1 = format!("Look: {}", prompts::SCORE);
+    let err = preparer
+        .prepare(&[(bad, vec![pixels])], false, &device)
+        .expect_err("different opening");
+    assert!(
+        matches!(
+            err,
+            PrepareError::Conversation {
+                source: ConversationError::NoSharedPrefix(2),
+                ..
+            }
+        ),
+        "{err}"
     );
 }

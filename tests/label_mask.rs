@@ -4,12 +4,14 @@
 //! against transformers in `tests/fixtures/smollm2`). For one-turn, multi-turn and
 //! multi-image conversations: exactly the assistant's answers and their end token are
 //! supervised, the ids are the tokenizer's own encoding of the whole rendered text, every
-//! image becomes its slots, and the inference prompt is the training text's prefix.
+//! image becomes its slots, and the inference prompt is the training text's prefix. Packed
+//! questions about one image keep each conversation's own tokens, labels and positions.
 
 use std::path::{Path, PathBuf};
 
 use calm::data::conversation::{
-    ConversationError, IGNORE_INDEX, TokenizedConversation, tokenize_conversation, truncate,
+    ConversationError, IGNORE_INDEX, TokenizedConversation, pack_branches, tokenize_conversation,
+    truncate,
 };
 use calm::io::gguf::GgufFile;
 use calm::io::models::{FetchedModel, model_dir};
@@ -486,4 +488,89 @@ fn truncation_keeps_the_start_and_whole_images() {
             image: 1
         })
     );
+}
+
+/// Packing (`pack_branches`): each branch keeps exactly its own answers supervised, sees the
+/// shared opening and itself only, and has the positions it has alone.
+fn check_packing(tok: &LlmTokenizer) {
+    let questions = [
+        turns(&[(Role::User, "<image>\nRate it."), (Role::Assistant, "6.5")]),
+        turns(&[
+            (Role::User, "<image>\nComment on it."),
+            (Role::Assistant, "The horizon tilts to the left."),
+        ]),
+        turns(&[
+            (Role::User, "<image>\nImprove it?"),
+            (Role::Assistant, "Level the horizon."),
+        ]),
+    ];
+    let alone: Vec<TokenizedConversation> = questions
+        .iter()
+        .map(|q| tokenize_conversation(tok, q, 1, V, false).expect("tokenize"))
+        .collect();
+    let packed = pack_branches(alone.clone()).expect("pack");
+    let shared = alone[0].image_starts[0] + V;
+    assert_eq!(packed.branches.iter().filter(|&&b| b == 0).count(), shared);
+    let positions = packed.positions();
+    for (k, conv) in alone.iter().enumerate() {
+        let branch = k as u16 + 1;
+        let own: Vec<usize> = (0..packed.len())
+            .filter(|&i| packed.branch(i) == 0 || packed.branch(i) == branch)
+            .collect();
+        // The branch read on its own is the conversation alone: ids, labels, positions.
+        let ids: Vec<u32> = own.iter().map(|&i| packed.ids[i]).collect();
+        let labels: Vec<i64> = own.iter().map(|&i| packed.labels[i]).collect();
+        assert_eq!(ids, conv.ids, "branch {branch}");
+        assert_eq!(labels, conv.labels, "branch {branch}");
+        let pos: Vec<usize> = own.iter().map(|&i| positions[i]).collect();
+        assert_eq!(pos, (0..conv.len()).collect::<Vec<_>>());
+        // Each of its tokens is predicted from the one before it in its own conversation.
+        for w in own.windows(2) {
+            assert_eq!(packed.predecessor(w[1]), Some(w[0]));
+        }
+        for &i in &own {
+            for j in 0..packed.len() {
+                let other = packed.branch(j) != 0 && packed.branch(j) != branch;
+                if other || j > i {
+                    assert!(!packed.sees(i, j), "{i} sees {j}");
+                } else {
+                    assert!(packed.sees(i, j));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        packed.supervised(),
+        alone.iter().map(|c| c.supervised()).sum::<usize>()
+    );
+    assert_eq!(packed.answer_starts.len(), 3);
+    assert!(matches!(
+        truncate(packed, 10),
+        Err(ConversationError::Packed)
+    ));
+    let mut other_image = questions[1].clone();
+    other_image[0].1 = "Look: <image>\nComment on it.".into();
+    let moved = tokenize_conversation(tok, &other_image, 1, V, false).expect("tokenize");
+    assert_eq!(
+        pack_branches(vec![alone[0].clone(), moved]),
+        Err(ConversationError::NoSharedPrefix(2))
+    );
+    let text_only = tokenize_conversation(
+        tok,
+        &turns(&[(Role::User, "Hi"), (Role::Assistant, "Hello")]),
+        0,
+        V,
+        false,
+    )
+    .expect("tokenize");
+    assert_eq!(
+        pack_branches(vec![text_only]),
+        Err(ConversationError::NothingShared)
+    );
+}
+
+#[test]
+fn packed_branches_keep_each_conversations_tokens_labels_and_positions() {
+    check_packing(&llama2());
+    check_packing(&smollm2());
 }

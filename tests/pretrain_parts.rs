@@ -1,6 +1,7 @@
 //! The pieces of the pretraining loop on their own: photo selection, the hold-out split,
-//! global-norm clipping against a hand computation, checkpoints that restore optimiser state
-//! exactly, and the pretraining config (its checks and the full-scale file).
+//! global-norm clipping against a hand computation, gradients split between two learning
+//! rates, checkpoints that restore optimiser state exactly, and the pretraining config (its
+//! checks and the full-scale file).
 
 mod common;
 
@@ -14,7 +15,7 @@ use calm::config::{ExperimentConfig, load};
 use calm::data::SourceConfig;
 use calm::train::checkpoints::{self, TrainerState};
 use calm::train::optim::{
-    OptimizerConfig, OptimizerKind, clip_global_norm, global_grad_norm, numbered_params,
+    OptimizerConfig, OptimizerKind, clip_global_norm, global_grad_norm, move_grads, numbered_params,
 };
 use calm::train::pretrain::{micro_batch_photos, split_photos};
 
@@ -105,6 +106,44 @@ fn clipping_scales_all_gradients_by_their_global_norm() {
     let (linear, mut grads) = linear_with_grads(&device);
     clip_global_norm(&linear, &mut grads, 20.0);
     assert_eq!(grad_values(&linear, &grads), [3.0, 4.0, 12.0]);
+}
+
+/// Two layers, stepped with two learning rates as `finetune.stages[].mfam_lr_scale` does.
+#[derive(Module, Debug)]
+struct TwoLayers {
+    a: Linear,
+    b: Linear,
+}
+
+fn weights(linear: &Linear) -> Vec<f32> {
+    linear.weight.val().into_data().iter::<f32>().collect()
+}
+
+#[test]
+fn moved_gradients_step_with_their_own_learning_rate() {
+    let device = Device::flex().autodiff();
+    let model = TwoLayers {
+        a: LinearConfig::new(3, 2).init(&device),
+        b: LinearConfig::new(3, 2).init(&device),
+    };
+    let x = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0], [1, 3]), &device);
+    let loss = (model.a.forward(x.clone()) + model.b.forward(x)).sum();
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    assert_eq!(grads.len(), 4);
+    let mut moved = GradientsParams::new();
+    move_grads(&model.a, &mut grads, &mut moved);
+    assert_eq!((moved.len(), grads.len()), (2, 2));
+    assert!(grads.get::<2>(model.a.weight.id).is_none());
+    let (a0, b0) = (weights(&model.a), weights(&model.b));
+    let mut optimizer = OptimizerConfig::default().init();
+    let model = optimizer.step(0.01, model, moved);
+    let model = optimizer.step(0.1, model, grads);
+    // Adam's first step moves every weight by its learning rate (times the gradient's sign).
+    for (before, after, lr) in [(a0, weights(&model.a), 0.01), (b0, weights(&model.b), 0.1)] {
+        for (w0, w1) in before.iter().zip(&after) {
+            assert!(((w0 - w1).abs() - lr).abs() < 1e-4, "{w0} -> {w1}, lr {lr}");
+        }
+    }
 }
 
 #[test]

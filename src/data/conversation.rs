@@ -44,6 +44,9 @@ pub struct TokenizedConversation {
     /// The first token of each answer in the text (in training, its first supervised token).
     /// An open reply (`open_reply = true`) is not listed: it starts at `len()`.
     pub answer_starts: Vec<usize>,
+    /// Empty for one conversation. For several packed by `pack_branches`: 0 for each token of
+    /// the shared prefix, k for each token of the k-th conversation's own part.
+    pub branches: Vec<u16>,
 }
 
 impl TokenizedConversation {
@@ -59,6 +62,89 @@ impl TokenizedConversation {
     pub fn supervised(&self) -> usize {
         self.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
     }
+
+    /// The branch of token `i` (0: shared, or not packed).
+    pub fn branch(&self, i: usize) -> u16 {
+        self.branches.get(i).copied().unwrap_or(0)
+    }
+
+    /// Whether token `query` attends to token `key`: an earlier (or the same) token of the
+    /// shared prefix or of its own branch.
+    pub fn sees(&self, query: usize, key: usize) -> bool {
+        let (q, k) = (self.branch(query), self.branch(key));
+        key <= query && (k == 0 || k == q)
+    }
+
+    /// Each token's rotary position: its index in the conversation it came from.
+    pub fn positions(&self) -> Vec<usize> {
+        let mut shared = 0;
+        let mut own: Vec<usize> = Vec::new();
+        (0..self.len())
+            .map(|i| match self.branch(i) as usize {
+                0 => {
+                    shared += 1;
+                    shared - 1
+                }
+                b => {
+                    if own.len() < b {
+                        own.resize(b, 0);
+                    }
+                    own[b - 1] += 1;
+                    shared + own[b - 1] - 1
+                }
+            })
+            .collect()
+    }
+
+    /// The token whose logits predict token `i` (the one before it in its own conversation);
+    /// `None` for the first.
+    pub fn predecessor(&self, i: usize) -> Option<usize> {
+        (0..i).rev().find(|&j| self.sees(i, j))
+    }
+}
+
+/// Packs conversations about the same images into one row: their common prefix (everything
+/// up to the end of the last image's slots, identical in all of them) once, then each one's
+/// remainder as its own branch. Token `i` of a branch sees the prefix and its own branch
+/// only, at the position it has alone, so each conversation is trained exactly as if it
+/// were alone, while the visual tokens, the longest part of a short question, are paid for
+/// once. Used on conversations already cut to length.
+pub fn pack_branches(
+    conversations: Vec<TokenizedConversation>,
+) -> Result<TokenizedConversation, ConversationError> {
+    let mut iter = conversations.into_iter();
+    let mut packed = iter.next().ok_or(ConversationError::Empty)?;
+    let prefix = match packed.image_starts.last() {
+        Some(&start) => start + packed.visual_tokens,
+        None => return Err(ConversationError::NothingShared),
+    };
+    packed.branches = vec![0; prefix];
+    packed.branches.resize(packed.len(), 1);
+    for (k, other) in iter.enumerate() {
+        let branch = k + 2;
+        if other.len() < prefix
+            || other.ids[..prefix] != packed.ids[..prefix]
+            || other.labels[..prefix] != packed.labels[..prefix]
+            || other.image_starts != packed.image_starts
+        {
+            return Err(ConversationError::NoSharedPrefix(branch));
+        }
+        let offset = packed.len() - prefix;
+        packed.answer_starts.extend(
+            other
+                .answer_starts
+                .iter()
+                .filter(|&&s| s >= prefix)
+                .map(|s| s + offset),
+        );
+        packed.ids.extend(&other.ids[prefix..]);
+        packed.labels.extend(&other.labels[prefix..]);
+        let branch = u16::try_from(branch).map_err(|_| ConversationError::TooManyBranches)?;
+        packed
+            .branches
+            .extend(std::iter::repeat_n(branch, other.len() - prefix));
+    }
+    Ok(packed)
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -87,6 +173,16 @@ pub enum ConversationError {
     SplitsImage { max: usize, image: usize },
     #[error("cutting to {max} tokens would drop image {image}, whose pixels the sample still has")]
     DropsImage { max: usize, image: usize },
+    #[error(
+        "conversation {0} of a packed sample does not open as the first does (the same text up to its last <image>)"
+    )]
+    NoSharedPrefix(usize),
+    #[error("packing shares the tokens up to the last image, and the first conversation has none")]
+    NothingShared,
+    #[error("more conversations in one packed sample than branch ids")]
+    TooManyBranches,
+    #[error("a packed row cannot be cut; cut its conversations before packing them")]
+    Packed,
 }
 
 /// `turns` alternate user/assistant starting with the user. `open_reply = false`: training,
@@ -150,6 +246,7 @@ pub fn tokenize_conversation(
         image_starts: Vec::with_capacity(images),
         visual_tokens,
         answer_starts: Vec::with_capacity(answers.len()),
+        branches: Vec::new(),
     };
     if let Some(bos) = tokenizer.bos {
         out.ids.push(bos);
@@ -209,6 +306,10 @@ pub fn truncate(
 ) -> Result<TokenizedConversation, ConversationError> {
     if conversation.len() <= max {
         return Ok(conversation);
+    }
+    // A packed row's tail is its last branch, not the end of one conversation.
+    if !conversation.branches.is_empty() {
+        return Err(ConversationError::Packed);
     }
     let v = conversation.visual_tokens;
     if let Some(image) = conversation.image_starts.iter().position(|&s| s + v > max) {

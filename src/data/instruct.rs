@@ -79,6 +79,10 @@ pub struct InstructSample {
     pub task: Task,
     pub images: Vec<SampleImage>,
     pub turns: Vec<(Role, String)>,
+    /// Further conversations about the same images, each opening as `turns` does up to its
+    /// last `<image>`: trained in the same row, each seeing that shared opening and itself
+    /// only (`data::conversation::pack_branches`).
+    pub branches: Vec<(Task, Vec<(Role, String)>)>,
 }
 
 /// Instructions the built-in tasks ask with; inference asks with the same ones.

@@ -57,9 +57,13 @@ pub struct SelfSupervisedConfig {
     pub max_severity: f32,
     pub original_score: f64,
     pub score_drop: f64,
-    /// The questions asked, `turns` of them per sample in a drawn order.
+    /// The questions asked, in a drawn order: `questions` conversations of `turns` each per
+    /// sample (fewer when `tasks` run out).
     pub tasks: Vec<SelfSupervisedTask>,
     pub turns: usize,
+    /// Conversations per sample: the first is the sample's own, the others are packed beside
+    /// it as branches that share its image tokens (`data::conversation::pack_branches`).
+    pub questions: usize,
 }
 
 impl Default for SelfSupervisedConfig {
@@ -80,6 +84,9 @@ impl Default for SelfSupervisedConfig {
             // One question a sample: with several, a later answer could be read off an
             // earlier one (a score reveals the defect) instead of off the image.
             turns: 1,
+            // Packing all four questions about a view in one row (4 rows of 4 in the built-in
+            // budget) named more defects but ranked worse (README, built-in job): one.
+            questions: 1,
         }
     }
 }
@@ -223,37 +230,44 @@ impl TaskBuilder for SelfSupervisedTasks {
         let a = answers(c, &image, degradation, rng.random());
         let mut tasks = c.tasks.clone();
         tasks.shuffle(&mut rng);
-        tasks.truncate(c.turns.max(1));
-        let mut turns = Vec::with_capacity(2 * tasks.len());
-        for (i, task) in tasks.iter().enumerate() {
-            let (question, answer) = match task {
-                SelfSupervisedTask::Scoring => (prompts::SCORE, format_score(a.score)),
-                SelfSupervisedTask::ScoringLevels => {
-                    (prompts::SCORE_LEVELS, LEVELS[level_of(a.score)].to_string())
-                }
-                SelfSupervisedTask::Commenting => (prompts::COMMENT, a.comment.clone()),
-                SelfSupervisedTask::Suggesting => (prompts::SUGGEST, a.suggestion.clone()),
-            };
-            // The image goes with the first question only.
-            let question = if i == 0 {
-                question.to_string()
-            } else {
-                question
-                    .replacen(IMAGE_PLACEHOLDER, "", 1)
-                    .trim_start()
-                    .to_string()
-            };
-            turns.push((Role::User, question));
-            turns.push((Role::Assistant, answer));
-        }
+        let turns = c.turns.max(1);
+        tasks.truncate(turns * c.questions.max(1));
+        let mut conversations = tasks.chunks(turns).map(|chunk| {
+            let mut turns = Vec::with_capacity(2 * chunk.len());
+            for (i, task) in chunk.iter().enumerate() {
+                let (question, answer) = match task {
+                    SelfSupervisedTask::Scoring => (prompts::SCORE, format_score(a.score)),
+                    SelfSupervisedTask::ScoringLevels => {
+                        (prompts::SCORE_LEVELS, LEVELS[level_of(a.score)].to_string())
+                    }
+                    SelfSupervisedTask::Commenting => (prompts::COMMENT, a.comment.clone()),
+                    SelfSupervisedTask::Suggesting => (prompts::SUGGEST, a.suggestion.clone()),
+                };
+                // The image goes with the first question only.
+                let question = if i == 0 {
+                    question.to_string()
+                } else {
+                    question
+                        .replacen(IMAGE_PLACEHOLDER, "", 1)
+                        .trim_start()
+                        .to_string()
+                };
+                turns.push((Role::User, question));
+                turns.push((Role::Assistant, answer));
+            }
+            (chunk[0].task(), turns)
+        });
+        let (task, turns) = conversations.next().ok_or_else(|| bad("no tasks".into()))?;
+        let branches = conversations.collect();
         Ok(InstructSample {
-            task: tasks.first().map_or(Task::Scoring, |t| t.task()),
+            task,
             images: vec![SampleImage::Pixels {
                 image: Arc::new(image),
                 source: path.clone(),
                 degradation: degradation.map(|(k, s, _)| (k, s)),
             }],
             turns,
+            branches,
         })
     }
 }

@@ -156,10 +156,10 @@ pub fn validate_mix(entries: &[MixEntry], key: &str) -> Result<(), Invalid> {
             ));
         }
         if let TaskSourceConfig::SelfSupervised(s) = &e.task {
-            if s.tasks.is_empty() || s.turns == 0 {
+            if s.tasks.is_empty() || s.turns == 0 || s.questions == 0 {
                 return Err(Invalid::new(
                     format!("{key}[{i}].task"),
-                    "needs at least one task and one turn",
+                    "needs at least one task, one turn and one question",
                 ));
             }
             if !(0.0 <= s.min_severity && s.min_severity <= s.max_severity && s.max_severity <= 1.0)
@@ -201,6 +201,7 @@ fn one_turn(task: Task, image: PathBuf, question: &str, answer: String) -> Instr
             (Role::User, question.to_string()),
             (Role::Assistant, answer),
         ],
+        branches: Vec::new(),
     }
 }
 
@@ -401,6 +402,7 @@ impl TaskBuilder for Personalized {
             task: Task::Personalized,
             images,
             turns,
+            branches: Vec::new(),
         })
     }
 }
@@ -454,6 +456,7 @@ impl Conversations {
                     .map(|p| SampleImage::Path(c.images.join(p)))
                     .collect(),
                 turns,
+                branches: Vec::new(),
             });
         }
         if items.is_empty() {

@@ -115,6 +115,7 @@ fn ask(task: Task, turns: Vec<(Role, String)>, images: usize) -> InstructSample 
             .map(|i| SampleImage::Path(format!("image {i}").into()))
             .collect(),
         turns,
+        branches: Vec::new(),
     }
 }
 

@@ -38,6 +38,17 @@ pub struct CalmBatch {
     pub predict_at: Vec<usize>,
     /// ...and those tokens.
     pub targets: Vec<u32>,
+    /// For rows packing several conversations: who sees whom, and where each token sits.
+    pub packed: Option<PackedLayout>,
+}
+
+/// The attention of packed rows (`data::conversation::pack_branches`).
+#[derive(Debug, Clone)]
+pub struct PackedLayout {
+    /// `[B, 1, T, T]`: 0 where a token sees another, `f32::MIN` elsewhere (padding included).
+    pub bias: Tensor<4>,
+    /// `[B, T]`: each token's position in its own conversation.
+    pub position_ids: Tensor<2, Int>,
 }
 
 impl Calm {
@@ -69,9 +80,15 @@ impl Calm {
         let visual = self.visual_tokens(&batch.hidden_states);
         let embeds = self.embed(batch.ids.clone(), visual, &batch.slots);
         let [b, t, d] = embeds.dims();
-        let hidden = self
-            .llm
-            .hidden_states(embeds, Some(batch.attention_mask.clone()), None, None);
+        let hidden = match &batch.packed {
+            Some(p) => {
+                self.llm
+                    .hidden_states_with_bias(embeds, p.bias.clone(), p.position_ids.clone())
+            }
+            None => self
+                .llm
+                .hidden_states(embeds, Some(batch.attention_mask.clone()), None, None),
+        };
         let n = batch.predict_at.len();
         let at = int_tensor(&batch.predict_at, &device);
         let picked = hidden.reshape([b * t, d]).select(0, at).reshape([1, n, d]);

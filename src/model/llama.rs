@@ -418,6 +418,34 @@ impl LlamaForCausalLM {
                 .reshape([1, t])
                 .repeat_dim(0, b)
         });
+        let bias = causal_bias(b, t, past, attention_mask.as_ref(), &device);
+        self.decode(embeds, bias, positions, cache)
+    }
+
+    /// As `hidden_states` without a cache, for rows whose tokens do not simply see every
+    /// earlier one (packed conversations): `bias` `[B, 1, T, T]` is added to the attention
+    /// scores (0 = seen, `f32::MIN` = hidden), `position_ids` `[B, T]` are the rotary
+    /// positions -> `[B, T, H]`.
+    pub fn hidden_states_with_bias(
+        &self,
+        embeds: Tensor<3>,
+        bias: Tensor<4>,
+        position_ids: Tensor<2, Int>,
+    ) -> Tensor<3> {
+        let mut cache = KvCache::new();
+        cache.layers.resize(self.model.layers.len(), None);
+        self.decode(embeds, bias, position_ids, &mut cache)
+    }
+
+    fn decode(
+        &self,
+        embeds: Tensor<3>,
+        bias: Tensor<4>,
+        positions: Tensor<2, Int>,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let [b, t, _] = embeds.dims();
+        let device = embeds.device();
         let half = self.inv_freq.len();
         let inv_freq =
             Tensor::<1>::from_data(TensorData::new(self.inv_freq.clone(), [half]), &device)
@@ -425,7 +453,6 @@ impl LlamaForCausalLM {
         let freqs = positions.float().reshape([b, t, 1]) * inv_freq;
         let emb = Tensor::cat(vec![freqs.clone(), freqs], 2).reshape([b, 1, t, 2 * half]);
         let (cos, sin) = (emb.clone().cos(), emb.sin());
-        let bias = causal_bias(b, t, past, attention_mask.as_ref(), &device);
         let mut x = embeds;
         for (i, (layer, past_kv)) in self
             .model

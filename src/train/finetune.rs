@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::checkpoints::{self, TrainCheckpointError};
 use super::instruct_batch::{PrepareError, PreparedBatch, Preparer};
 use super::metrics::{self, MetricsError, StepLine};
-use super::optim::{OptimizerConfig, clip_global_norm, global_grad_norm, numbered_params};
+use super::optim::{
+    OptimizerConfig, clip_global_norm, global_grad_norm, move_grads, numbered_params,
+};
 use super::pretrain::{self, Frozen, PretrainError, PretrainedRun};
 use super::progress::Progress;
 use super::schedule::ScheduleConfig;
@@ -39,6 +41,7 @@ use crate::io::models::{FetchedModel, ModelsError, ensure_fetched};
 use crate::model::calm::Calm;
 use crate::model::chat::{ChatTemplate, LlmTokenizer};
 use crate::model::lora::LoraConfig;
+use crate::model::mfam::Mfam;
 use crate::model::vision::frozen::FrozenEncoder;
 
 pub const METRICS: &str = "metrics.jsonl";
@@ -87,6 +90,9 @@ pub struct StageConfig {
     pub schedule: ScheduleConfig,
     pub mix: Vec<MixEntry>,
     pub trainable: Trainable,
+    /// The Q-Formers' learning rate as a share of the schedule's (when `trainable.mfam`): a
+    /// pretrained MFAM needs a gentler step than the freshly initialised projections.
+    pub mfam_lr_scale: f64,
 }
 
 impl Default for StageConfig {
@@ -112,6 +118,7 @@ impl Default for StageConfig {
                 projector: true,
                 llm: LlmTraining::Lora,
             },
+            mfam_lr_scale: 1.0,
         }
     }
 }
@@ -226,6 +233,12 @@ impl FinetuneConfig {
                 ));
             }
             validate_mix(&stage.mix, &format!("{key}.mix"))?;
+            if !(stage.mfam_lr_scale > 0.0 && stage.mfam_lr_scale.is_finite()) {
+                return Err(Invalid::new(
+                    format!("{key}.mfam_lr_scale"),
+                    "must be positive",
+                ));
+            }
             let t = &stage.trainable;
             if !t.mfam && !t.projector && t.llm == LlmTraining::Frozen {
                 return Err(Invalid::new(
@@ -425,6 +438,21 @@ fn check_same_model(
     Ok(())
 }
 
+/// Takes the gradients of the MFAM's Q-Former side (queries, adapters, Q-Formers) out of
+/// `grads`, leaving the projections' and the LLM's. Adam keeps its state per parameter, so
+/// stepping the two sets apart with two learning rates is one step with a learning rate per
+/// group.
+fn take_qformer_grads(mfam: &Mfam, grads: &mut GradientsParams) -> GradientsParams {
+    let mut taken = GradientsParams::new();
+    for branch in [&mfam.low, &mfam.middle, &mfam.high].into_iter().flatten() {
+        move_grads(&branch.query_tokens, grads, &mut taken);
+        move_grads(&branch.adapters, grads, &mut taken);
+        move_grads(&branch.qformer, grads, &mut taken);
+    }
+    move_grads(&mfam.qformer, grads, &mut taken);
+    taken
+}
+
 /// Sets which parameters receive gradients in a stage.
 pub fn set_trainable(mut model: Calm, trainable: &Trainable) -> Calm {
     let mfam = &mut model.mfam;
@@ -593,7 +621,7 @@ pub fn finetune(
     let policy = config.data.loader.bad_images;
     let prefetch = config.data.loader.prefetch_batches.max(1);
     let seed = config.seed;
-    let progress = Progress::new(total_steps, state.step);
+    let progress = Progress::new(total_steps, state.step, "tok/s");
     let started = Instant::now();
     let mut model = loaded.model.clone();
     let mut current_stage = None;
@@ -646,17 +674,15 @@ pub fn finetune(
             }
             let step_tokens: usize = micro
                 .iter()
-                .map(|p| p.target_rows().len())
+                .map(|p| p.target_tasks().len())
                 .sum::<usize>()
                 .max(1);
             for prepared in &micro {
                 let batch = prepared.to_device(&train_device, true);
                 let token_losses = model.token_losses(&batch);
                 let values: Vec<f32> = token_losses.clone().into_data().iter::<f32>().collect();
-                for (row, value) in prepared.target_rows().into_iter().zip(&values) {
-                    let entry = sums
-                        .entry(prepared.tasks[row].name().to_string())
-                        .or_default();
+                for (task, value) in prepared.target_tasks().into_iter().zip(&values) {
+                    let entry = sums.entry(task.name().to_string()).or_default();
                     entry.0 += f64::from(*value);
                     entry.1 += 1;
                     total_loss += f64::from(*value) / step_tokens as f64;
@@ -678,6 +704,10 @@ pub fn finetune(
                 Some(max) => clip_global_norm(&model, &mut grads, max),
                 None => global_grad_norm(&model, &grads),
             };
+            if stage.trainable.mfam && stage.mfam_lr_scale != 1.0 {
+                let mfam_grads = take_qformer_grads(&model.mfam, &mut grads);
+                model = optimizer.step(lr * stage.mfam_lr_scale, model, mfam_grads);
+            }
             model = optimizer.step(lr, model, grads);
             state.step = step + 1;
             state.micro_batches += accumulation;

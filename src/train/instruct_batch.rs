@@ -10,12 +10,13 @@ use image::RgbImage;
 use rand::SeedableRng;
 
 use crate::data::conversation::{
-    ConversationError, IGNORE_INDEX, TokenizedConversation, tokenize_conversation, truncate,
+    ConversationError, IGNORE_INDEX, TokenizedConversation, pack_branches, tokenize_conversation,
+    truncate,
 };
 use crate::data::image::load_rgb;
 use crate::data::instruct::{InstructSample, SampleImage, Task};
 use crate::data::transform::Transform;
-use crate::model::calm::{CalmBatch, ImageSlot};
+use crate::model::calm::{CalmBatch, ImageSlot, PackedLayout};
 use crate::model::chat::LlmTokenizer;
 use crate::model::vision::frozen::FrozenEncoder;
 
@@ -40,7 +41,8 @@ pub struct PreparedBatch {
     /// `[N, T_i, E_i]` per depth for the batch's N images, in row order.
     pub hidden_states: Vec<Tensor<3>>,
     pub rows: Vec<TokenizedConversation>,
-    pub tasks: Vec<Task>,
+    /// Per row: the task of each conversation packed in it (one unless it has branches).
+    pub tasks: Vec<Vec<Task>>,
     /// The number of images of each row.
     pub images: Vec<usize>,
 }
@@ -117,6 +119,24 @@ impl Preparer<'_> {
             } else {
                 truncate(row, self.max_length).map_err(conversation_error)?
             };
+            let row = if sample.branches.is_empty() {
+                row
+            } else {
+                let mut conversations = vec![row];
+                for (_, turns) in &sample.branches {
+                    let branch = tokenize_conversation(
+                        self.tokenizer,
+                        turns,
+                        images.len(),
+                        self.visual_tokens,
+                        open_reply,
+                    )
+                    .and_then(|b| truncate(b, self.max_length))
+                    .map_err(conversation_error)?;
+                    conversations.push(branch);
+                }
+                pack_branches(conversations).map_err(conversation_error)?
+            };
             rows.push(row);
         }
         let images: Vec<&Arc<RgbImage>> = samples.iter().flat_map(|(_, i)| i).collect();
@@ -137,7 +157,14 @@ impl Preparer<'_> {
         Ok(PreparedBatch {
             hidden_states,
             rows,
-            tasks: samples.iter().map(|(s, _)| s.task).collect(),
+            tasks: samples
+                .iter()
+                .map(|(s, _)| {
+                    std::iter::once(s.task)
+                        .chain(s.branches.iter().map(|b| b.0))
+                        .collect()
+                })
+                .collect(),
             images: samples.iter().map(|(_, i)| i.len()).collect(),
         })
     }
@@ -154,8 +181,8 @@ impl PreparedBatch {
     }
 
     /// The batch on `device` (`autodiff`: an autodiff device, for training): rows
-    /// right-padded with id 0 and mask 0; the logits at position t - 1 predict a supervised
-    /// label at t.
+    /// right-padded with id 0 and mask 0; the logits at a token's predecessor (the token
+    /// before it in its own conversation) predict its supervised label.
     pub fn to_device(&self, device: &Device, autodiff: bool) -> CalmBatch {
         let t = self.width();
         let b = self.rows.len();
@@ -179,12 +206,20 @@ impl PreparedBatch {
                 image += 1;
             }
             for (i, &label) in row.labels.iter().enumerate() {
-                if label != IGNORE_INDEX && i > 0 {
-                    predict_at.push(r * t + i - 1);
+                if label == IGNORE_INDEX {
+                    continue;
+                }
+                if let Some(p) = row.predecessor(i) {
+                    predict_at.push(r * t + p);
                     targets.push(label as u32);
                 }
             }
         }
+        let packed = self
+            .rows
+            .iter()
+            .any(|r| !r.branches.is_empty())
+            .then(|| self.packed_layout(t, device));
         CalmBatch {
             hidden_states: self
                 .hidden_states
@@ -202,21 +237,51 @@ impl PreparedBatch {
             slots,
             predict_at,
             targets,
+            packed,
         }
     }
 
-    /// The row of every supervised token, in the order of `CalmBatch::targets`.
-    pub fn target_rows(&self) -> Vec<usize> {
-        self.rows
-            .iter()
-            .enumerate()
-            .flat_map(|(r, row)| {
-                row.labels
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, &l)| l != IGNORE_INDEX && i > 0)
-                    .map(move |_| r)
-            })
-            .collect()
+    /// Who sees whom in rows padded to `t`. A padding position sees the row's first token
+    /// only, so that its (unused) attention stays finite.
+    fn packed_layout(&self, t: usize, device: &Device) -> PackedLayout {
+        let b = self.rows.len();
+        let mut bias = vec![f32::MIN; b * t * t];
+        let mut positions = vec![0i64; b * t];
+        for (r, row) in self.rows.iter().enumerate() {
+            let n = row.len();
+            for q in 0..t {
+                let base = (r * t + q) * t;
+                if q >= n {
+                    bias[base] = 0.0;
+                    continue;
+                }
+                for k in 0..=q {
+                    if row.sees(q, k) {
+                        bias[base + k] = 0.0;
+                    }
+                }
+            }
+            for (i, p) in row.positions().into_iter().enumerate() {
+                positions[r * t + i] = p as i64;
+            }
+        }
+        PackedLayout {
+            bias: Tensor::<4>::from_data(TensorData::new(bias, [b, 1, t, t]), device),
+            position_ids: Tensor::<2, Int>::from_data(TensorData::new(positions, [b, t]), device),
+        }
+    }
+
+    /// The task of every supervised token, in the order of `CalmBatch::targets`.
+    pub fn target_tasks(&self) -> Vec<Task> {
+        let mut out = Vec::new();
+        for (row, tasks) in self.rows.iter().zip(&self.tasks) {
+            for (i, &label) in row.labels.iter().enumerate() {
+                if label != IGNORE_INDEX && row.predecessor(i).is_some() {
+                    let branch = usize::from(row.branch(i)).max(1);
+                    out.push(tasks.get(branch - 1).copied().unwrap_or(Task::Conversation));
+                }
+            }
+        }
+        out
     }
 }

@@ -126,6 +126,24 @@ pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     f64::from(Tensor::cat(visitor.sums, 0).sum().into_scalar::<f32>()).sqrt()
 }
 
+/// Moves the gradients of `part`'s parameters (a sub-module of the model `grads` came from)
+/// from `grads` into `into`: a part stepped with a learning rate of its own is then stepped
+/// with `into`, and the rest with what is left in `grads`.
+pub fn move_grads<M: Module>(part: &M, grads: &mut GradientsParams, into: &mut GradientsParams) {
+    struct Move<'a> {
+        from: &'a mut GradientsParams,
+        into: &'a mut GradientsParams,
+    }
+    impl ModuleVisitor for Move<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.from.remove::<D>(param.id) {
+                self.into.register(param.id, g);
+            }
+        }
+    }
+    part.visit(&mut Move { from: grads, into });
+}
+
 /// Scales every gradient by `max_norm / norm` when their global norm exceeds `max_norm`, as
 /// `clip_grad_norm_` does (with its 1e-6 guard); returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {

@@ -438,7 +438,7 @@ pub fn pretrain(
     let prefetch = config.data.loader.prefetch_batches.max(1);
     let train = &split.train;
     let seed = config.seed;
-    let progress = Progress::new(p.steps, state.step);
+    let progress = Progress::new(p.steps, state.step, "img/s");
     let started = Instant::now();
     let mut images_seen = 0;
 

@@ -11,27 +11,31 @@ pub struct Progress {
     started: Instant,
     terminal: bool,
     every: usize,
+    /// What the throughput counts, e.g. "img/s" or "tok/s".
+    unit: &'static str,
 }
 
 impl Progress {
-    /// A loop of `total` steps that starts (or resumes) at step `first`.
-    pub fn new(total: usize, first: usize) -> Self {
+    /// A loop of `total` steps that starts (or resumes) at step `first`, reporting its
+    /// throughput in `unit`.
+    pub fn new(total: usize, first: usize, unit: &'static str) -> Self {
         Self {
             total,
             first,
             started: Instant::now(),
             terminal: std::io::stderr().is_terminal(),
             every: (total / 20).max(1),
+            unit,
         }
     }
 
     /// Reports that step `step` (0-based) is done.
-    pub fn step(&self, step: usize, loss: f64, lr: f64, images_per_second: f64) {
+    pub fn step(&self, step: usize, loss: f64, lr: f64, throughput: f64) {
         let done = step + 1;
         if !self.terminal && done % self.every != 0 && done != self.total {
             return;
         }
-        let line = self.line(done, loss, lr, images_per_second);
+        let line = self.line(done, loss, lr, throughput);
         let mut err = std::io::stderr().lock();
         // Progress is best effort: a closed stderr must not stop training.
         if self.terminal {
@@ -45,7 +49,7 @@ impl Progress {
         let _ = err.flush();
     }
 
-    fn line(&self, done: usize, loss: f64, lr: f64, images_per_second: f64) -> String {
+    fn line(&self, done: usize, loss: f64, lr: f64, throughput: f64) -> String {
         let width = 20;
         let filled = (done * width).checked_div(self.total).unwrap_or(width);
         let bar: String = (0..width)
@@ -58,8 +62,9 @@ impl Progress {
             self.started.elapsed() / this_run as u32 * (self.total - done) as u32
         };
         format!(
-            "step {done}/{total} [{bar}] loss {loss:.4} lr {lr:.2e} {images_per_second:.1} img/s ETA {eta}",
+            "step {done}/{total} [{bar}] loss {loss:.4} lr {lr:.2e} {throughput:.1} {unit} ETA {eta}",
             total = self.total,
+            unit = self.unit,
             eta = clock(eta)
         )
     }
@@ -88,7 +93,7 @@ mod tests {
 
     #[test]
     fn line_shows_every_field() {
-        let p = Progress::new(10, 0);
+        let p = Progress::new(10, 0, "img/s");
         let line = p.line(5, 1.23456, 3.2e-4, 12.34);
         assert!(
             line.starts_with("step 5/10 [##########..........]"),
