@@ -411,7 +411,6 @@ impl LlamaForCausalLM {
         let device = embeds.device();
         let mut scratch = KvCache::new();
         let cache = cache.unwrap_or(&mut scratch);
-        cache.layers.resize(self.model.layers.len(), None);
         let past = cache.len();
         let positions = position_ids.unwrap_or_else(|| {
             Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device)
@@ -432,9 +431,7 @@ impl LlamaForCausalLM {
         bias: Tensor<4>,
         position_ids: Tensor<2, Int>,
     ) -> Tensor<3> {
-        let mut cache = KvCache::new();
-        cache.layers.resize(self.model.layers.len(), None);
-        self.decode(embeds, bias, position_ids, &mut cache)
+        self.decode(embeds, bias, position_ids, &mut KvCache::new())
     }
 
     fn decode(
@@ -446,6 +443,7 @@ impl LlamaForCausalLM {
     ) -> Tensor<3> {
         let [b, t, _] = embeds.dims();
         let device = embeds.device();
+        cache.layers.resize(self.model.layers.len(), None);
         let half = self.inv_freq.len();
         let inv_freq =
             Tensor::<1>::from_data(TensorData::new(self.inv_freq.clone(), [half]), &device)
