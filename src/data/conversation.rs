@@ -101,6 +101,15 @@ impl TokenizedConversation {
     pub fn predecessor(&self, i: usize) -> Option<usize> {
         (0..i).rev().find(|&j| self.sees(i, j))
     }
+
+    /// Every supervised token that has a predecessor, in order: (its index, the index whose
+    /// logits predict it, its id).
+    pub fn targets(&self) -> impl Iterator<Item = (usize, usize, u32)> + '_ {
+        self.labels.iter().enumerate().filter_map(|(i, &label)| {
+            let id = u32::try_from(label).ok()?;
+            Some((i, self.predecessor(i)?, id))
+        })
+    }
 }
 
 /// Packs conversations about the same images into one row: their common prefix (everything

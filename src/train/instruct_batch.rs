@@ -10,14 +10,13 @@ use image::RgbImage;
 use rand::SeedableRng;
 
 use crate::data::conversation::{
-    ConversationError, IGNORE_INDEX, TokenizedConversation, pack_branches, tokenize_conversation,
-    truncate,
+    ConversationError, TokenizedConversation, pack_branches, tokenize_conversation, truncate,
 };
 use crate::data::image::load_rgb;
 use crate::data::instruct::{InstructSample, SampleImage, Task};
 use crate::data::transform::Transform;
 use crate::model::calm::{CalmBatch, ImageSlot, PackedLayout};
-use crate::model::chat::LlmTokenizer;
+use crate::model::chat::{LlmTokenizer, Role};
 use crate::model::vision::frozen::FrozenEncoder;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,37 +105,31 @@ impl Preparer<'_> {
                 task: sample.task.name(),
                 source,
             };
-            let row = tokenize_conversation(
-                self.tokenizer,
-                &sample.turns,
-                images.len(),
-                self.visual_tokens,
-                open_reply,
-            )
-            .map_err(conversation_error)?;
-            let row = if open_reply {
-                row
-            } else {
-                truncate(row, self.max_length).map_err(conversation_error)?
+            // Each conversation alone first; packing then checks they open alike.
+            let tokenize = |turns: &[(Role, String)]| {
+                let row = tokenize_conversation(
+                    self.tokenizer,
+                    turns,
+                    images.len(),
+                    self.visual_tokens,
+                    open_reply,
+                )?;
+                if open_reply {
+                    Ok(row)
+                } else {
+                    truncate(row, self.max_length)
+                }
             };
             let row = if sample.branches.is_empty() {
-                row
+                tokenize(&sample.turns)
             } else {
-                let mut conversations = vec![row];
-                for (_, turns) in &sample.branches {
-                    let branch = tokenize_conversation(
-                        self.tokenizer,
-                        turns,
-                        images.len(),
-                        self.visual_tokens,
-                        open_reply,
-                    )
-                    .and_then(|b| truncate(b, self.max_length))
-                    .map_err(conversation_error)?;
-                    conversations.push(branch);
-                }
-                pack_branches(conversations).map_err(conversation_error)?
-            };
+                std::iter::once(&sample.turns)
+                    .chain(sample.branches.iter().map(|(_, turns)| turns))
+                    .map(|turns| tokenize(turns))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(pack_branches)
+            }
+            .map_err(conversation_error)?;
             rows.push(row);
         }
         let images: Vec<&Arc<RgbImage>> = samples.iter().flat_map(|(_, i)| i).collect();
@@ -205,14 +198,9 @@ impl PreparedBatch {
                 });
                 image += 1;
             }
-            for (i, &label) in row.labels.iter().enumerate() {
-                if label == IGNORE_INDEX {
-                    continue;
-                }
-                if let Some(p) = row.predecessor(i) {
-                    predict_at.push(r * t + p);
-                    targets.push(label as u32);
-                }
+            for (_, p, label) in row.targets() {
+                predict_at.push(r * t + p);
+                targets.push(label);
             }
         }
         let packed = self
@@ -275,11 +263,9 @@ impl PreparedBatch {
     pub fn target_tasks(&self) -> Vec<Task> {
         let mut out = Vec::new();
         for (row, tasks) in self.rows.iter().zip(&self.tasks) {
-            for (i, &label) in row.labels.iter().enumerate() {
-                if label != IGNORE_INDEX && row.predecessor(i).is_some() {
-                    let branch = usize::from(row.branch(i)).max(1);
-                    out.push(tasks.get(branch - 1).copied().unwrap_or(Task::Conversation));
-                }
+            for (i, _, _) in row.targets() {
+                let branch = usize::from(row.branch(i)).max(1);
+                out.push(tasks.get(branch - 1).copied().unwrap_or(Task::Conversation));
             }
         }
         out
