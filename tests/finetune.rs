@@ -517,6 +517,39 @@ fn packed_questions_train_exactly_as_separate_conversations() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-4 * y.abs().max(1.0), "{a:?}\nvs\n{b:?}");
     }
+    // A packed row beside a plain one (a mix of packed and single-question tasks): the plain
+    // row keeps its causal layout, padded to the packed row's width or not.
+    let plain = sample(&(
+        Task::ScoringLevels,
+        conversation(prompts::SCORE_LEVELS, "good"),
+    ));
+    let mixed = preparer
+        .prepare(
+            &[
+                (packed.clone(), vec![pixels.clone()]),
+                (plain.clone(), vec![pixels.clone()]),
+            ],
+            false,
+            &device,
+        )
+        .expect("mixed");
+    let four = preparer
+        .prepare(
+            &separate
+                .iter()
+                .cloned()
+                .chain([(plain, vec![pixels.clone()])])
+                .collect::<Vec<_>>(),
+            false,
+            &device,
+        )
+        .expect("four separate");
+    assert!(!mixed.rows[0].branches.is_empty() && mixed.rows[1].branches.is_empty());
+    let (a, b) = (losses(&mixed), losses(&four));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4 * y.abs().max(1.0), "{a:?}\nvs\n{b:?}");
+    }
     // A branch that does not open with the same image is refused, not misaligned.
     let mut bad = packed;
     bad.branches[0].1[0].1 = format!("Look: {}", prompts::SCORE);
