@@ -3,4 +3,5 @@
 pub mod captions;
 pub mod degradations;
 pub mod held_out;
+pub mod scores;
 pub mod tasks;
