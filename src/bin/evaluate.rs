@@ -1,18 +1,27 @@
-//! `evaluate`: measure a model on held-out data. `degradations` tells how well a pretrained
-//! MFAM's quality head ranks photos above their degraded copies; the four aesthetic tasks come
-//! with issue #8.
+//! `evaluate`: metrics on files (`scores`, `captions`), the paper's protocols with a fine-tuned
+//! model (`task`), and how well a pretraining run's quality head ranks photos above their
+//! degraded copies (`degradations`). Results are JSON on stdout; what was left out goes to
+//! stderr.
 
 mod common;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use calm::config::{ExperimentConfig, Layers};
+use calm::data::formats::score_table::{match_tables, read_score_table};
 use calm::device::DeviceSpec;
+use calm::eval::captions::evaluate_captions;
+use calm::eval::protocols::{ProtocolResult, run_protocol};
+use calm::eval::scores::score_report;
+use calm::eval::tasks::Runner;
+use calm::train::finetune;
 use calm::train::pretrain::{self, Frozen};
 use clap::{Parser, Subcommand};
 
-/// Evaluate a model on held-out data; results are JSON on stdout.
+/// Evaluate predictions or a model; results are JSON on stdout.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -22,6 +31,49 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Task {
+    /// Score metrics of predictions against ground truth: `srcc`, `plcc`, `plcc_logistic`,
+    /// `krcc`, `acc` (both sides above 5.0 or both not), `emd1`/`emd2` (when both give
+    /// distributions), `mae`, `rmse`, `n`. Images are matched by file name without folders
+    /// and extension; unmatched ones are reported on stderr.
+    Scores {
+        /// CSV with a header: `image,score`, or `image,p1,...,p10` (infer score's CSV works).
+        #[arg(long, value_name = "PRED.csv")]
+        pred: PathBuf,
+        /// The same, or AVA.txt.
+        #[arg(long, value_name = "GT.csv")]
+        gt: PathBuf,
+    },
+    /// Captioning metrics as coco-caption computes them: `bleu1`..`bleu4`, `meteor`,
+    /// `rouge_l`, `cider`, over the images that have both a prediction and references.
+    Captions {
+        /// JSON `{"image": "caption"}`.
+        #[arg(long, value_name = "PRED.json")]
+        pred: PathBuf,
+        /// JSON `{"image": ["reference", ...]}`.
+        #[arg(long, value_name = "REFS.json")]
+        refs: PathBuf,
+    },
+    /// One of the paper's protocols (configs/eval/) with a fine-tuned run: predictions and
+    /// `metrics.json` are written to the results directory, the metrics also to stdout.
+    #[command(name = "task")]
+    Protocol {
+        /// An eval config (its `eval.protocol` names the protocol and data), layered over the
+        /// run's own config.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// A fine-tuning run directory, or one of its checkpoint folders.
+        #[arg(long, value_name = "RUN")]
+        checkpoint: PathBuf,
+        /// Override a config key after the eval config, e.g. `--set eval.max_images=100`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Results directory [default: results/eval/<config name>/<run name>].
+        #[arg(long, value_name = "DIR")]
+        output_dir: Option<PathBuf>,
+        /// Device: cpu, wgpu or cuda:N.
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: DeviceSpec,
+    },
     /// Pairwise accuracy with which a pretraining run's quality score ranks each photo above
     /// its degraded copies (every configured kind at each evaluation severity), overall and
     /// per kind, for the run's model and for its random initialisation (same seed).
@@ -44,24 +96,241 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     match args.task {
+        Task::Scores { pred, gt } => scores(&pred, &gt),
+        Task::Captions { pred, refs } => captions(&pred, &refs),
+        Task::Protocol {
+            config,
+            checkpoint,
+            set,
+            output_dir,
+            device,
+        } => protocol(&config, &checkpoint, &set, output_dir, &device),
         Task::Degradations {
             checkpoint,
             images,
             device,
-        } => {
-            let device = device.device()?;
-            let found = pretrain::find_run(&checkpoint)
-                .with_context(|| format!("reading the run {}", checkpoint.display()))?;
-            let photos = calm::data::formats::scan_folder(&images, false)
-                .with_context(|| format!("listing {}", images.display()))?;
-            anyhow::ensure!(!photos.is_empty(), "{} holds no photos", images.display());
-            let config = &found.config;
-            let frozen = Frozen::load(config, &device).context("loading the frozen encoders")?;
-            let model = pretrain::load_pretrained(&found, &frozen, &device)?;
-            let report =
-                pretrain::evaluate_degradations(config, &frozen, &model, &photos, &device)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(())
-        }
+        } => degradations(&checkpoint, &images, &device),
     }
+}
+
+fn scores(pred: &Path, gt: &Path) -> anyhow::Result<()> {
+    let p = read_score_table(pred).with_context(|| format!("reading {}", pred.display()))?;
+    let g = read_score_table(gt).with_context(|| format!("reading {}", gt.display()))?;
+    let m = match_tables(&p, &g);
+    report_unmatched("predictions without ground truth", &m.only_pred);
+    report_unmatched("ground-truth images without a prediction", &m.only_gt);
+    let (pred_scores, gt_scores): (Vec<f64>, Vec<f64>) =
+        m.pairs.iter().map(|(p, g)| (p.score, g.score)).unzip();
+    let distributions: Option<(Vec<[f64; 10]>, Vec<[f64; 10]>)> = m
+        .pairs
+        .iter()
+        .map(|(p, g)| Some((p.distribution?, g.distribution?)))
+        .collect::<Option<Vec<_>>>()
+        .map(|pairs| pairs.into_iter().unzip());
+    let report = score_report(
+        &pred_scores,
+        &gt_scores,
+        distributions
+            .as_ref()
+            .map(|(p, g)| (p.as_slice(), g.as_slice())),
+    )
+    .with_context(|| format!("{} matched images", m.pairs.len()))?;
+    for warning in &report.warnings {
+        eprintln!("evaluate: warning: {warning}");
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn captions(pred: &Path, refs: &Path) -> anyhow::Result<()> {
+    let p: BTreeMap<String, String> = read_json(pred)?;
+    let r: BTreeMap<String, Vec<String>> = read_json(refs)?;
+    let only_pred: Vec<&str> = p
+        .keys()
+        .filter(|k| !r.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    let only_refs: Vec<&str> = r
+        .keys()
+        .filter(|k| !p.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    report_unmatched("predictions without references", &only_pred);
+    report_unmatched("referenced images without a prediction", &only_refs);
+    let p: BTreeMap<String, String> = p.into_iter().filter(|(k, _)| r.contains_key(k)).collect();
+    let r: BTreeMap<String, Vec<String>> =
+        r.into_iter().filter(|(k, _)| p.contains_key(k)).collect();
+    let scores = evaluate_captions(&p, &r)
+        .with_context(|| format!("{} images with a prediction and references", p.len()))?;
+    println!("{}", serde_json::to_string_pretty(&scores)?);
+    Ok(())
+}
+
+fn protocol(
+    eval_config: &Path,
+    checkpoint: &Path,
+    set: &[String],
+    output_dir: Option<PathBuf>,
+    device: &DeviceSpec,
+) -> anyhow::Result<()> {
+    let mut found = finetune::find_run(checkpoint)
+        .with_context(|| format!("reading the run {}", checkpoint.display()))?;
+    let mut layers = Layers::from_defaults::<ExperimentConfig>()?;
+    layers.merge_file(&found.dir.join(calm::run::RESOLVED_CONFIG))?;
+    layers.merge_file(eval_config)?;
+    for arg in set {
+        layers.merge_set(arg)?;
+    }
+    found.config = layers.resolve()?;
+    let config = &found.config;
+    let protocol = config
+        .eval
+        .protocol
+        .as_ref()
+        .with_context(|| format!("{} names no eval.protocol", eval_config.display()))?;
+    let out = output_dir.unwrap_or_else(|| {
+        let name = |p: &Path| {
+            p.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "eval".into())
+        };
+        Path::new("results")
+            .join("eval")
+            .join(name(eval_config))
+            .join(name(&found.dir))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    calm::io::atomic::write_atomic(
+        &out.join(calm::run::RESOLVED_CONFIG),
+        calm::config::to_yaml(config)?.as_bytes(),
+    )?;
+    let device = device.device()?;
+    let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
+    let transform = calm::data::Transform {
+        crop: calm::data::Crop::Center,
+        ..config.data.transform(&config.model.vision)
+    };
+    let runner = Runner {
+        loaded: &loaded,
+        transform: &transform,
+        config: &config.infer,
+    };
+    eprintln!(
+        "evaluate: {} with {} into {}",
+        protocol.name(),
+        found.dir.display(),
+        out.display()
+    );
+    let result = run_protocol(&config.eval, &runner)
+        .with_context(|| format!("running the {} protocol", protocol.name()))?;
+    let metrics = match &result {
+        ProtocolResult::AvaScoring(r) => {
+            let mut csv = String::from("image,score,score_numeric,score_levels,mos\n");
+            for s in &r.predictions {
+                csv.push_str(&format!(
+                    "{},{},{},{},{}\n",
+                    common::csv_field(&s.image),
+                    number(s.score),
+                    number(s.score_numeric),
+                    s.score_levels,
+                    s.mos
+                ));
+            }
+            write(&out.join("predictions.csv"), csv.as_bytes())?;
+            report_skipped(&r.skipped);
+            serde_json::to_value(r)?
+        }
+        ProtocolResult::AvaCaptions(r) => {
+            write(
+                &out.join("predictions.json"),
+                serde_json::to_string_pretty(&r.predictions)?.as_bytes(),
+            )?;
+            report_skipped(&r.skipped);
+            serde_json::to_value(r)?
+        }
+        ProtocolResult::FlickrAes(r) => {
+            let mut csv =
+                String::from("shots,seed,worker,image,score,score_numeric,score_expected,rating\n");
+            for p in &r.predictions {
+                csv.push_str(&format!(
+                    "{},{},{},{},{},{},{},{}\n",
+                    p.shots,
+                    p.seed,
+                    common::csv_field(&p.worker),
+                    common::csv_field(&p.image),
+                    p.score,
+                    number(p.score_numeric),
+                    p.score_expected,
+                    p.rating
+                ));
+            }
+            write(&out.join("predictions.csv"), csv.as_bytes())?;
+            report_skipped(&r.skipped);
+            serde_json::to_value(r)?
+        }
+    };
+    let metrics = serde_json::json!({
+        "protocol": protocol.name(),
+        "checkpoint": found.dir.display().to_string(),
+        "metrics": metrics,
+    });
+    let text = serde_json::to_string_pretty(&metrics)?;
+    write(&out.join("metrics.json"), text.as_bytes())?;
+    println!("{text}");
+    Ok(())
+}
+
+fn degradations(checkpoint: &Path, images: &Path, device: &DeviceSpec) -> anyhow::Result<()> {
+    let device = device.device()?;
+    let found = pretrain::find_run(checkpoint)
+        .with_context(|| format!("reading the run {}", checkpoint.display()))?;
+    let photos = calm::data::formats::scan_folder(images, false)
+        .with_context(|| format!("listing {}", images.display()))?;
+    anyhow::ensure!(!photos.is_empty(), "{} holds no photos", images.display());
+    let config = &found.config;
+    let frozen = Frozen::load(config, &device).context("loading the frozen encoders")?;
+    let model = pretrain::load_pretrained(&found, &frozen, &device)?;
+    let report = pretrain::evaluate_degradations(config, &frozen, &model, &photos, &device)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    calm::io::atomic::write_atomic(path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Up to ten names, then how many more.
+fn report_unmatched(what: &str, names: &[&str]) {
+    if names.is_empty() {
+        return;
+    }
+    let shown: Vec<&str> = names.iter().take(10).copied().collect();
+    let more = names.len().saturating_sub(shown.len());
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "evaluate: {} {what}: {}{tail}",
+        names.len(),
+        shown.join(", ")
+    );
+}
+
+fn report_skipped(skipped: &[calm::eval::protocols::Skipped]) {
+    for s in skipped {
+        eprintln!("evaluate: skipping {}", s.reason);
+    }
+}
+
+fn number(value: Option<f64>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
 }

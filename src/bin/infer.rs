@@ -126,7 +126,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "{},{},{},{}",
-                    csv_field(&path.display().to_string()),
+                    common::csv_field(&path.display().to_string()),
                     number(s.score),
                     number(s.score_numeric),
                     number(Some(s.score_levels))
@@ -170,7 +170,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "{},{},{},{}",
-                    csv_field(&path.display().to_string()),
+                    common::csv_field(&path.display().to_string()),
                     number(Some(s.score)),
                     number(s.score_numeric),
                     number(Some(s.score_expected))
@@ -245,13 +245,4 @@ fn read_examples(path: &Path) -> anyhow::Result<Vec<(PathBuf, f64)>> {
 
 fn number(value: Option<f64>) -> String {
     value.map(|v| format!("{v:.4}")).unwrap_or_default()
-}
-
-/// A CSV field, quoted when it holds a comma, a quote or a line break.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
 }

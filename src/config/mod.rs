@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub use layered::{ConfigError, Invalid, Layers, Source, Validate, load, to_yaml};
 
 use crate::data::DataConfig;
+use crate::eval::protocols::EvalConfig;
 use crate::eval::tasks::InferConfig;
 use crate::model::ModelConfig;
 use crate::train::finetune::FinetuneConfig;
@@ -26,6 +27,8 @@ pub struct ExperimentConfig {
     pub pretrain: PretrainConfig,
     pub finetune: FinetuneConfig,
     pub infer: InferConfig,
+    /// What `evaluate task` runs (configs/eval/).
+    pub eval: EvalConfig,
 }
 
 impl Default for ExperimentConfig {
@@ -37,6 +40,7 @@ impl Default for ExperimentConfig {
             pretrain: PretrainConfig::default(),
             finetune: FinetuneConfig::default(),
             infer: InferConfig::default(),
+            eval: EvalConfig::default(),
         }
     }
 }
@@ -48,6 +52,7 @@ impl Validate for ExperimentConfig {
         self.pretrain.validate()?;
         self.finetune.validate()?;
         self.infer.validate()?;
+        self.eval.validate()?;
         let size = self.model.vision.image_size();
         match self.data.image.resize_shorter {
             Some(shorter) if shorter < size => Err(Invalid::new(

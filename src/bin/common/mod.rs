@@ -1,4 +1,5 @@
-//! Glue shared by the binaries: one-line errors and the message for capabilities not built yet.
+//! Glue shared by the binaries: one-line errors, CSV fields, and the message for capabilities
+//! not built yet.
 
 use std::process::ExitCode;
 
@@ -34,4 +35,14 @@ fn one_line(err: &anyhow::Error) -> String {
 #[allow(dead_code)]
 pub fn not_built(what: &str, issue: u32) -> anyhow::Error {
     anyhow::anyhow!("{what} is not built yet (tracked in issue #{issue})")
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+#[allow(dead_code)]
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
 }

@@ -5,6 +5,7 @@ pub mod ava;
 pub mod ava_captions;
 pub mod flickr_aes;
 pub mod llava;
+pub mod score_table;
 
 use std::path::{Path, PathBuf};
 
