@@ -241,11 +241,20 @@ pub struct ShotsResult {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FlickrAesResult {
     pub results: Vec<ShotsResult>,
-    /// Raters with too few photos for a k: (worker, k).
-    pub too_few: Vec<(String, usize)>,
+    /// Raters left out at a k for having fewer than k + `min_queries` readable photos.
+    pub too_few: Vec<TooFew>,
     pub skipped: Vec<Skipped>,
     #[serde(skip)]
     pub predictions: Vec<PersonalPrediction>,
+}
+
+/// A rater left out at one k.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TooFew {
+    pub worker: String,
+    pub shots: usize,
+    /// Readable rated photos.
+    pub photos: usize,
 }
 
 /// What one protocol produced.
@@ -434,7 +443,7 @@ fn flickr_aes(
     // Each rater's photos are read once; an unreadable one is dropped from the rater's set
     // before the draws, so every draw sees the same photos.
     let mut skipped = Vec::new();
-    let mut raters: Vec<(String, Vec<(PathBuf, Arc<RgbImage>, f64)>)> = Vec::new();
+    let mut raters: Vec<(String, Vec<RatedPhoto>)> = Vec::new();
     for (worker, rated) in by_worker {
         let ratings: BTreeMap<PathBuf, f64> = rated.iter().cloned().collect();
         let (ok, mut bad) = load_readable(runner, rated.into_iter().map(|(p, _)| p).collect());
@@ -443,7 +452,11 @@ fn flickr_aes(
             .into_iter()
             .filter_map(|(path, image)| {
                 let score = *ratings.get(&path)?;
-                Some((path, image, score))
+                Some(RatedPhoto {
+                    path,
+                    image,
+                    rating: score,
+                })
             })
             .collect();
         raters.push((worker, photos));
@@ -457,7 +470,11 @@ fn flickr_aes(
             .filter(|(worker, photos)| {
                 let ok = photos.len() >= k + p.min_queries;
                 if !ok {
-                    too_few.push((worker.clone(), k));
+                    too_few.push(TooFew {
+                        worker: worker.clone(),
+                        shots: k,
+                        photos: photos.len(),
+                    });
                 }
                 ok
             })
@@ -479,25 +496,25 @@ fn flickr_aes(
                 let queries = &queries[..queries.len().min(max_images.unwrap_or(usize::MAX))];
                 let examples: Vec<(Arc<RgbImage>, f64)> = examples
                     .iter()
-                    .map(|&i| (photos[i].1.clone(), photos[i].2))
+                    .map(|&i| (photos[i].image.clone(), photos[i].rating))
                     .collect();
                 let query_images: Vec<Arc<RgbImage>> =
-                    queries.iter().map(|&i| photos[i].1.clone()).collect();
+                    queries.iter().map(|&i| photos[i].image.clone()).collect();
                 let scores = runner.personalize(&examples, &query_images)?;
                 let mut pred = Vec::with_capacity(queries.len());
                 let mut gt = Vec::with_capacity(queries.len());
                 for (&i, s) in queries.iter().zip(&scores) {
                     pred.push(s.score_expected);
-                    gt.push(photos[i].2);
+                    gt.push(photos[i].rating);
                     predictions.push(PersonalPrediction {
                         shots: k,
                         seed,
                         worker: worker.clone(),
-                        image: photos[i].0.display().to_string(),
+                        image: photos[i].path.display().to_string(),
                         score: s.score,
                         score_numeric: s.score_numeric,
                         score_expected: s.score_expected,
-                        rating: photos[i].2,
+                        rating: photos[i].rating,
                     });
                 }
                 match srcc(&pred, &gt) {
@@ -529,6 +546,13 @@ fn flickr_aes(
         skipped,
         predictions,
     })
+}
+
+/// One of a rater's photos, read.
+struct RatedPhoto {
+    path: PathBuf,
+    image: Arc<RgbImage>,
+    rating: f64,
 }
 
 /// NaN for an empty list: a mean over nothing is undefined, not zero.
