@@ -192,6 +192,165 @@ impl EventWriter {
     }
 }
 
+/// One scalar read back from an event file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scalar {
+    pub tag: String,
+    pub step: i64,
+    pub value: f32,
+}
+
+/// Reads the scalars of an event file (any writer's: TensorBoard's own, tensorboardX, ours).
+/// Records whose CRCs do not match are an error; a record cut short at the end of the file
+/// (a run killed while writing) ends the reading, as TensorBoard's reader does.
+pub fn read_scalars(path: &Path) -> Result<Vec<Scalar>, EventError> {
+    let bytes = std::fs::read(path).map_err(|source| EventError {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |what: &str| EventError {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
+    };
+    let mut scalars = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 12 {
+        let (len_bytes, tail) = rest.split_at(8);
+        let len = u64::from_le_bytes(len_bytes.try_into().map_err(|_| corrupt("length"))?);
+        let len_crc = u32::from_le_bytes(tail[..4].try_into().map_err(|_| corrupt("crc"))?);
+        if len_crc != masked_crc32c(len_bytes) {
+            return Err(corrupt("a record length fails its CRC"));
+        }
+        let Some(end) = usize::try_from(len).ok().and_then(|l| l.checked_add(16)) else {
+            return Err(corrupt("a record length overflows"));
+        };
+        if rest.len() < end {
+            break;
+        }
+        let payload = &rest[12..end - 4];
+        let crc = u32::from_le_bytes(rest[end - 4..end].try_into().map_err(|_| corrupt("crc"))?);
+        if crc != masked_crc32c(payload) {
+            return Err(corrupt("a record fails its CRC"));
+        }
+        parse_event(payload, &mut scalars).ok_or_else(|| corrupt("a malformed Event"))?;
+        rest = &rest[end..];
+    }
+    Ok(scalars)
+}
+
+/// Protobuf wire format: one field's number, wire type and value, advancing `bytes`.
+enum Field<'a> {
+    Varint(u64),
+    Fixed64,
+    Bytes(&'a [u8]),
+    Fixed32(u32),
+}
+
+fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+fn read_field<'a>(bytes: &mut &'a [u8]) -> Option<(u64, Field<'a>)> {
+    let key = read_varint(bytes)?;
+    let take = |bytes: &mut &'a [u8], n: usize| -> Option<&'a [u8]> {
+        let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+        *bytes = rest;
+        Some(head)
+    };
+    let field = match key & 7 {
+        0 => Field::Varint(read_varint(bytes)?),
+        1 => {
+            take(bytes, 8)?;
+            Field::Fixed64
+        }
+        2 => {
+            let len = usize::try_from(read_varint(bytes)?).ok()?;
+            Field::Bytes(take(bytes, len)?)
+        }
+        5 => Field::Fixed32(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?)),
+        _ => return None,
+    };
+    Some((key >> 3, field))
+}
+
+/// `Event{step = 2, summary = 5: Summary{value = 1: Value{tag = 1, simple_value = 2}}}`; other
+/// fields and non-scalar values are skipped.
+fn parse_event(mut bytes: &[u8], out: &mut Vec<Scalar>) -> Option<()> {
+    let mut step = 0i64;
+    let mut values = Vec::new();
+    while !bytes.is_empty() {
+        match read_field(&mut bytes)? {
+            (2, Field::Varint(v)) => step = v as i64,
+            (5, Field::Bytes(mut summary)) => {
+                while !summary.is_empty() {
+                    if let (1, Field::Bytes(mut value)) = read_field(&mut summary)? {
+                        let (mut tag, mut simple) = (String::new(), None);
+                        while !value.is_empty() {
+                            match read_field(&mut value)? {
+                                (1, Field::Bytes(t)) => tag = String::from_utf8_lossy(t).into(),
+                                (2, Field::Fixed32(v)) => simple = Some(f32::from_bits(v)),
+                                _ => {}
+                            }
+                        }
+                        if let Some(value) = simple {
+                            values.push((tag, value));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(
+        values
+            .into_iter()
+            .map(|(tag, value)| Scalar { tag, step, value }),
+    );
+    Some(())
+}
+
+/// Every scalar of `tag` in the event files of `dir`, by step; files are read in name order
+/// (their names start with the time they were created), so after a resume the later value of
+/// a step replaces the earlier one.
+pub fn read_curve(dir: &Path, tag: &str) -> Result<Vec<(i64, f32)>, EventError> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("tfevents"))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(EventError {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    files.sort();
+    let mut curve = std::collections::BTreeMap::new();
+    for file in files {
+        for s in read_scalars(&file)? {
+            if s.tag == tag {
+                curve.insert(s.step, s.value);
+            }
+        }
+    }
+    Ok(curve.into_iter().collect())
+}
+
 impl Drop for EventWriter {
     fn drop(&mut self) {
         // Nothing to report an error to here; `flush` is the checked way.
