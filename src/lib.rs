@@ -4,8 +4,8 @@
 //!
 //! Layout: `config` (layered YAML), `data` (datasets, transforms, loaders, self-supervision
 //! signals), `model` (modules, no file access), `io` (checkpoints and other files), `train`
-//! (losses, schedules, logging), `eval` (metrics), `device` (backend choice), `run` (output directories), `cli`
-//! (what the binaries share).
+//! (losses, schedules, logging), `eval` (metrics), `device` (backend choice), `run` (output directories), `sweep`
+//! (experiment sweeps), `cli` (what the binaries share).
 
 pub mod cli;
 pub mod config;
@@ -15,4 +15,5 @@ pub mod eval;
 pub mod io;
 pub mod model;
 pub mod run;
+pub mod sweep;
 pub mod train;

@@ -30,8 +30,18 @@ fn every_binary_has_help_with_the_common_flags() {
         let out = run(bin, &["--help"]);
         assert!(out.status.success(), "{name} --help: {}", stderr(&out));
         let text = String::from_utf8_lossy(&out.stdout);
-        // `evaluate` and `infer` read their config from the run they use.
-        if !["inspect", "evaluate", "infer"].contains(&name) {
+        // `evaluate` and `infer` read their config from the run they use, `sweep` from its spec.
+        if name == "sweep" {
+            for flag in [
+                "--dry-run",
+                "--summarize",
+                "--jobs",
+                "--results-dir",
+                "--device",
+            ] {
+                assert!(text.contains(flag), "sweep --help lacks {flag}:\n{text}");
+            }
+        } else if !["inspect", "evaluate", "infer"].contains(&name) {
             for flag in ["--config", "--set", "--output-dir", "--device"] {
                 assert!(text.contains(flag), "{name} --help lacks {flag}:\n{text}");
             }
@@ -68,17 +78,19 @@ fn every_binary_has_help_with_the_common_flags() {
 }
 
 #[test]
-fn unbuilt_capabilities_say_so_in_one_line() {
-    for (name, bin) in BINARIES.iter().filter(|(n, _)| ["sweep"].contains(n)) {
-        let out = run(bin, &[]);
-        assert!(!out.status.success(), "{name} must exit non-zero");
-        let err = stderr(&out);
-        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
-        assert!(
-            err.contains("not built yet") && !err.contains("panicked"),
-            "{name}: {err}"
-        );
-    }
+fn a_missing_sweep_spec_is_one_line_naming_it() {
+    let out = run(
+        env!("CARGO_BIN_EXE_sweep"),
+        &["experiments/nowhere/sweep.yaml"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("sweep: error: cannot read the sweep spec experiments/nowhere/sweep.yaml")
+            && !err.contains("panicked"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -15,31 +15,6 @@ use common::tfrecord;
 
 const STEPS: usize = 24;
 
-const TINY: &str = "
-seed: 7
-model:
-  vision:
-    kind: efficientnet_lite0
-    image_size: 64
-  mfam:
-    low: {layers: [2], num_query_tokens: 2}
-    middle: {layers: [3], num_query_tokens: 2}
-    high: {layers: [5], num_query_tokens: 2}
-    qformer: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48}
-    llm_hidden_size: 16
-data:
-  image: {resize_shorter: 72, crop: random}
-  loader: {batch_size: 2}
-pretrain:
-  steps: 24
-  checkpoint_every: 3
-  keep_checkpoints: 2
-  hold_out: 2
-  qformer_init: random
-  schedule: {peak_lr: 1.0e-3, warmup_steps: 2}
-  evaluation: {severities: [1.0]}
-";
-
 fn pretrain(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pretrain"));
     c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -79,7 +54,7 @@ fn metrics(run: &Path) -> Vec<serde_json::Value> {
 fn setup() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("tiny.yaml");
-    std::fs::write(&config, TINY).expect("write config");
+    std::fs::write(&config, common::TINY_PRETRAIN).expect("write config");
     (dir, config)
 }
 

@@ -24,7 +24,7 @@ use clap::{Parser, Subcommand};
 /// Evaluate predictions or a model; results are JSON on stdout.
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     task: Task,
 }
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     common::main_with("evaluate", || run(Args::parse()))
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     match args.task {
         Task::Scores { pred, gt } => scores(&pred, &gt),
         Task::Captions { pred, refs } => captions(&pred, &refs),
@@ -229,7 +229,7 @@ fn protocol(
             for s in &r.predictions {
                 csv.push_str(&format!(
                     "{},{},{},{},{}\n",
-                    common::csv_field(&s.image),
+                    calm::data::formats::csv_field(&s.image),
                     number(s.score),
                     number(s.score_numeric),
                     s.score_levels,
@@ -256,8 +256,8 @@ fn protocol(
                     "{},{},{},{},{},{},{},{}\n",
                     p.shots,
                     p.seed,
-                    common::csv_field(&p.worker),
-                    common::csv_field(&p.image),
+                    calm::data::formats::csv_field(&p.worker),
+                    calm::data::formats::csv_field(&p.image),
                     p.score,
                     number(p.score_numeric),
                     p.score_expected,

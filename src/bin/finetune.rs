@@ -23,7 +23,7 @@ use clap::Parser;
 /// personalized assessment.
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Continue the run in this directory from its latest checkpoint, with its own config.
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     common::main_with("finetune", || run(Args::parse()))
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let device = args.common.device()?;
     let (config, run_dir, pretrained) = match &args.resume {
         Some(dir) => {

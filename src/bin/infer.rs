@@ -126,7 +126,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "{},{},{},{}",
-                    common::csv_field(&path.display().to_string()),
+                    calm::data::formats::csv_field(&path.display().to_string()),
                     number(s.score),
                     number(s.score_numeric),
                     number(Some(s.score_levels))
@@ -170,7 +170,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "{},{},{},{}",
-                    common::csv_field(&path.display().to_string()),
+                    calm::data::formats::csv_field(&path.display().to_string()),
                     number(Some(s.score)),
                     number(s.score_numeric),
                     number(Some(s.score_expected))

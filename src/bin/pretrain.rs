@@ -16,7 +16,7 @@ use clap::Parser;
 /// derived from pixel attributes and controlled degradations.
 #[derive(Debug, Parser)]
 #[command(version)]
-struct Args {
+pub(crate) struct Args {
     #[command(flatten)]
     common: CommonArgs,
     /// Continue the run in this directory from its latest checkpoint, with its own config.
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     common::main_with("pretrain", || run(Args::parse()))
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let device = args.common.device()?;
     let (config, run_dir) = match &args.resume {
         Some(dir) => {

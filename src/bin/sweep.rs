@@ -1,29 +1,264 @@
-//! `sweep`: run a YAML experiment sweep and tabulate its results.
+//! `sweep`: run a YAML experiment sweep (experiments/<name>/sweep.yaml) into
+//! `results/<name>/`, one process per run, and tabulate and plot its results.
+//!
+//! Each run is this same executable started again as `sweep --run-as <command> ...`, which
+//! runs the very code of the `pretrain`, `finetune` or `evaluate` binary (compiled in below),
+//! with the flags a researcher would pass to it. So `cargo run --bin sweep` alone builds all a
+//! sweep needs, and a run behaves exactly as the binary would.
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+#[allow(dead_code)]
+#[path = "evaluate.rs"]
+mod evaluate_cmd;
+#[allow(dead_code)]
+#[path = "finetune.rs"]
+mod finetune_cmd;
+#[allow(dead_code)]
+#[path = "pretrain.rs"]
+mod pretrain_cmd;
 
-use calm::cli::CommonArgs;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use calm::config::to_yaml;
+use calm::device::DeviceSpec;
+use calm::run::RESOLVED_CONFIG;
+use calm::sweep::plots::draw_all;
+use calm::sweep::runner::{RunState, Start, run_all, run_state};
+use calm::sweep::summary::{RunOutcome, collect};
+use calm::sweep::{PlannedRun, Sweep, SweepCommand};
 use clap::Parser;
 
-/// Run a grid of experiments described in a YAML sweep spec and collect their results.
+/// The hidden first argument of a run's process.
+const RUN_AS: &str = "--run-as";
+
+/// Run the runs of a sweep spec (skipping finished ones, resuming interrupted ones), then
+/// write `summary.csv`, `summary.md`, `runs.csv` and PNG figures into `results/<name>/`.
+/// The exit status is 0 only when every run has succeeded.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The sweep spec (see experiments/).
-    #[arg(long, value_name = "FILE")]
-    spec: Option<PathBuf>,
-    #[command(flatten)]
-    common: CommonArgs,
+    /// The sweep spec, e.g. experiments/mfam_levels/sweep.yaml.
+    #[arg(value_name = "SPEC")]
+    spec: PathBuf,
+    /// List the runs (id, state, overrides) and run nothing.
+    #[arg(long, conflicts_with = "summarize")]
+    dry_run: bool,
+    /// Rebuild the summaries and figures from the run directories; run nothing.
+    #[arg(long)]
+    summarize: bool,
+    /// Runs at a time, each its own process.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
+    /// Where `<name>/` goes.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    results_dir: PathBuf,
+    /// Device of every run: cpu, wgpu or cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceSpec,
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == RUN_AS) {
+        return run_as(&argv[2..]);
+    }
     common::main_with("sweep", || run(Args::parse()))
 }
 
+/// One run's process: `argv` is the binary's own command line, its name first.
+fn run_as(argv: &[OsString]) -> ExitCode {
+    match argv.first().and_then(|a| a.to_str()) {
+        Some("pretrain") => common::main_with("pretrain", || {
+            pretrain_cmd::run(pretrain_cmd::Args::parse_from(argv))
+        }),
+        Some("finetune") => common::main_with("finetune", || {
+            finetune_cmd::run(finetune_cmd::Args::parse_from(argv))
+        }),
+        Some("evaluate") => common::main_with("evaluate", || {
+            evaluate_cmd::run(evaluate_cmd::Args::parse_from(argv))
+        }),
+        other => {
+            eprintln!("sweep: error: {RUN_AS} takes pretrain, finetune or evaluate, not {other:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
-    args.common.load_config()?;
-    Err(common::not_built("experiment sweeps", 9))
+    let sweep = Sweep::read(&args.spec)?;
+    let plan = sweep.expand()?;
+    let results = args.results_dir.join(&sweep.name);
+    // Every run's config is checked before any starts, so a typo fails now, not hours in.
+    let configs = plan
+        .iter()
+        .map(|run| sweep.resolve(run))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (run, config) in plan.iter().zip(&configs) {
+        check_same_config(&results.join(&run.id), &to_yaml(config)?)?;
+    }
+    if args.dry_run {
+        println!(
+            "{} runs of {} into {}:",
+            plan.len(),
+            args.spec.display(),
+            results.display()
+        );
+        for run in &plan {
+            let state = run_state(&results.join(&run.id));
+            println!("{}\t{}\t{}", run.id, state.label(), overrides(&sweep, run));
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
+    if !args.summarize {
+        std::fs::copy(&args.spec, results.join("sweep.yaml")).with_context(|| {
+            format!("copying {} into {}", args.spec.display(), results.display())
+        })?;
+        let exe = std::env::current_exe().context("locating the sweep executable")?;
+        let checkpoint = sweep.checkpoint();
+        let command = |run: &PlannedRun, dir: &Path, start: Start| {
+            child_command(
+                &exe,
+                &sweep,
+                checkpoint.as_deref(),
+                run,
+                dir,
+                start,
+                &args.device,
+            )
+        };
+        eprintln!(
+            "sweep {}: {} runs, {} at a time, into {}",
+            sweep.name,
+            plan.len(),
+            args.jobs,
+            results.display()
+        );
+        run_all(
+            &plan,
+            &results,
+            usize::from(args.jobs),
+            &command,
+            &mut std::io::stderr(),
+        )?;
+    }
+    let summary = collect(&sweep, &plan, &results);
+    summary.write(&results, &format!("Sweep `{}`", sweep.name))?;
+    let figures = draw_all(&summary, &sweep.spec.curve, &results)?;
+    println!(
+        "{} and {} figures in {}",
+        ["summary.csv", "summary.md", "runs.csv"].join(", "),
+        figures.len(),
+        results.display()
+    );
+    let not_done: Vec<String> = summary
+        .runs
+        .iter()
+        .filter(|r| r.outcome != RunOutcome::Succeeded)
+        .map(|r| match (&r.outcome, &r.error) {
+            (RunOutcome::Failed, Some(e)) => format!("{} ({e})", r.id),
+            (o, _) => format!("{} ({})", r.id, o.label()),
+        })
+        .collect();
+    anyhow::ensure!(
+        not_done.is_empty(),
+        "{} of {} runs have not succeeded: {}",
+        not_done.len(),
+        summary.runs.len(),
+        not_done.join("; ")
+    );
+    Ok(())
+}
+
+/// Refuses to reuse a run directory made with another config (the spec or its base file
+/// changed): its results would be tabulated under the new config.
+fn check_same_config(dir: &Path, resolved: &str) -> anyhow::Result<()> {
+    let path = dir.join(RESOLVED_CONFIG);
+    let Ok(existing) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    if existing == resolved {
+        return Ok(());
+    }
+    let state = run_state(dir);
+    // A run with nothing worth keeping (no checkpoint, no success) is simply started again.
+    if matches!(
+        state,
+        RunState::Interrupted { resumable: false } | RunState::Failed(_)
+    ) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{} holds a {} run made with another config than the spec now gives it (the spec or a \
+         base file changed); move it away to run it again, or give the sweep another name",
+        dir.display(),
+        if state == RunState::Succeeded {
+            "finished"
+        } else {
+            "resumable"
+        }
+    )
+}
+
+fn overrides(sweep: &Sweep, run: &PlannedRun) -> String {
+    let base = run
+        .base
+        .as_ref()
+        .map(|b| format!("--config {} ", b.display()))
+        .unwrap_or_default();
+    let shared = sweep.spec.set.len();
+    let sets: Vec<String> = run.sets[shared..]
+        .iter()
+        .map(|s| format!("--set {s}"))
+        .collect();
+    format!("{base}{}", sets.join(" "))
+}
+
+fn child_command(
+    exe: &Path,
+    sweep: &Sweep,
+    checkpoint: Option<&Path>,
+    run: &PlannedRun,
+    dir: &Path,
+    start: Start,
+    device: &DeviceSpec,
+) -> Command {
+    let mut command = Command::new(exe);
+    command.arg(RUN_AS).arg(sweep.spec.command.name());
+    match (sweep.spec.command, start) {
+        (SweepCommand::Pretrain | SweepCommand::Finetune, Start::Resume) => {
+            command.arg("--resume").arg(dir);
+        }
+        (SweepCommand::Pretrain | SweepCommand::Finetune, _) => {
+            if let Some(base) = &run.base {
+                command.arg("--config").arg(base);
+            }
+            for set in &run.sets {
+                command.arg("--set").arg(set);
+            }
+            command.arg("--output-dir").arg(dir);
+            if start == Start::Restart {
+                command.arg("--overwrite");
+            }
+        }
+        (SweepCommand::Evaluate, _) => {
+            command.arg("task");
+            if let Some(base) = &run.base {
+                command.arg("--config").arg(base);
+            }
+            if let Some(checkpoint) = checkpoint {
+                command.arg("--checkpoint").arg(checkpoint);
+            }
+            for set in &run.sets {
+                command.arg("--set").arg(set);
+            }
+            command.arg("--output-dir").arg(dir);
+        }
+    }
+    command.arg("--device").arg(device.to_string());
+    command
 }

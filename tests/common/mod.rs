@@ -12,6 +12,33 @@ use calm::data::formats::scan_folder;
 use calm::model::pretrain::PretrainHeadsConfig;
 use calm::model::{ClipVisionConfig, MfamConfig, QFormerConfig, VisionConfig};
 
+/// The tiny pretraining config of the binary tests (real EfficientNet-Lite0 at 64 px and
+/// MiniLM, 2-layer 32-wide Q-Formers, 24 steps with a checkpoint every 3).
+pub const TINY_PRETRAIN: &str = "
+seed: 7
+model:
+  vision:
+    kind: efficientnet_lite0
+    image_size: 64
+  mfam:
+    low: {layers: [2], num_query_tokens: 2}
+    middle: {layers: [3], num_query_tokens: 2}
+    high: {layers: [5], num_query_tokens: 2}
+    qformer: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48}
+    llm_hidden_size: 16
+data:
+  image: {resize_shorter: 72, crop: random}
+  loader: {batch_size: 2}
+pretrain:
+  steps: 24
+  checkpoint_every: 3
+  keep_checkpoints: 2
+  hold_out: 2
+  qformer_init: random
+  schedule: {peak_lr: 1.0e-3, warmup_steps: 2}
+  evaluation: {severities: [1.0]}
+";
+
 /// The sample photos shipped in `data/samples`, sorted.
 pub fn sample_photo_paths() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");

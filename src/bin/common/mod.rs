@@ -1,5 +1,4 @@
-//! Glue shared by the binaries: one-line errors, CSV fields, and the message for capabilities
-//! not built yet.
+//! Glue shared by the binaries: one-line errors.
 
 use std::process::ExitCode;
 
@@ -29,20 +28,4 @@ fn one_line(err: &anyhow::Error) -> String {
         }
     }
     line
-}
-
-/// The error of a capability whose issue has not landed yet.
-#[allow(dead_code)]
-pub fn not_built(what: &str, issue: u32) -> anyhow::Error {
-    anyhow::anyhow!("{what} is not built yet (tracked in issue #{issue})")
-}
-
-/// A CSV field, quoted when it holds a comma, a quote or a line break.
-#[allow(dead_code)]
-pub fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
 }

@@ -84,3 +84,13 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DataError
         message: e.to_string(),
     })
 }
+
+/// A CSV field as RFC 4180 writes it: quoted when it holds a comma, a quote or a line break,
+/// with quotes doubled.
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
