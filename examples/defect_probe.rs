@@ -19,6 +19,8 @@ struct Features {
     encoder: Vec<Vec<f32>>,
     queries: Vec<Vec<f32>>,
     labels: Vec<usize>,
+    /// Index into the severities of a degraded copy; `None` for an original.
+    severity: Vec<Option<usize>>,
 }
 
 fn mean_tokens(t: Tensor<3>) -> Vec<Vec<f32>> {
@@ -48,20 +50,21 @@ fn main() -> anyhow::Result<()> {
             encoder: vec![],
             queries: vec![],
             labels: vec![],
+            severity: vec![],
         };
         for p in photos {
             let photo = load_rgb(p)?;
             let crop = transform.crop(&photo, &mut rng)?;
-            let mut images = vec![(crop.clone(), 0)];
+            let mut images = vec![(crop.clone(), 0, None)];
             for (k, kind) in Degradation::ALL.iter().enumerate() {
-                for &s in &severities {
-                    images.push((kind.apply(&crop, s, rng.random())?, k + 1));
+                for (j, &s) in severities.iter().enumerate() {
+                    images.push((kind.apply(&crop, s, rng.random())?, k + 1, Some(j)));
                 }
             }
             for chunk in images.chunks(11) {
                 let pixels: Vec<f32> = chunk
                     .iter()
-                    .flat_map(|(i, _)| transform.normalize(i))
+                    .flat_map(|(i, _, _)| transform.normalize(i))
                     .collect();
                 let pixels = Tensor::<4>::from_data(
                     TensorData::new(pixels, [chunk.len(), 3, size, size]),
@@ -83,7 +86,8 @@ fn main() -> anyhow::Result<()> {
                 }
                 f.encoder.extend(enc);
                 f.queries.extend(q);
-                f.labels.extend(chunk.iter().map(|(_, l)| *l));
+                f.labels.extend(chunk.iter().map(|(_, l, _)| *l));
+                f.severity.extend(chunk.iter().map(|(_, _, s)| *s));
             }
             eprintln!("{}", p.display());
         }
@@ -95,20 +99,37 @@ fn main() -> anyhow::Result<()> {
         ("encoder", &train.encoder, &test.encoder),
         ("mfam queries", &train.queries, &test.queries),
     ] {
-        let acc = probe(
+        let predicted = probe(
             tr,
             &train.labels,
             te,
             &test.labels,
             Degradation::ALL.len() + 1,
         );
-        println!("{name}: {} dims, held-out accuracy {acc:.3}", tr[0].len());
+        let right = |keep: &dyn Fn(Option<usize>) -> bool| {
+            let hits: Vec<bool> = (0..test.labels.len())
+                .filter(|&i| keep(test.severity[i]))
+                .map(|i| predicted[i] == test.labels[i])
+                .collect();
+            (hits.iter().filter(|&&h| h).count(), hits.len())
+        };
+        let (r, n) = right(&|_| true);
+        println!(
+            "{name}: {} dims, held-out accuracy {:.3}",
+            tr[0].len(),
+            r as f32 / n as f32
+        );
+        for (j, s) in severities.iter().enumerate() {
+            let (r, n) = right(&|sev| sev == Some(j));
+            println!("  copies of severity {s}: {r} of {n}");
+        }
     }
     Ok(())
 }
 
-/// Softmax regression on standardised features, full-batch gradient descent.
-fn probe(x: &[Vec<f32>], y: &[usize], tx: &[Vec<f32>], ty: &[usize], classes: usize) -> f32 {
+/// Softmax regression on standardised features, full-batch gradient descent; prints the
+/// held-out confusion matrix and gives back the class predicted for each held-out row.
+fn probe(x: &[Vec<f32>], y: &[usize], tx: &[Vec<f32>], ty: &[usize], classes: usize) -> Vec<usize> {
     let d = x[0].len();
     let n = x.len() as f32;
     let mean: Vec<f32> = (0..d)
@@ -148,12 +169,14 @@ fn probe(x: &[Vec<f32>], y: &[usize], tx: &[Vec<f32>], ty: &[usize], classes: us
         }
     }
     let mut confusion = vec![vec![0usize; classes]; classes];
+    let mut predicted = Vec::with_capacity(ty.len());
     for (r, &l) in txs.iter().zip(ty) {
         let lg = logits(&w, r);
         let best = (0..classes)
             .max_by(|&a, &b| lg[a].total_cmp(&lg[b]))
             .unwrap_or(0);
         confusion[l][best] += 1;
+        predicted.push(best);
     }
     for (c, row) in confusion.iter().enumerate() {
         let name = if c == 0 {
@@ -163,6 +186,5 @@ fn probe(x: &[Vec<f32>], y: &[usize], tx: &[Vec<f32>], ty: &[usize], classes: us
         };
         println!("{name:>14} {row:?}");
     }
-    let right: usize = (0..classes).map(|c| confusion[c][c]).sum();
-    right as f32 / ty.len() as f32
+    predicted
 }

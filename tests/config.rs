@@ -250,6 +250,27 @@ fn validate_rejects_inconsistent_values_and_names_the_source() {
         msg.contains("finetune.stages[0].mfam_lr_scale") && msg.contains("positive"),
         "{msg}"
     );
+    for (set, key) in [
+        (
+            "finetune.projector_init={kind: least_squares, ridge: 0.0}",
+            "finetune.projector_init.ridge",
+        ),
+        (
+            "finetune.projector_init={kind: least_squares, batches: 0}",
+            "finetune.projector_init.batches",
+        ),
+    ] {
+        let msg = load::<ExperimentConfig>(None, &[set.to_string()])
+            .expect_err(set)
+            .to_string();
+        assert!(msg.contains(key), "{msg}");
+    }
+    // A random start needs neither.
+    load::<ExperimentConfig>(
+        None,
+        &["finetune.projector_init={kind: random, batches: 0}".to_string()],
+    )
+    .expect("random init ignores batches");
     let questions = write(
         dir.path(),
         "questions.yaml",
@@ -460,13 +481,14 @@ fn each_ablation_config_builds_the_mfam_it_describes() {
             built.qformer.is_some(),
         )
     };
-    // EfficientNet-Lite0 at 224 px: the last stage is 7 x 7, pooled to 2 x 2 by default.
+    // EfficientNet-Lite0 at 224 px: the last stage is 7 x 7, pooled to 2 x 2 by default, and
+    // each level's 16 queries to 4 tokens.
     assert_eq!(
         lengths("no_thematic.yaml").0,
         [
-            (Group::Low, 16),
-            (Group::Middle, 16),
-            (Group::High, 16),
+            (Group::Low, 4),
+            (Group::Middle, 4),
+            (Group::High, 4),
             (Group::Thematic, 0)
         ]
     );
@@ -476,7 +498,7 @@ fn each_ablation_config_builds_the_mfam_it_describes() {
         [
             (Group::Low, 0),
             (Group::Middle, 0),
-            (Group::High, 48),
+            (Group::High, 12),
             (Group::Thematic, 4)
         ]
     );

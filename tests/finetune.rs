@@ -56,6 +56,7 @@ finetune:
   keep_checkpoints: 2
   max_length: 96
   lora: {{rank: 2, alpha: 4.0, dropout: 0.0}}
+  projector_init: {{kind: least_squares, batches: 2, ridge: 0.1}}
   stages:
     - name: projector
       steps: 2
@@ -137,8 +138,9 @@ struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
     config: PathBuf,
-    /// A finished fine-tuning run.
+    /// A finished fine-tuning run, and what it printed.
     run: PathBuf,
+    stdout: String,
 }
 
 /// One pretraining run and one finished fine-tuning run, shared by the tests.
@@ -166,7 +168,7 @@ fn setup() -> &'static Setup {
         ) + &finetune_section(&pretrained);
         std::fs::write(&config, yaml).expect("write");
         let run = root.join("whole");
-        ok(bin("finetune")
+        let out = ok(bin("finetune")
             .arg("--config")
             .arg(&config)
             .arg("--output-dir")
@@ -178,6 +180,7 @@ fn setup() -> &'static Setup {
             root,
             config,
             run,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         }
     })
 }
@@ -218,6 +221,13 @@ fn a_finished_run_has_its_files_and_trained_parameters_only() {
         assert!((0.0..=1.0).contains(&a), "{key} {a}");
     }
     assert_eq!(held["described"].as_array().expect("described").len(), 16);
+    // The projections started from the least-squares fit, on 2 micro-batches of 2 images.
+    assert!(
+        s.stdout
+            .contains("level projections fitted by least squares on 4 images: low R²"),
+        "{}",
+        s.stdout
+    );
     let m = metrics(&s.run);
     assert_eq!(m.len(), STEPS);
     assert_eq!(m[0]["stage"], "projector");

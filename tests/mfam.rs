@@ -9,14 +9,15 @@ mod common;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
+use calm::config::Validate;
 use calm::io::hf::load_text_encoder;
 use calm::io::models::{FetchedModel, model_dir};
 use calm::io::pytorch::load_efficientnet_lite0;
 use calm::model::mfam::{Mfam, MfamOutput};
 use calm::model::vision::frozen::{Encoder, FrozenEncoder};
 use calm::model::{
-    BertConfig, ClipVisionConfig, EfficientNetLite0Config, Group, MfamConfig, ProjectorKind,
-    QFormerConfig, QFormerWeights, VisionConfig,
+    BertConfig, ClipVisionConfig, EfficientNetLite0Config, Group, MfamConfig, ModelConfig,
+    ProjectorKind, QFormerConfig, QFormerWeights, VisionConfig,
 };
 use common::param_bits as bits;
 
@@ -46,6 +47,10 @@ fn config() -> MfamConfig {
     c.low.num_query_tokens = 3;
     c.middle.num_query_tokens = 4;
     c.high.num_query_tokens = 5;
+    // Every query a token, so that lengths show the query counts.
+    for level in [&mut c.low, &mut c.middle, &mut c.high] {
+        level.pool = None;
+    }
     c
 }
 
@@ -325,4 +330,88 @@ fn an_optimiser_step_on_the_mfam_leaves_both_frozen_encoders_bit_identical() {
         .filter(|(a, b)| a != b)
         .count();
     assert_eq!(changed, after.len(), "every MFAM parameter took a step");
+}
+
+#[test]
+fn pooled_levels_give_the_projection_of_averaged_queries_and_keep_the_weights() {
+    let device = Device::flex();
+    let vision = efficientnet(64);
+    let plain = config();
+    let mut pooled = plain.clone();
+    pooled.low.pool = Some(2);
+    pooled.middle.pool = Some(2);
+    pooled.high.pool = Some(1);
+    assert_eq!(
+        pooled.group_lengths(&vision),
+        [
+            (Group::Low, 2),
+            (Group::Middle, 2),
+            (Group::High, 1),
+            (Group::Thematic, 4)
+        ]
+    );
+    // Pooling holds no weights: a pooled MFAM loads an unpooled one's parameters.
+    assert_eq!(pooled.without_pooling(), plain.without_pooling());
+    let states = encoder_states(&vision, 2, &device);
+    let mut mfam = plain.init(&vision, &device);
+    let before = mfam.forward(&states);
+    mfam.set_pooling(&pooled);
+    let out = mfam.forward(&states);
+    check_groups(&pooled, &vision, &out, 2);
+    let middle = out.middle.as_ref().expect("middle");
+    // The queries themselves (what pretraining aligns) are not pooled.
+    assert_eq!(middle.queries.dims(), [2, 4, 32]);
+    let projection = &mfam.middle.as_ref().expect("middle").language_projection;
+    let q = middle.queries.clone();
+    for (token, range) in [(0, 0..2), (1, 2..4)] {
+        let mean = q.clone().slice([0..2, range, 0..32]).mean_dim(1);
+        let expected = projection.forward(mean);
+        let got = middle.tokens.clone().slice([0..2, token..token + 1, 0..24]);
+        let d = (got - expected).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-5, "middle token {token} differs by {d}");
+    }
+    let high = out.high.as_ref().expect("high");
+    let expected = mfam
+        .high
+        .as_ref()
+        .expect("high")
+        .language_projection
+        .forward(high.queries.clone().mean_dim(1));
+    let d = (high.tokens.clone() - expected)
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(d < 1e-5, "high token differs by {d}");
+    // Three queries to two tokens overlap, as AdaptiveAvgPool1d: queries 0..2 and 1..3.
+    let low = out.low.as_ref().expect("low");
+    let projection = &mfam.low.as_ref().expect("low").language_projection;
+    for (token, range) in [(0, 0..2), (1, 1..3)] {
+        let mean = low.queries.clone().slice([0..2, range, 0..32]).mean_dim(1);
+        let expected = projection.forward(mean);
+        let got = low.tokens.clone().slice([0..2, token..token + 1, 0..24]);
+        let d = (got - expected).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-5, "low token {token} differs by {d}");
+    }
+    // Without pooling, the tokens are the projected queries themselves.
+    mfam.set_pooling(&plain);
+    let again = mfam.forward(&states);
+    let d = (again.tokens() - before.tokens())
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert_eq!(d, 0.0);
+}
+
+#[test]
+fn a_level_pool_is_at_least_one_and_caps_the_tokens() {
+    let mut c = ModelConfig::default();
+    c.mfam.middle.num_query_tokens = 16;
+    c.mfam.middle.pool = Some(0);
+    let err = c.validate().expect_err("a pool of 0 tokens");
+    assert_eq!(err.key, "model.mfam.middle.pool", "{err:?}");
+    for (pool, tokens) in [(1, 1), (3, 3), (16, 16), (40, 16)] {
+        c.mfam.middle.pool = Some(pool);
+        c.validate().expect("any pool of at least 1");
+        assert_eq!(c.mfam.group_lengths(&c.vision)[1], (Group::Middle, tokens));
+    }
 }

@@ -360,5 +360,13 @@ fn the_full_scale_config_is_calms_setup() {
     let q = &config.model.mfam.qformer;
     assert_eq!((q.hidden_size, q.num_hidden_layers), (768, 12));
     assert_eq!(config.model.mfam.low.num_query_tokens, 32);
+    // Every query reaches the LLM at full scale, as in BLIP-2.
+    for level in [
+        &config.model.mfam.low,
+        &config.model.mfam.middle,
+        &config.model.mfam.high,
+    ] {
+        assert_eq!(level.pool, None);
+    }
     assert_eq!(config.model.mfam.llm_hidden_size, 4096);
 }

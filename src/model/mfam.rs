@@ -31,6 +31,13 @@ pub struct LevelConfig {
     pub enabled: bool,
     pub layers: Vec<usize>,
     pub num_query_tokens: usize,
+    /// Average the queries down to `pool` visual tokens before the projection into the LLM,
+    /// as PyTorch's `AdaptiveAvgPool1d` does (token i averages queries `floor(i Q / P)` to
+    /// `ceil((i + 1) Q / P)`); `null`, or a `pool` of at least `num_query_tokens`, gives the
+    /// LLM every query, as BLIP-2 does. Pretraining
+    /// reads the queries themselves, so this changes no weight: it sets the fine-tuning's
+    /// price per image, every LLM token costing the same.
+    pub pool: Option<usize>,
 }
 
 impl LevelConfig {
@@ -39,6 +46,16 @@ impl LevelConfig {
             enabled: true,
             layers: layers.to_vec(),
             num_query_tokens: 16,
+            pool: None,
+        }
+    }
+
+    /// Visual tokens the level gives the LLM (0 when disabled).
+    pub fn tokens(&self) -> usize {
+        match (self.enabled, self.pool) {
+            (false, _) => 0,
+            (true, Some(pool)) => pool.min(self.num_query_tokens),
+            (true, None) => self.num_query_tokens,
         }
     }
 }
@@ -101,7 +118,8 @@ pub enum QFormerWeights {
 
 /// The defaults are the CPU-sized model of the main job: they read EfficientNet-Lite0's
 /// stages (0..7), shallow (stage 2, 28x28 at 224 px), middle and deep, with 16 queries a
-/// level and two-layer Q-Formers initialised from MiniLM's first layers. Stage 1 (56x56)
+/// level (averaged to 4 tokens each for the LLM) and two-layer Q-Formers initialised from
+/// MiniLM's first layers. Stage 1 (56x56)
 /// would make the low level's cross-attention 4x costlier. Full-scale configs set BLIP-2's
 /// sizes (32 queries, 12 layers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,10 +138,16 @@ pub struct MfamConfig {
 
 impl Default for MfamConfig {
     fn default() -> Self {
+        // 4 tokens a level: an image is then 16 LLM tokens instead of 52, so the built-in
+        // fine-tuning sees twice the conversations in its CPU budget (README, built-in job).
+        let level = |layers: &[usize]| LevelConfig {
+            pool: Some(4),
+            ..LevelConfig::with_layers(layers)
+        };
         Self {
-            low: LevelConfig::with_layers(&[2]),
-            middle: LevelConfig::with_layers(&[3, 4]),
-            high: LevelConfig::with_layers(&[5, 6]),
+            low: level(&[2]),
+            middle: level(&[3, 4]),
+            high: level(&[5, 6]),
             thematic: ThematicConfig::default(),
             qformer: QFormerConfig {
                 num_hidden_layers: 2,
@@ -166,11 +190,22 @@ impl MfamConfig {
         ]
     }
 
+    /// The same configuration without its token pooling (`pool` of the levels and of the
+    /// thematic branch): two MFAMs whose configs agree on this hold the same weights.
+    pub fn without_pooling(&self) -> Self {
+        let mut c = self.clone();
+        for level in [&mut c.low, &mut c.middle, &mut c.high] {
+            level.pool = None;
+        }
+        c.thematic.pool = None;
+        c
+    }
+
     /// Tokens per group (0 for a disabled one) for images of the encoder's configured size, in
     /// the order low, middle, high, thematic.
     pub fn group_lengths(&self, vision: &VisionConfig) -> [(Group, usize); 4] {
         let shapes = vision.hidden_state_shapes();
-        let level = |l: &LevelConfig| if l.enabled { l.num_query_tokens } else { 0 };
+        let level = LevelConfig::tokens;
         let thematic = match (self.thematic.enabled, shapes.last(), self.thematic.pool) {
             (true, Some(_), Some(side)) => side * side,
             (true, Some(&(tokens, _)), None) => tokens,
@@ -244,6 +279,7 @@ impl MfamConfig {
                 },
                 language_projection: bert_linear(h, self.llm_hidden_size, device),
                 layers: level.layers.clone(),
+                pool: level.pool,
             }))
         };
         let low = branch(&self.low)?;
@@ -319,6 +355,12 @@ impl MfamConfig {
                     "an enabled level needs at least one query token",
                 ));
             }
+            if level.pool == Some(0) {
+                return Err(Invalid::new(
+                    format!("model.mfam.{name}.pool"),
+                    "must be at least 1 (or null: every query)",
+                ));
+            }
         }
         if let (true, Some(pool)) = (self.thematic.enabled, self.thematic.pool) {
             let tokens = vision.hidden_state_shapes().last().map_or(0, |&(t, _)| t);
@@ -356,6 +398,8 @@ pub struct Branch {
     pub language_projection: Linear,
     #[module(skip)]
     pub layers: Vec<usize>,
+    #[module(skip)]
+    pub pool: Option<usize>,
 }
 
 /// LLaVA's `mm_projector`: `linear_1`, then GELU and `linear_2` for `mlp2x_gelu`.
@@ -406,7 +450,7 @@ pub struct Mfam {
 pub struct LevelOutput {
     /// The Q-Former's `last_hidden_state` `[B, Q, H]`, what pretraining aligns with text.
     pub queries: Tensor<3>,
-    /// `[B, Q, D]` in the LLM width.
+    /// `[B, P, D]` in the LLM width: the queries, averaged to `P = pool` when pooled.
     pub tokens: Tensor<3>,
 }
 
@@ -465,6 +509,23 @@ impl Mfam {
                 .and_then(|p| hidden_states.last().map(|last| p.forward(last.clone()))),
         }
     }
+
+    /// Takes `config`'s token pooling (levels and thematic branch), which holds no weights:
+    /// a fine-tuning may pool the visual tokens of an MFAM pretrained without.
+    pub fn set_pooling(&mut self, config: &MfamConfig) {
+        for (branch, level) in [
+            (&mut self.low, &config.low),
+            (&mut self.middle, &config.middle),
+            (&mut self.high, &config.high),
+        ] {
+            if let Some(b) = branch {
+                b.pool = level.pool;
+            }
+        }
+        if let Some(t) = &mut self.thematic {
+            t.pool = config.thematic.pool;
+        }
+    }
 }
 
 impl Branch {
@@ -486,8 +547,25 @@ impl Branch {
         let [_, q, h] = self.query_tokens.dims();
         let queries = self.query_tokens.val().expand([b, q, h]);
         let queries = qformer.forward(queries, memory, None);
+        let pooled = match self.pool {
+            Some(p) if p < q && q % p == 0 => queries
+                .clone()
+                .reshape([b, p, q / p, h])
+                .mean_dim(2)
+                .reshape([b, p, h]),
+            Some(p) if p < q => Tensor::cat(
+                (0..p)
+                    .map(|i| {
+                        let (start, end) = (i * q / p, ((i + 1) * q).div_ceil(p));
+                        queries.clone().narrow(1, start, end - start).mean_dim(1)
+                    })
+                    .collect(),
+                1,
+            ),
+            _ => queries.clone(),
+        };
         LevelOutput {
-            tokens: self.language_projection.forward(queries.clone()),
+            tokens: self.language_projection.forward(pooled),
             queries,
         }
     }

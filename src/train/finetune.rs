@@ -28,6 +28,9 @@ use super::optim::{
 };
 use super::pretrain::{self, Frozen, PretrainError, PretrainedRun};
 use super::progress::Progress;
+use super::projector_init::{
+    FitError, ProjectorInitConfig, ProjectorInitKind, fit_level_projections,
+};
 use super::schedule::ScheduleConfig;
 use super::tensorboard::{EventError, EventWriter};
 use crate::config::{ExperimentConfig, Invalid};
@@ -100,10 +103,10 @@ impl Default for StageConfig {
     fn default() -> Self {
         Self {
             name: "self_supervised".into(),
-            steps: 75,
+            steps: 130,
             schedule: ScheduleConfig {
                 peak_lr: 2e-3,
-                warmup_steps: 8,
+                warmup_steps: 12,
                 min_lr_ratio: 0.0,
             },
             mix: vec![MixEntry {
@@ -141,6 +144,8 @@ pub struct FinetuneConfig {
     pub keep_checkpoints: usize,
     /// The adapters of stages that train the LLM with LoRA.
     pub lora: LoraConfig,
+    /// How the level projections start (`train::projector_init`).
+    pub projector_init: ProjectorInitConfig,
 }
 
 impl Default for FinetuneConfig {
@@ -162,6 +167,7 @@ impl Default for FinetuneConfig {
                 dropout: 0.0,
                 ..LoraConfig::default()
             },
+            projector_init: ProjectorInitConfig::default(),
         }
     }
 }
@@ -267,6 +273,21 @@ impl FinetuneConfig {
                 "must be positive (or null)",
             ));
         }
+        let init = &self.projector_init;
+        if init.kind == ProjectorInitKind::LeastSquares {
+            if init.batches == 0 {
+                return Err(Invalid::new(
+                    "finetune.projector_init.batches",
+                    "must be at least 1 for least_squares",
+                ));
+            }
+            if !(init.ridge > 0.0 && init.ridge.is_finite()) {
+                return Err(Invalid::new(
+                    "finetune.projector_init.ridge",
+                    "must be positive",
+                ));
+            }
+        }
         if self.uses_lora() && (self.lora.rank == 0 || self.lora.target_modules.is_empty()) {
             return Err(Invalid::new(
                 "finetune.lora",
@@ -293,6 +314,8 @@ pub enum FinetuneError {
     Events(#[from] EventError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error("fitting the level projections (finetune.projector_init): {0}")]
+    ProjectorInit(#[from] FitError),
     #[error("micro-batch {index}: {source}")]
     Batch { index: usize, source: PrepareError },
     #[error("micro-batch {index}: no sample could be made ({reasons})")]
@@ -385,7 +408,8 @@ pub fn initial_model(
 ) -> Result<Loaded, FinetuneError> {
     check_same_model(config, pretrained)?;
     let frozen = Frozen::load(&pretrained.config, device)?;
-    let mfam = pretrain::load_pretrained(pretrained, &frozen, model_device)?.mfam;
+    let mut mfam = pretrain::load_pretrained(pretrained, &frozen, model_device)?.mfam;
+    mfam.set_pooling(&config.model.mfam);
     let device = model_device;
     let (llm, tokenizer) = load_chat_model(&llm_path(config)?, device)?;
     if llm.model.embed_tokens.weight.dims()[1] != config.model.mfam.llm_hidden_size {
@@ -429,7 +453,7 @@ fn check_same_model(
             what: "image encoder",
         });
     }
-    if p.mfam != config.model.mfam {
+    if p.mfam.without_pooling() != config.model.mfam.without_pooling() {
         return Err(FinetuneError::Mismatch {
             run,
             what: "MFAM (model.mfam)",
@@ -601,6 +625,9 @@ pub fn finetune(
         metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
     } else {
         write_pretrained(run, pretrained)?;
+        if f.projector_init.kind == ProjectorInitKind::LeastSquares {
+            loaded.model = init_projections(config, &loaded, &mixes, device)?;
+        }
     }
     let events_dir = run.join(EVENTS);
     std::fs::create_dir_all(&events_dir).map_err(io_error(&events_dir))?;
@@ -771,6 +798,54 @@ pub fn finetune(
         train_seconds,
         skipped: state.skipped,
     })
+}
+
+/// Fits the level projections to micro-batches of the first stage's data drawn apart from
+/// the training stream (`train::projector_init`), before step 0.
+fn init_projections(
+    config: &ExperimentConfig,
+    loaded: &Loaded,
+    mixes: &[Mix],
+    device: &Device,
+) -> Result<Calm, FinetuneError> {
+    let f = &config.finetune;
+    let Some(first) = mixes.first() else {
+        return Ok(loaded.model.clone());
+    };
+    let transform = config.data.transform(&config.model.vision);
+    let preparer = loaded.preparer(&transform, f.max_length);
+    let policy = config.data.loader.bad_images;
+    let batches = (0..f.projector_init.batches)
+        .map(|index| {
+            build_micro_batch(
+                &preparer,
+                first,
+                f.batch_size,
+                mix(config.seed, 0, 13),
+                index,
+                policy,
+                device,
+            )
+            .map(|(batch, _)| batch)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (model, report) = fit_level_projections(
+        loaded.model.clone(),
+        &batches,
+        f.projector_init.ridge,
+        device,
+    )?;
+    let fits: Vec<String> = report
+        .r_squared
+        .iter()
+        .map(|(level, r2)| format!("{level} R² {r2:.3}"))
+        .collect();
+    println!(
+        "level projections fitted by least squares on {} images: {}",
+        report.images,
+        fits.join(", ")
+    );
+    Ok(model)
 }
 
 /// Whether a parameter path is among those `saved_pattern` keeps.

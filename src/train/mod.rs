@@ -10,5 +10,6 @@ pub mod objective;
 pub mod optim;
 pub mod pretrain;
 pub mod progress;
+pub mod projector_init;
 pub mod schedule;
 pub mod tensorboard;

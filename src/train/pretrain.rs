@@ -756,7 +756,8 @@ fn write_json(path: &Path, json: &serde_json::Value) -> Result<(), PretrainError
 pub fn same_pretraining(a: &ExperimentConfig, b: &ExperimentConfig) -> bool {
     a.seed == b.seed
         && a.model.vision == b.model.vision
-        && a.model.mfam == b.model.mfam
+        // Token pooling shapes only what the LLM reads, never what pretraining trains.
+        && a.model.mfam.without_pooling() == b.model.mfam.without_pooling()
         && a.model.weights.vision == b.model.weights.vision
         && a.model.weights.text_encoder == b.model.weights.text_encoder
         && a.data == b.data
