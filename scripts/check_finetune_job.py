@@ -3,11 +3,12 @@
 photos and their degraded copies (RUN/held_out/images.txt), paired by RUN/held_out/pairs.csv.
 
 Always required: the CSV has infer's header, its pairwise accuracy agrees with the one the run
-put in its summary.json, and fine-tuning taught the ranking (at least 0.70, and 0.25 above the
-figure before fine-tuning), which catches a broken pipeline. Issue #7's bar (each original
-above its copy in at least 85% of pairs) is printed, and required with --require-bar: the
-built-in job lands a few pairs either side of it depending on the pretraining run it starts
-from, and the issue stays open until it holds with a margin. Standard library only.
+put in its summary.json, and fine-tuning taught the ranking (at least 0.70, and 0.15 above the
+figure before fine-tuning), which catches a broken pipeline. Issue #7's bars are printed, and
+required with --require-bar: each original above its copy in at least 85% of pairs, and
+comments and suggestions that name the defect of more than half of the described copies. The
+built-in job meets them with no margin to spare (README, built-in job), so CI prints them
+rather than failing on a pair. Standard library only.
 
     cargo run --release --bin infer -- score --checkpoint RUN \
         --list RUN/held_out/images.txt --output RUN/held_out_scores.csv
@@ -19,11 +20,14 @@ import os
 import sys
 from collections import defaultdict
 
-# Always required: a taught ranking.
+# Always required: a taught ranking. Before fine-tuning the model ranks near chance (0.3 to
+# 0.65 over the runs in the README).
 FLOOR = 0.70
-GAIN = 0.25
-# Issue #7's bar, required with --require-bar.
+GAIN = 0.15
+# Issue #7's bars, required with --require-bar: the ranking, and "names the defect in most
+# cases" for comments and suggestions.
 BAR = 0.85
+NAMING = 0.5
 
 
 def main(run: str, require_bar: bool) -> int:
@@ -64,10 +68,19 @@ def main(run: str, require_bar: bool) -> int:
             f"{GAIN} above the figure before fine-tuning",
             file=sys.stderr,
         )
+    naming = min(held["comments_naming_defect"], held["suggestions_naming_defect"])
+    meets_bar = meets_bar and naming > NAMING
     if meets_bar:
-        print(f"issue #7's bar holds: {accuracy:.4f} >= {BAR}")
+        print(
+            f"issue #7's bars hold: ranking {accuracy:.4f} >= {BAR}, "
+            f"defect named in {naming:.1%} > {NAMING:.0%} of copies (the lower of the two)"
+        )
     else:
-        print(f"issue #7's bar does not hold: {accuracy:.4f} < {BAR}", file=sys.stderr)
+        print(
+            f"issue #7's bars do not hold: ranking {accuracy:.4f} (bar {BAR}), defect named "
+            f"in {naming:.1%} of copies (bar: more than {NAMING:.0%})",
+            file=sys.stderr,
+        )
     if not agrees:
         print("the CSV's figure disagrees with summary.json", file=sys.stderr)
     ok = learned and agrees and (meets_bar or not require_bar)
