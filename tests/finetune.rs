@@ -327,6 +327,36 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     assert!(a == b, "final weights differ");
 }
 
+#[test]
+fn a_run_saved_before_levels_could_pool_keeps_every_query() {
+    let s = setup();
+    let found = calm::train::finetune::find_run(&s.run).expect("the run");
+    assert_eq!(found.config.model.mfam.low.pool, Some(4), "today's default");
+    // The same run as one saved before the `pool` key existed: its levels read every query.
+    let old = s.root.join("old_run");
+    std::fs::create_dir_all(&old).expect("mkdir");
+    for name in [
+        "config.resolved.yaml",
+        "pretrained.json",
+        "model.safetensors",
+    ] {
+        std::fs::copy(s.run.join(name), old.join(name)).expect("copy");
+    }
+    let path = old.join("config.resolved.yaml");
+    let yaml = std::fs::read_to_string(&path).expect("config");
+    let without: Vec<&str> = yaml.lines().filter(|l| l.trim() != "pool: 4").collect();
+    assert_eq!(
+        yaml.lines().count() - without.len(),
+        3,
+        "one pool key a level"
+    );
+    std::fs::write(&path, without.join("\n")).expect("write");
+    let found = calm::train::finetune::find_run(&old).expect("the old run");
+    let mfam = &found.config.model.mfam;
+    assert_eq!([mfam.low.pool, mfam.middle.pool, mfam.high.pool], [None; 3]);
+    assert_eq!(mfam.thematic.pool, Some(1), "other keys are read as saved");
+}
+
 fn sample_photos(n: usize) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
     let mut photos = calm::data::formats::scan_folder(&dir, false).expect("samples");

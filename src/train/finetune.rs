@@ -976,7 +976,8 @@ pub fn find_run(path: &Path) -> Result<FinetunedRun, FinetuneError> {
         source: std::io::Error::other(e),
     })?;
     let config_path = dir.join(crate::run::RESOLVED_CONFIG);
-    let config = crate::config::load(Some(&config_path), &[]).map_err(PretrainError::from)?;
+    let mut config = crate::config::load(Some(&config_path), &[]).map_err(PretrainError::from)?;
+    keep_unpooled_levels(&mut config, &config_path)?;
     let pretrained = pretrain::find_run(&resolve_relative(&record.run, &dir))?;
     Ok(FinetunedRun {
         dir,
@@ -984,6 +985,30 @@ pub fn find_run(path: &Path) -> Result<FinetunedRun, FinetuneError> {
         pretrained,
         model,
     })
+}
+
+/// A run saved before levels could pool has no `pool` key in its resolved config, and its
+/// LLM read every query; the defaults the config is laid over now pool, so such a level is
+/// set back to `null` here, or `infer` and `--resume` would feed the run fewer tokens than it
+/// was trained on.
+fn keep_unpooled_levels(config: &mut ExperimentConfig, path: &Path) -> Result<(), FinetuneError> {
+    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let saved: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| FinetuneError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    let mfam = &mut config.model.mfam;
+    for (name, level) in [
+        ("low", &mut mfam.low),
+        ("middle", &mut mfam.middle),
+        ("high", &mut mfam.high),
+    ] {
+        if saved["model"]["mfam"][name].get("pool").is_none() {
+            level.pool = None;
+        }
+    }
+    Ok(())
 }
 
 /// A recorded path as written (relative to where the run was started), or, when that is

@@ -91,7 +91,8 @@ struct Example {
 
 /// Fits every enabled level's `language_projection` of `model` to `batches` (module docs).
 /// Conversations with more or fewer than one image are left out. `model` may live on an
-/// autodiff device; the projections keep their parameter ids.
+/// autodiff device; the projections keep their parameter ids and whether they take
+/// gradients.
 pub fn fit_level_projections(
     model: Calm,
     batches: &[PreparedBatch],
@@ -102,6 +103,9 @@ pub fn fit_level_projections(
     let embeddings = model.llm.model.embed_tokens.valid().weight.val();
     let mut examples = Vec::new();
     for batch in batches {
+        if batch.hidden_states.is_empty() {
+            continue;
+        }
         let states: Vec<Tensor<3>> = batch
             .hidden_states
             .iter()
@@ -309,7 +313,8 @@ fn cholesky(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
             let s: f64 = (0..j).map(|k| l[i][k] * l[j][k]).sum();
             if i == j {
                 let d = a[i][i] - s;
-                if d <= 0.0 {
+                // Also refuses NaN.
+                if !(d > 0.0) {
                     return None;
                 }
                 l[i][j] = d.sqrt();
@@ -344,18 +349,20 @@ fn set_projection(branch: &mut Branch, weight: &[Vec<f64>], bias: &[f64]) {
     let d_in = weight.len();
     let d_out = bias.len();
     let w: Vec<f32> = weight.iter().flatten().map(|&v| v as f32).collect();
-    let (id, _, mapper) = linear.weight.clone().consume();
+    let (id, old, mapper) = linear.weight.clone().consume();
     linear.weight = Param::from_mapped_value(
         id,
-        Tensor::from_data(TensorData::new(w, [d_in, d_out]), &device),
+        Tensor::from_data(TensorData::new(w, [d_in, d_out]), &device)
+            .set_require_grad(old.is_require_grad()),
         mapper,
     );
     if let Some(b) = linear.bias.take() {
-        let (id, _, mapper) = b.consume();
+        let (id, old, mapper) = b.consume();
         let v: Vec<f32> = bias.iter().map(|&v| v as f32).collect();
         linear.bias = Some(Param::from_mapped_value(
             id,
-            Tensor::from_data(TensorData::new(v, [d_out]), &device),
+            Tensor::from_data(TensorData::new(v, [d_out]), &device)
+                .set_require_grad(old.is_require_grad()),
             mapper,
         ));
     }
