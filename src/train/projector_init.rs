@@ -124,6 +124,7 @@ pub fn fit_level_projections(
                     .collect()
             })
             .collect();
+        let images: usize = batch.images.iter().sum();
         let mut image = 0;
         for (row, &count) in batch.rows.iter().zip(&batch.images) {
             let first = image;
@@ -147,7 +148,7 @@ pub fn fit_level_projections(
             let features = levels
                 .iter()
                 .map(|l| {
-                    let h = l.len() / batch.images.iter().sum::<usize>().max(1);
+                    let h = l.len() / images.max(1);
                     l[first * h..(first + 1) * h]
                         .iter()
                         .map(|&v| f64::from(v))
