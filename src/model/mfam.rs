@@ -34,9 +34,9 @@ pub struct LevelConfig {
     /// Average the queries down to `pool` visual tokens before the projection into the LLM,
     /// as PyTorch's `AdaptiveAvgPool1d` does (token i averages queries `floor(i Q / P)` to
     /// `ceil((i + 1) Q / P)`); `null`, or a `pool` of at least `num_query_tokens`, gives the
-    /// LLM every query, as BLIP-2 does. Pretraining
-    /// reads the queries themselves, so this changes no weight: it sets the fine-tuning's
-    /// price per image, every LLM token costing the same.
+    /// LLM every query, as BLIP-2 does. Pretraining reads the queries themselves, so this
+    /// changes no weight: it sets the fine-tuning's price per image, every LLM token costing
+    /// the same.
     pub pool: Option<usize>,
 }
 
@@ -119,9 +119,8 @@ pub enum QFormerWeights {
 /// The defaults are the CPU-sized model of the main job: they read EfficientNet-Lite0's
 /// stages (0..7), shallow (stage 2, 28x28 at 224 px), middle and deep, with 16 queries a
 /// level (averaged to 4 tokens each for the LLM) and two-layer Q-Formers initialised from
-/// MiniLM's first layers. Stage 1 (56x56)
-/// would make the low level's cross-attention 4x costlier. Full-scale configs set BLIP-2's
-/// sizes (32 queries, 12 layers).
+/// MiniLM's first layers. Stage 1 (56x56) would make the low level's cross-attention 4x
+/// costlier. Full-scale configs set BLIP-2's sizes (32 queries, 12 layers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MfamConfig {

@@ -625,9 +625,6 @@ pub fn finetune(
         metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
     } else {
         write_pretrained(run, pretrained)?;
-        if f.projector_init.kind == ProjectorInitKind::LeastSquares {
-            loaded.model = init_projections(config, &loaded, &mixes, device)?;
-        }
     }
     let events_dir = run.join(EVENTS);
     std::fs::create_dir_all(&events_dir).map_err(io_error(&events_dir))?;
@@ -650,7 +647,12 @@ pub fn finetune(
     let seed = config.seed;
     let progress = Progress::new(total_steps, state.step, "tok/s");
     let started = Instant::now();
-    let mut model = loaded.model.clone();
+    let mut model = match (resume, f.projector_init.kind, mixes.first()) {
+        (false, ProjectorInitKind::LeastSquares, Some(first)) => {
+            init_projections(config, &preparer, loaded.model.clone(), first, device)?
+        }
+        _ => loaded.model.clone(),
+    };
     let mut current_stage = None;
 
     let model = std::thread::scope(|scope| -> Result<Calm, FinetuneError> {
@@ -804,21 +806,17 @@ pub fn finetune(
 /// the training stream (`train::projector_init`), before step 0.
 fn init_projections(
     config: &ExperimentConfig,
-    loaded: &Loaded,
-    mixes: &[Mix],
+    preparer: &Preparer<'_>,
+    model: Calm,
+    first: &Mix,
     device: &Device,
 ) -> Result<Calm, FinetuneError> {
     let f = &config.finetune;
-    let Some(first) = mixes.first() else {
-        return Ok(loaded.model.clone());
-    };
-    let transform = config.data.transform(&config.model.vision);
-    let preparer = loaded.preparer(&transform, f.max_length);
     let policy = config.data.loader.bad_images;
     let batches = (0..f.projector_init.batches)
         .map(|index| {
             build_micro_batch(
-                &preparer,
+                preparer,
                 first,
                 f.batch_size,
                 mix(config.seed, 0, 13),
@@ -829,12 +827,7 @@ fn init_projections(
             .map(|(batch, _)| batch)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (model, report) = fit_level_projections(
-        loaded.model.clone(),
-        &batches,
-        f.projector_init.ridge,
-        device,
-    )?;
+    let (model, report) = fit_level_projections(model, &batches, f.projector_init.ridge, device)?;
     let fits: Vec<String> = report
         .r_squared
         .iter()
