@@ -43,10 +43,38 @@ impl CommonArgs {
     /// Creates the run directory and records the resolved config, seed, git commit and
     /// command line in it.
     pub fn start_run(&self, command: &str, config: &ExperimentConfig) -> Result<RunDir, RunError> {
+        self.start_run_with(command, config, |_| Ok(()))
+    }
+
+    /// `start_run`, writing what the run needs besides its config (`first`) before `run.json`:
+    /// a directory with `run.json` is a run, and a run is then complete enough to resume from
+    /// the moment it exists.
+    pub fn start_run_with(
+        &self,
+        command: &str,
+        config: &ExperimentConfig,
+        first: impl FnOnce(&Path) -> Result<(), RunError>,
+    ) -> Result<RunDir, RunError> {
         let run = match &self.output_dir {
-            Some(path) => RunDir::create(path, self.overwrite)?,
+            Some(path) => {
+                // A run never deletes what it reads, nor writes into its data.
+                for input in config.data.input_paths() {
+                    crate::run::check_outside(path, input)?;
+                }
+                let weights = &config.model.weights;
+                let read = [&weights.vision, &weights.text_encoder, &weights.llm]
+                    .into_iter()
+                    .flatten()
+                    .map(PathBuf::as_path)
+                    .chain(config.finetune.pretrained.as_deref());
+                for input in read {
+                    crate::run::check_apart(path, input)?;
+                }
+                RunDir::create(path, self.overwrite)?
+            }
             None => RunDir::create_unique(&Path::new("runs").join(command))?,
         };
+        first(run.path())?;
         run.record(
             config,
             &RunRecord::current(command, config.seed, &self.device.to_string()),

@@ -12,6 +12,8 @@ use crate::config::{ConfigError, to_yaml};
 
 pub const RESOLVED_CONFIG: &str = "config.resolved.yaml";
 pub const RUN_RECORD: &str = "run.json";
+/// Held locked by the process that writes a run (`RunLock`).
+pub const LOCK: &str = "run.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -19,6 +21,14 @@ pub enum RunError {
         "{0} already holds a run ({RUN_RECORD}); choose another --output-dir or pass --overwrite"
     )]
     Exists(PathBuf),
+    #[error(
+        "{0} holds files but no run ({RUN_RECORD}); --overwrite only empties a run directory, so choose another --output-dir"
+    )]
+    NotARun(PathBuf),
+    #[error("{output} overlaps {input}, which this command reads; choose another --output-dir")]
+    Overlap { output: PathBuf, input: PathBuf },
+    #[error("{0} is in use by another process ({LOCK} is locked); wait for it to end")]
+    InUse(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -68,11 +78,21 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates (or, with `overwrite`, reuses) the directory, refusing to write over an
-    /// earlier run by accident.
+    /// Creates the directory, refusing to write over an earlier run by accident. With
+    /// `overwrite`, an earlier run there is deleted first, every file of it: a new run never
+    /// shares its directory with the old one's metrics, events, checkpoints or held-out
+    /// photos. A directory that holds other files is never emptied.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self, RunError> {
-        if path.join(RUN_RECORD).exists() && !overwrite {
-            return Err(RunError::Exists(path.to_path_buf()));
+        if holds_run(path) {
+            if !overwrite {
+                return Err(RunError::Exists(path.to_path_buf()));
+            }
+            // Never from under a process still writing the run.
+            let lock = RunLock::acquire(path)?;
+            clear(path, &[LOCK])?;
+            drop(lock);
+        } else if overwrite && has_entries(path) {
+            return Err(RunError::NotARun(path.to_path_buf()));
         }
         std::fs::create_dir_all(path).map_err(|source| RunError::Io {
             path: path.to_path_buf(),
@@ -118,20 +138,186 @@ impl RunDir {
         self.write(RUN_RECORD, &serde_json::to_string_pretty(record)?)
     }
 
-    /// Writes a file inside the run directory.
+    /// Writes a file inside the run directory, atomically: a killed process leaves the old
+    /// file or the new one, never a torn one.
     pub fn write(&self, name: &str, contents: &str) -> Result<(), RunError> {
-        let path = self.path.join(name);
-        std::fs::write(&path, contents).map_err(|source| RunError::Io { path, source })
+        crate::io::atomic::write_atomic(&self.path.join(name), contents.as_bytes()).map_err(|e| {
+            RunError::Io {
+                path: e.path,
+                source: e.source,
+            }
+        })
     }
+}
+
+/// Whether `dir` holds a run (or an evaluation) of ours: what `--overwrite` may delete.
+pub fn holds_run(dir: &Path) -> bool {
+    dir.join(RUN_RECORD).is_file()
+}
+
+/// The command `run.json` says made the run in `dir` (`pretrain`, `finetune`, `evaluate`).
+pub fn recorded_command(dir: &Path) -> Option<String> {
+    let text =
+        crate::files::read_string(&dir.join(RUN_RECORD), crate::files::MAX_CONFIG_BYTES).ok()?;
+    let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+    record.get("command")?.as_str().map(str::to_string)
+}
+
+/// Refuses an output directory that is or holds `input`, something the command reads:
+/// `--overwrite` would delete it before it is read, and the run's files would land among it.
+/// An output inside a checkpoint's run (`--output-dir RUN/eval/ava`) is allowed: clearing it
+/// touches nothing the command reads.
+pub fn check_apart(output: &Path, input: &Path) -> Result<(), RunError> {
+    check_overlap(output, input, false)
+}
+
+/// Like [`check_apart`], and also refuses an output inside `input`: for data folders, whose
+/// scans would otherwise pick up the run's own files (held-out copies, plots).
+pub fn check_outside(output: &Path, input: &Path) -> Result<(), RunError> {
+    check_overlap(output, input, true)
+}
+
+fn check_overlap(output: &Path, input: &Path, nor_inside: bool) -> Result<(), RunError> {
+    let (Ok(out), Ok(inp)) = (absolute_existing(output), absolute_existing(input)) else {
+        return Ok(());
+    };
+    if inp.starts_with(&out) || (nor_inside && out.starts_with(&inp)) {
+        return Err(RunError::Overlap {
+            output: output.to_path_buf(),
+            input: input.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// `path` made absolute with links resolved, as far as it exists (an output directory may not
+/// exist yet).
+fn absolute_existing(path: &Path) -> std::io::Result<PathBuf> {
+    let mut existing = std::path::absolute(path)?;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = existing.canonicalize()?;
+    resolved.extend(rest.iter().rev());
+    Ok(resolved)
+}
+
+/// An exclusive lock on a run directory (`run.lock`, `flock`), held while a process writes the
+/// run: a second `--resume` of the same run, or an `--overwrite` of it, is refused instead of
+/// deleting the first one's files mid-write. The kernel releases it when the process ends,
+/// however it ends.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    pub fn acquire(dir: &Path) -> Result<Self, RunError> {
+        let path = dir.join(LOCK);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| RunError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: the descriptor is open for the lifetime of `file`.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                return Err(RunError::InUse(dir.to_path_buf()));
+            }
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+fn has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// Deletes everything inside `dir` but the entries named in `keep` (a sweep keeps its log of
+/// every attempt). A link is removed, never followed.
+pub fn clear(dir: &Path, keep: &[&str]) -> Result<(), RunError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        if keep.iter().any(|k| entry.file_name() == *k) {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = entry.file_type().map_err(io(&path))?.is_dir();
+        if is_dir {
+            std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        } else {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what a killed process may leave in a folder of a run: the temporary files and
+/// folders (`.NAME.PID.tmp`) of writes it did not finish. One process writes a run at a time,
+/// so any such entry is debris when a run starts or resumes.
+pub fn remove_debris(dir: &Path) -> Result<usize, RunError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let result = if is_dir {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        result.map_err(|source| RunError::Io { path, source })?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// The commit checked out, when the run starts, in the source tree this binary was built from,
 /// and whether tracked files differ from it; `None` where git or that tree is not available
 /// (a binary copied elsewhere).
 fn git_state() -> (Option<String>, Option<bool>) {
-    let dir = env!("CARGO_MANIFEST_DIR");
+    git_state_of(Path::new(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// `git_state` of the tree at `dir`. Read-only: `--no-optional-locks` keeps `git status` from
+/// refreshing the index, which would take `.git/index.lock` in the user's source tree (and
+/// fail a `git commit` running there at that moment).
+pub fn git_state_of(dir: &Path) -> (Option<String>, Option<bool>) {
     let git = |args: &[&str]| {
         Command::new("git")
+            .arg("--no-optional-locks")
             .arg("-C")
             .arg(dir)
             .args(args)

@@ -506,3 +506,28 @@ fn each_ablation_config_builds_the_mfam_it_describes() {
     assert!(lengths("shared_qformer.yaml").2);
     assert!(!lengths("cross_attention_every_layer.yaml").2);
 }
+
+#[test]
+fn a_diamond_of_extends_is_refused_after_a_bounded_number_of_files() {
+    // Each level names the one below twice: 2^30 reads if nothing counted them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "l0.yaml", "seed: 1\n");
+    for i in 1..=30 {
+        let below = format!("l{}.yaml", i - 1);
+        write(
+            dir.path(),
+            &format!("l{i}.yaml"),
+            &format!("extends: [{below}, {below}]\n"),
+        );
+    }
+    let start = std::time::Instant::now();
+    let top = dir.path().join("l30.yaml");
+    let err = load_err(&top, &[]);
+    assert!(matches!(err, ConfigError::TooManyFiles { .. }), "{err}");
+    assert!(err.to_string().contains("l30.yaml"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    // A few levels of the same diamond are fine: a base named twice is merged twice.
+    let small = dir.path().join("l3.yaml");
+    let config = load::<ExperimentConfig>(Some(&small), &[]).expect("8 reads load");
+    assert_eq!(config.seed, 1);
+}

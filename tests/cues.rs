@@ -81,9 +81,15 @@ fn each_degradation_is_named_at_its_level_first() {
             Degradation::Desaturation => &["colour"],
             Degradation::Tilt => &["tilted", "level", "leans"],
             Degradation::BadCrop => &["crop", "cuts through"],
+            Degradation::Brighter => &["bright", "blown", "bleached"],
+            Degradation::LowContrast => &["contrast", "flat"],
+            Degradation::GaussianBlur => &["blur", "focus", "sharpness"],
+            Degradation::ColourCast => &["cast", "tint", "white balance"],
+            Degradation::Vignette => &["corners", "vignetting", "edges"],
+            Degradation::Rotation => &["rotated", "crooked", "level"],
         }
     };
-    for kind in Degradation::ALL {
+    for kind in Degradation::ALL.into_iter().chain(Degradation::SHIFTED) {
         let original = cues(&low, &middle, None, None, 5);
         for seed in 0..6 {
             let c = cues(&low, &middle, Some(kind), None, seed);

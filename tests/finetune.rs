@@ -6,6 +6,8 @@
 //! image, writes the documented CSV and JSON lines, and its personalized score depends on the
 //! rater's examples.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -620,7 +622,8 @@ fn evaluate_task_runs_the_three_protocols_on_fixture_data() {
         serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
     };
     let run = |name: &str| -> (PathBuf, serde_json::Value, String) {
-        let out_dir = s.root.join(format!("eval_{name}"));
+        // Inside the run, as the README shows: clearing it touches nothing the command reads.
+        let out_dir = s.run.join("eval").join(name);
         let out = ok(bin("evaluate")
             .args(["task", "--config"])
             .arg(root.join(format!("{name}.yaml")))
@@ -680,6 +683,33 @@ fn evaluate_task_runs_the_three_protocols_on_fixture_data() {
     // 2 shots x 2 seeds x 2 raters x 5 queries (eval.max_images).
     assert_eq!(rows.lines().count(), 1 + 2 * 2 * 2 * 5);
 
+    // Issue #19, item 4: into a directory that holds an evaluation, refused without
+    // --overwrite; with it, the old files go (no old predictions beside a new config).
+    let again = |extra: &[&str]| {
+        bin("evaluate")
+            .args(["task", "--config"])
+            .arg(root.join("ava_captions.yaml"))
+            .arg("--checkpoint")
+            .arg(&s.run)
+            .arg("--output-dir")
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    let out = again(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--overwrite"),
+        "{err}"
+    );
+    ok(again(&["--overwrite"]));
+    assert!(
+        !dir.join("predictions.csv").exists(),
+        "the old protocol's predictions stayed"
+    );
+    assert!(dir.join("predictions.json").is_file());
+
     // A config that names no protocol is refused in one line.
     let none = s.root.join("no_protocol.yaml");
     std::fs::write(&none, "eval:\n  max_images: 3\n").expect("write");
@@ -692,4 +722,122 @@ fn evaluate_task_runs_the_three_protocols_on_fixture_data() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("names no eval.protocol"));
+}
+
+/// Issue #19: a fine-tuning run killed at random moments (right after its first checkpoint,
+/// then at random points of each resumption) and resumed each time ends bit-identical to the
+/// run never stopped; `--overwrite` over a finished run leaves one run's metrics and events.
+#[test]
+fn killed_at_random_moments_and_resumed_each_time_a_run_ends_as_if_never_stopped() {
+    let s = setup();
+    let killed = s.root.join("killed_randomly");
+    let spawn = |args: &[&std::ffi::OsStr]| {
+        bin("finetune")
+            .args(args)
+            .arg("--no-eval")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawns")
+    };
+    let kills = common::kill_at_random_until_done(
+        &killed,
+        || {
+            spawn(&[
+                "--config".as_ref(),
+                s.config.as_os_str(),
+                "--output-dir".as_ref(),
+                killed.as_os_str(),
+            ])
+        },
+        || spawn(&["--resume".as_ref(), killed.as_os_str()]),
+        Duration::from_secs(3),
+    );
+    println!("{kills} kills");
+    assert!(kills >= 2, "only {kills} kills");
+    assert_eq!(metrics(&s.run), metrics(&killed));
+    assert!(
+        tensors(&s.run.join("model.safetensors")) == tensors(&killed.join("model.safetensors")),
+        "final weights differ"
+    );
+    // Over the finished run, --overwrite starts clean: one run's metrics, one event file.
+    ok(bin("finetune")
+        .arg("--config")
+        .arg(&s.config)
+        .arg("--output-dir")
+        .arg(&killed)
+        .args(["--overwrite", "--no-eval"])
+        .output()
+        .expect("runs"));
+    assert_eq!(metrics(&killed), metrics(&s.run));
+    assert_eq!(
+        std::fs::read_dir(killed.join("events"))
+            .expect("events")
+            .count(),
+        1
+    );
+}
+
+/// `--overwrite` never deletes a run the command reads, and `--resume` refuses a run another
+/// command made.
+#[test]
+fn overwrite_and_resume_refuse_the_runs_they_would_destroy() {
+    let s = setup();
+    let model = s.run.join("model.safetensors");
+    let before = std::fs::read(&model).expect("model");
+    let eval_config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eval/ava_captions.yaml");
+    let refused = |out: Output, needle: &str| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success() && err.contains(needle) && err.lines().count() == 1,
+            "{err}"
+        );
+    };
+    // The run itself, and the folder that holds it.
+    for output in [s.run.clone(), s.root.clone()] {
+        refused(
+            bin("evaluate")
+                .args(["task", "--config"])
+                .arg(&eval_config)
+                .arg("--checkpoint")
+                .arg(&s.run)
+                .arg("--output-dir")
+                .arg(&output)
+                .arg("--overwrite")
+                .output()
+                .expect("runs"),
+            "which this command reads",
+        );
+    }
+    let pretrained = s.root.join("pretrained");
+    refused(
+        bin("finetune")
+            .arg("--config")
+            .arg(&s.config)
+            .arg("--output-dir")
+            .arg(&pretrained)
+            .arg("--overwrite")
+            .output()
+            .expect("runs"),
+        "which this command reads",
+    );
+    refused(
+        bin("pretrain")
+            .arg("--resume")
+            .arg(&s.run)
+            .output()
+            .expect("runs"),
+        "says `finetune` made it",
+    );
+    refused(
+        bin("finetune")
+            .arg("--resume")
+            .arg(&pretrained)
+            .output()
+            .expect("runs"),
+        "says `pretrain` made it",
+    );
+    assert_eq!(std::fs::read(&model).expect("model"), before);
+    assert!(pretrained.join("model.safetensors").is_file());
 }

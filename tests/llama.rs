@@ -276,3 +276,26 @@ fn sampling_is_seeded_and_stops_where_told() {
         assert_eq!(choose(&mut [5.0, 0.0, 0.0], &[], &nucleus, &mut rng), 0);
     }
 }
+
+#[test]
+fn generation_refuses_a_prompt_beyond_the_context_and_stops_where_it_ends() {
+    use calm::model::generate::{GenerateError, GenerationConfig, generate};
+    let device = Device::flex();
+    let (model, config, _) = load_llama(&case("gqa_untied"), &device).expect("loads");
+    let context = config.max_position_embeddings;
+    assert_eq!(model.max_position_embeddings, context);
+    let greedy = GenerationConfig {
+        max_new_tokens: 12,
+        ..GenerationConfig::default()
+    };
+    let run = |prompt: Vec<u32>| generate(&model, &[prompt], &[], &greedy, |_, _| false, |_, _| {});
+    let err = run(vec![5; context + 1]).expect_err("longer than the context");
+    assert!(
+        matches!(err, GenerateError::TooLong { row: 0, tokens, context: c } if tokens == context + 1 && c == context),
+        "{err}"
+    );
+    // Four places left: four tokens, not twelve.
+    let replies = run(vec![5; context - 4]).expect("fits");
+    assert_eq!(replies[0].len(), 4);
+    assert_eq!(run(vec![5; 3]).expect("fits")[0].len(), 12);
+}

@@ -370,3 +370,63 @@ fn the_full_scale_config_is_calms_setup() {
     }
     assert_eq!(config.model.mfam.llm_hidden_size, 4096);
 }
+
+/// Issue #19, item 2: Q-Formers copied from one BERT must each get their own gradient. Their
+/// parameters once shared the BERT tensors' autodiff nodes, so the first Q-Former took the
+/// summed gradient and the other two none at the first step.
+#[test]
+fn every_qformer_copied_from_one_bert_gets_its_own_gradient() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let (mfam_config, vision, _) = common::tiny_pretrain_configs();
+    let q = &mfam_config.qformer;
+    let bert = calm::model::BertConfig {
+        vocab_size: 10,
+        hidden_size: q.hidden_size,
+        num_hidden_layers: q.num_hidden_layers,
+        num_attention_heads: q.num_attention_heads,
+        intermediate_size: q.intermediate_size,
+        max_position_embeddings: 8,
+        ..calm::model::BertConfig::default()
+    }
+    .init(false, &device);
+    let mfam = numbered_params(
+        mfam_config
+            .init_from_bert(&vision, &bert, &device)
+            .expect("from BERT"),
+    );
+    let hidden_states: Vec<Tensor<3>> = vision
+        .hidden_state_shapes()
+        .into_iter()
+        .map(|(t, w)| Tensor::random([2, t, w], burn::tensor::Distribution::Default, &device))
+        .collect();
+    let loss = mfam.forward(&hidden_states).tokens().powi_scalar(2).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &mfam);
+    struct Count<'a> {
+        grads: &'a GradientsParams,
+        with: usize,
+        without: Vec<u64>,
+    }
+    impl ModuleVisitor for Count<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            match self.grads.get::<D>(param.id) {
+                Some(_) => self.with += 1,
+                None => self.without.push(param.id.val()),
+            }
+        }
+    }
+    let mut count = Count {
+        grads: &grads,
+        with: 0,
+        without: Vec::new(),
+    };
+    mfam.visit(&mut count);
+    assert!(count.with > 60, "{} parameters", count.with);
+    assert!(
+        count.without.is_empty(),
+        "{} of {} parameters got no gradient (ids {:?})",
+        count.without.len(),
+        count.with + count.without.len(),
+        count.without
+    );
+}

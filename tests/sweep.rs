@@ -220,8 +220,10 @@ fn shell(script: &'static str) -> impl Fn(&PlannedRun, &Path, Start) -> Command 
 }
 
 /// Writes `summary.json` from the seed; the run of `seed: 2` in the `bad` configuration fails.
+/// Its output (the run's log) says how it started and which files it found.
 const SCRIPT: &str = r#"
-echo "start $START" >> starts.txt
+echo "start $START"
+echo "found $(ls | tr '\n' ' ')"
 echo '{}' > config.resolved.yaml
 case "$RUN" in
   bad*) echo "pretrain: error: reading data/nowhere: No such file or directory" >&2; exit 3 ;;
@@ -243,11 +245,23 @@ fn fake_plan(tmp: &Path) -> (Sweep, Vec<PlannedRun>) {
     (sweep, plan)
 }
 
+/// The `start` lines of a run's log: one per attempt, kept across restarts.
 fn starts(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("starts.txt"))
+    std::fs::read_to_string(dir.join("log.txt"))
         .unwrap_or_default()
         .lines()
+        .filter(|l| l.starts_with("start "))
         .map(String::from)
+        .collect()
+}
+
+/// The files each attempt found when it started.
+fn found(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("log.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("found "))
+        .map(|l| l.trim().to_string())
         .collect()
 }
 
@@ -296,10 +310,14 @@ fn finished_runs_are_skipped_failed_ones_restarted_interrupted_ones_resumed() {
         std::fs::remove_file(dir(i).join(STATUS)).expect("rm status");
         std::fs::write(dir(i).join("run.json"), "{}").expect("run.json");
     }
-    let step = dir(1).join("checkpoints/step-2");
-    std::fs::create_dir_all(&step).expect("mkdir");
-    std::fs::write(step.join("state.json"), "{}").expect("state");
-    std::fs::write(dir(1).join("checkpoints/latest"), "step-2").expect("latest");
+    // Runs 1 (interrupted) and 4 (failed, say killed for memory) have a checkpoint.
+    for i in [1, 4] {
+        let step = dir(i).join("checkpoints/step-00000002");
+        std::fs::create_dir_all(&step).expect("mkdir");
+        std::fs::write(step.join("state.json"), "{}").expect("state");
+        std::fs::write(dir(i).join("checkpoints/latest"), "step-00000002").expect("latest");
+    }
+    assert!(matches!(run_state(&dir(4)), RunState::Failed(_)));
     assert_eq!(
         run_state(&dir(1)),
         RunState::Interrupted { resumable: true }
@@ -315,6 +333,18 @@ fn finished_runs_are_skipped_failed_ones_restarted_interrupted_ones_resumed() {
     assert_eq!(starts(&dir(1)), ["start Fresh", "start Resume"]);
     assert_eq!(starts(&dir(2)), ["start Fresh", "start Restart"]);
     assert_eq!(starts(&dir(3)), ["start Fresh", "start Restart"]);
+    // A failed run with a checkpoint resumes: a restart would delete its checkpoints.
+    assert_eq!(starts(&dir(4)), ["start Fresh", "start Resume"]);
+    assert!(found(&dir(4))[1].contains("checkpoints"));
+    // Issue #19, item 4: a restart finds nothing of the earlier attempt but its log; a
+    // resumption finds its checkpoint.
+    assert_eq!(found(&dir(2))[1], "log.txt");
+    assert_eq!(found(&dir(3))[1], "log.txt");
+    assert!(
+        found(&dir(1))[1].contains("checkpoints"),
+        "{:?}",
+        found(&dir(1))
+    );
     assert!(outcomes[1].status.as_ref().expect("ran").resumed);
     assert_eq!(run_state(&dir(1)), RunState::Succeeded);
 }
@@ -612,13 +642,76 @@ seeds: [1, 2]
         );
     }
 
-    // A spec whose shared overrides changed would mix configs in one table: refused.
+    // A spec whose shared overrides changed would mix configs in one table: --dry-run lists
+    // the finished runs as stale; running is refused.
     std::fs::write(&spec, spec_text.replace("steps: 4", "steps: 5")).expect("spec");
     let changed = run(&["--dry-run"]);
-    assert!(!changed.status.success());
+    assert!(changed.status.success(), "{}", text(&changed));
+    let listed = String::from_utf8_lossy(&changed.stdout).to_string();
     assert!(
-        text(&changed).contains("made with another config"),
+        listed.contains("base-08f44b07-seed2\tstale (made with another config)"),
+        "{listed}"
+    );
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("made with another config"),
         "{}",
-        text(&changed)
+        text(&refused)
+    );
+}
+
+/// Issue #19, item 9: on a fresh clone every committed experiment lists its runs, and none is
+/// stale: the committed results are what the code as it now is makes of each spec.
+#[test]
+fn every_committed_experiment_is_current() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut specs: Vec<PathBuf> = std::fs::read_dir(root.join("experiments"))
+        .expect("experiments")
+        .map(|e| e.expect("entry").path().join("sweep.yaml"))
+        .filter(|p| p.is_file())
+        .collect();
+    specs.sort();
+    assert!(specs.len() >= 2, "{specs:?}");
+    for spec in specs {
+        let out = sweep_cmd(&[&spec, Path::new("--dry-run")]);
+        let listed = text(&out);
+        assert!(out.status.success(), "{listed}");
+        let rows: Vec<&str> = listed.lines().filter(|l| l.contains('\t')).collect();
+        assert!(!rows.is_empty(), "{listed}");
+        for row in rows {
+            assert!(
+                row.split('\t').nth(1) == Some("done"),
+                "{}: {row}",
+                spec.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_sweep_named_dots_or_planning_too_many_runs_is_refused() {
+    for name in [".", ".."] {
+        let err =
+            expand(&format!("name: \"{name}\"\ncommand: pretrain\n")).expect_err("a name of dots");
+        assert!(err.contains("name"), "{err}");
+    }
+    // 8 keys of 40 values: 6.5 x 10^12 runs from a few hundred bytes.
+    let values: Vec<String> = (1..=40).map(|v| v.to_string()).collect();
+    let grid: String = (0..8)
+        .map(|k| format!("  pretrain.k{k}: [{}]\n", values.join(", ")))
+        .collect();
+    let start = std::time::Instant::now();
+    let err = expand(&format!("command: pretrain\ngrid:\n{grid}")).expect_err("too many runs");
+    assert!(err.contains("more than 10000 runs"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    let grid: String = (0..2)
+        .map(|k| format!("  pretrain.k{k}: [{}]\n", values.join(", ")))
+        .collect();
+    assert_eq!(
+        expand(&format!("command: pretrain\ngrid:\n{grid}"))
+            .expect("1600 runs")
+            .len(),
+        1600
     );
 }

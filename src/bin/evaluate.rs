@@ -70,6 +70,9 @@ enum Task {
         /// Results directory [default: results/eval/<config name>/<run name>].
         #[arg(long, value_name = "DIR")]
         output_dir: Option<PathBuf>,
+        /// Replace an earlier evaluation in the results directory (its files are deleted).
+        #[arg(long)]
+        overwrite: bool,
         /// Device: cpu, wgpu or cuda:N.
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: DeviceSpec,
@@ -84,10 +87,21 @@ enum Task {
         /// Folder of photos the run never trained on, e.g. RUN/held_out.
         #[arg(long, value_name = "DIR")]
         images: PathBuf,
+        /// Which degradations make the copies: the run's training kinds, or kinds no
+        /// built-in run trains on, made with other formulas (brighter, low_contrast,
+        /// gaussian_blur, colour_cast, vignette, rotation).
+        #[arg(long, value_enum, default_value_t = Kinds::Training)]
+        kinds: Kinds,
         /// Device: cpu, wgpu or cuda:N.
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: DeviceSpec,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Kinds {
+    Training,
+    Shifted,
 }
 
 fn main() -> ExitCode {
@@ -103,13 +117,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             checkpoint,
             set,
             output_dir,
+            overwrite,
             device,
-        } => protocol(&config, &checkpoint, &set, output_dir, &device),
+        } => protocol(&config, &checkpoint, &set, output_dir, overwrite, &device),
         Task::Degradations {
             checkpoint,
             images,
+            kinds,
             device,
-        } => degradations(&checkpoint, &images, &device),
+        } => degradations(&checkpoint, &images, kinds, &device),
     }
 }
 
@@ -136,9 +152,9 @@ fn scores(pred: &Path, gt: &Path) -> anyhow::Result<()> {
     )
     .with_context(|| format!("{} matched images", m.pairs.len()))?;
     for warning in &report.warnings {
-        eprintln!("evaluate: warning: {warning}");
+        calm::errln!("evaluate: warning: {warning}");
     }
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    calm::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     Ok(())
 }
 
@@ -162,7 +178,7 @@ fn captions(pred: &Path, refs: &Path) -> anyhow::Result<()> {
         r.into_iter().filter(|(k, _)| p.contains_key(k)).collect();
     let scores = evaluate_captions(&p, &r)
         .with_context(|| format!("{} images with a prediction and references", p.len()))?;
-    println!("{}", serde_json::to_string_pretty(&scores)?);
+    calm::outln!("{}", serde_json::to_string_pretty(&scores)?)?;
     Ok(())
 }
 
@@ -171,7 +187,8 @@ fn protocol(
     checkpoint: &Path,
     set: &[String],
     output_dir: Option<PathBuf>,
-    device: &DeviceSpec,
+    overwrite: bool,
+    device_spec: &DeviceSpec,
 ) -> anyhow::Result<()> {
     let mut found = finetune::find_run(checkpoint)
         .with_context(|| format!("reading the run {}", checkpoint.display()))?;
@@ -199,12 +216,15 @@ fn protocol(
             .join(name(eval_config))
             .join(name(&found.dir))
     });
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    calm::io::atomic::write_atomic(
-        &out.join(calm::run::RESOLVED_CONFIG),
-        calm::config::to_yaml(config)?.as_bytes(),
+    // Old predictions never sit beside a new config: an earlier evaluation there is refused,
+    // or deleted whole with --overwrite (never the run being evaluated).
+    calm::run::check_apart(&out, &found.dir)?;
+    let results = calm::run::RunDir::create(&out, overwrite)?;
+    results.record(
+        config,
+        &calm::run::RunRecord::current("evaluate", config.seed, &device_spec.to_string()),
     )?;
-    let device = device.device()?;
+    let device = device_spec.device()?;
     let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
     let transform = calm::data::Transform {
         crop: calm::data::Crop::Center,
@@ -215,7 +235,7 @@ fn protocol(
         transform: &transform,
         config: &config.infer,
     };
-    eprintln!(
+    calm::errln!(
         "evaluate: {} with {} into {}",
         protocol.name(),
         found.dir.display(),
@@ -276,11 +296,16 @@ fn protocol(
     });
     let text = serde_json::to_string_pretty(&metrics)?;
     write(&out.join("metrics.json"), text.as_bytes())?;
-    println!("{text}");
+    calm::outln!("{text}")?;
     Ok(())
 }
 
-fn degradations(checkpoint: &Path, images: &Path, device: &DeviceSpec) -> anyhow::Result<()> {
+fn degradations(
+    checkpoint: &Path,
+    images: &Path,
+    kinds: Kinds,
+    device: &DeviceSpec,
+) -> anyhow::Result<()> {
     let device = device.device()?;
     let found = pretrain::find_run(checkpoint)
         .with_context(|| format!("reading the run {}", checkpoint.display()))?;
@@ -290,14 +315,22 @@ fn degradations(checkpoint: &Path, images: &Path, device: &DeviceSpec) -> anyhow
     let config = &found.config;
     let frozen = Frozen::load(config, &device).context("loading the frozen encoders")?;
     let model = pretrain::load_pretrained(&found, &frozen, &device)?;
-    let report = pretrain::evaluate_degradations(config, &frozen, &model, &photos, &device)?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    let kinds = match kinds {
+        Kinds::Training => config.pretrain.pairs.degradations.clone(),
+        Kinds::Shifted => calm::data::degrade::Degradation::SHIFTED.to_vec(),
+    };
+    let report =
+        pretrain::evaluate_degradations(config, &frozen, &model, &photos, &kinds, &device)?;
+    for skipped in &report.skipped {
+        calm::errln!("evaluate: skipping {skipped}");
+    }
+    calm::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = calm::files::read_string(path, calm::files::MAX_ANNOTATION_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -318,7 +351,7 @@ fn report_unmatched(what: &str, names: &[&str]) {
     } else {
         String::new()
     };
-    eprintln!(
+    calm::errln!(
         "evaluate: {} {what}: {}{tail}",
         names.len(),
         shown.join(", ")
@@ -327,7 +360,7 @@ fn report_unmatched(what: &str, names: &[&str]) {
 
 fn report_skipped(skipped: &[calm::eval::protocols::Skipped]) {
     for s in skipped {
-        eprintln!("evaluate: skipping {}", s.reason);
+        calm::errln!("evaluate: skipping {}", s.reason);
     }
 }
 

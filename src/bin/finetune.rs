@@ -26,7 +26,8 @@ use clap::Parser;
 pub(crate) struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Continue the run in this directory from its latest checkpoint, with its own config.
+    /// Continue the run in this directory from its latest checkpoint (from step 0 when it was
+    /// stopped before its first), with its own config.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "set", "output_dir", "overwrite"])]
     resume: Option<PathBuf>,
     /// Skip the held-out evaluation at the end.
@@ -45,22 +46,30 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let device = args.common.device()?;
     let (config, run_dir, pretrained) = match &args.resume {
         Some(dir) => {
-            let found =
-                finetune::find_run(dir).with_context(|| format!("resuming {}", dir.display()))?;
-            (found.config, dir.clone(), found.pretrained)
+            let (config, pretrained) =
+                finetune::run_record(dir).with_context(|| format!("resuming {}", dir.display()))?;
+            (config, dir.clone(), pretrained)
         }
         None => {
             let config = args.common.load_config()?;
             let pretrained = pretrained_run(&config, &args.common)?;
-            let run = args.common.start_run("finetune", &config)?;
+            if let Some(out) = &args.common.output_dir {
+                calm::run::check_apart(out, &pretrained.dir)?;
+            }
+            let run = args.common.start_run_with("finetune", &config, |dir| {
+                finetune::write_pretrained(dir, &pretrained).map_err(|e| calm::run::RunError::Io {
+                    path: dir.join(finetune::PRETRAINED),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?;
             (config, run.path().to_path_buf(), pretrained)
         }
     };
-    println!(
+    calm::outln!(
         "run directory: {} (from pretraining run {})",
         run_dir.display(),
         pretrained.dir.display()
-    );
+    )?;
     let summary = finetune::finetune(
         &config,
         &pretrained,
@@ -86,7 +95,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         &config.pretrain.evaluation.severities,
         config.seed,
         &run_dir.join(HELD_OUT),
+        config.data.loader.bad_images,
     )?;
+    for skipped in &set.skipped {
+        calm::errln!("finetune: held-out photo skipped: {skipped}");
+    }
     // Both models as `infer` reads them: from the files.
     let found = finetune::find_run(&run_dir)?;
     let after =
@@ -102,7 +115,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .context("evaluating the held-out photos")?;
     json["held_out"] = serde_json::to_value(&report)?;
     write_summary(&run_dir, &json)?;
-    println!(
+    calm::outln!(
         "held-out pairwise accuracy of `infer score` {:.3} (before fine-tuning {:.3}) over {} pairs; comments name the defect in {:.0}%, suggestions in {:.0}%; summary in {}",
         report.pairwise_accuracy,
         report.before_pairwise_accuracy,
@@ -110,7 +123,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         100.0 * report.comments_naming_defect,
         100.0 * report.suggestions_naming_defect,
         run_dir.join(SUMMARY).display()
-    );
+    )?;
     Ok(())
 }
 
@@ -130,18 +143,19 @@ fn pretrained_run(config: &ExperimentConfig, common: &CommonArgs) -> anyhow::Res
         config,
         &RunRecord::current("pretrain", config.seed, &common.device.to_string()),
     )?;
-    println!(
+    calm::outln!(
         "no finished pretraining run with this config under {}; pretraining first in {}",
         runs.display(),
         run.path().display()
-    );
+    )?;
     let device = common.device()?;
     let report = pretrain::pretrain_and_evaluate(config, run.path(), &device, false)
         .context("pretraining")?;
-    println!(
+    calm::outln!(
         "pretraining: held-out pairwise accuracy {:.3} (random init {:.3})",
-        report.pairwise_accuracy, report.random_init_pairwise_accuracy
-    );
+        report.pairwise_accuracy,
+        report.random_init_pairwise_accuracy
+    )?;
     Ok(pretrain::find_run(run.path())?)
 }
 

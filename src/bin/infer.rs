@@ -76,9 +76,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let inputs = match &args.task {
-        Sub::Score(i) | Sub::Comment(i) | Sub::Suggest(i) => i,
-        Sub::Personalize { inputs, .. } => inputs,
+    // The rated examples are read before the model: a bad row costs nothing.
+    let (inputs, rated) = match &args.task {
+        Sub::Score(i) | Sub::Comment(i) | Sub::Suggest(i) => (i, Vec::new()),
+        Sub::Personalize { inputs, examples } => (inputs, read_examples(examples)?),
     };
     let mut paths = Vec::new();
     if let Some(list) = &inputs.list {
@@ -115,7 +116,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         )),
-        None => Box::new(std::io::stdout().lock()),
+        None => Box::new(calm::console::Stdout),
     };
     let jsonl = inputs.output.is_some();
     match &args.task {
@@ -153,17 +154,25 @@ fn run(args: Args) -> anyhow::Result<()> {
                 out.flush()?;
             }
         }
-        Sub::Personalize { examples, .. } => {
-            let rated = read_examples(examples)?;
-            let rated_paths: Vec<PathBuf> = rated.iter().map(|(p, _)| p.clone()).collect();
-            let rated_images = runner
-                .load_images(&rated_paths)
-                .map_err(|(_, reason)| anyhow::anyhow!("{reason}"))
-                .context("reading the rated examples")?;
-            let examples: Vec<(Arc<RgbImage>, f64)> = rated_images
-                .into_iter()
-                .zip(rated.iter().map(|(_, s)| *s))
-                .collect();
+        Sub::Personalize {
+            examples: examples_path,
+            ..
+        } => {
+            // Unreadable examples follow the images' policy: skipped, or fatal with --strict.
+            let mut examples = Vec::with_capacity(rated.len());
+            for (path, score) in &rated {
+                let (_, mut image) =
+                    read_images(&runner, std::slice::from_ref(path), inputs.strict)
+                        .context("reading the rated examples")?;
+                examples.extend(image.pop().map(|image| (image, *score)));
+            }
+            if examples.is_empty() {
+                bail!(
+                    "none of the {} rated examples in {} could be read",
+                    rated.len(),
+                    examples_path.display()
+                );
+            }
             let scores = runner.personalize(&examples, &images)?;
             writeln!(out, "image,score,score_numeric,score_expected")?;
             for (path, s) in kept.iter().zip(&scores) {
@@ -197,7 +206,7 @@ fn read_images(
                 images.append(&mut one);
             }
             // The reason names the file.
-            Err((_, reason)) if !strict => eprintln!("infer: skipping {reason}"),
+            Err((_, reason)) if !strict => calm::errln!("infer: skipping {reason}"),
             Err((_, reason)) => bail!("{reason}"),
         }
     }
@@ -206,8 +215,8 @@ fn read_images(
 
 /// `image,score` rows; a first line whose score is not a number is a header.
 fn read_examples(path: &Path) -> anyhow::Result<Vec<(PathBuf, f64)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = calm::files::read_string(path, calm::files::MAX_ANNOTATION_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -219,8 +228,13 @@ fn read_examples(path: &Path) -> anyhow::Result<Vec<(PathBuf, f64)>> {
             bail!("{} line {}: expected `image,score`", path.display(), i + 1);
         };
         let image = image.trim().trim_matches('"');
-        let score: f64 = match score.trim().parse() {
-            Ok(s) => s,
+        let score: f64 = match score.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() => s,
+            Ok(s) => bail!(
+                "{} line {}: the score {s} is not a finite number",
+                path.display(),
+                i + 1
+            ),
             Err(_) if rows.is_empty() && i == 0 => continue,
             Err(_) => bail!(
                 "{} line {}: `{}` is not a score",

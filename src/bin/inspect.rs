@@ -5,8 +5,6 @@ mod common;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::io::Write;
-
 use anyhow::Context;
 use calm::cli::CommonArgs;
 use clap::{Parser, Subcommand};
@@ -110,7 +108,7 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Config { common } => {
-            print!("{}", calm::config::to_yaml(&common.load_config()?)?);
+            calm::console::out(&calm::config::to_yaml(&common.load_config()?)?)?;
             Ok(())
         }
         What::Data { common } => {
@@ -124,16 +122,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             )
             .context("reading the dataset")?;
             for skip in &report.skipped {
-                println!("skipped {}: {}", skip.what, skip.reason);
+                calm::outln!("skipped {}: {}", skip.what, skip.reason)?;
             }
-            println!(
+            calm::outln!(
                 "{} images, {} loaded in {} batches of shape {:?}, {} skipped",
                 report.images,
                 report.loaded,
                 report.batches,
                 report.first_batch_shape.unwrap_or_default(),
                 report.skipped.len()
-            );
+            )?;
             Ok(())
         }
         What::Forward {
@@ -157,12 +155,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 Arch::Bert => calm::io::forward::bert(&checkpoint, &inputs, &output, &device)?,
                 Arch::Llama => calm::io::forward::llama(&checkpoint, &inputs, &output, &device)?,
             };
-            println!(
+            calm::outln!(
                 "{} weights loaded, {} checkpoint tensors unused; wrote {}",
                 report.applied.len(),
                 report.unexpected.len(),
                 output.display()
-            );
+            )?;
             Ok(())
         }
         What::Generate {
@@ -178,16 +176,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             stop,
             device,
         } => {
-            let device = device.device()?;
-            let (model, tok) = calm::io::llama::load_chat_model(&checkpoint, &device)
-                .with_context(|| format!("loading {}", checkpoint.display()))?;
-            let text = if raw {
-                prompt
-            } else {
-                tok.template
-                    .prompt(&[(calm::model::chat::Role::User, prompt.as_str())])
-            };
-            let ids = tok.encode_prompt(&text)?;
             let sampling = top_k.is_some() || top_p.is_some();
             let config = calm::model::generate::GenerationConfig {
                 max_new_tokens,
@@ -198,10 +186,25 @@ fn run(args: Args) -> anyhow::Result<()> {
                 seed,
                 use_cache: true,
             };
+            // Checked before the model is read: a bad flag costs nothing.
+            config.validate("generation").map_err(|e| {
+                let field = e.key.rsplit('.').next().unwrap_or_default();
+                anyhow::anyhow!("--{}: {}", field.replace('_', "-"), e.message)
+            })?;
+            let device = device.device()?;
+            let (model, tok) = calm::io::llama::load_chat_model(&checkpoint, &device)
+                .with_context(|| format!("loading {}", checkpoint.display()))?;
+            let text = if raw {
+                prompt
+            } else {
+                tok.template
+                    .prompt(&[(calm::model::chat::Role::User, prompt.as_str())])
+            };
+            let ids = tok.encode_prompt(&text)?;
             let mut stops: Vec<String> = stop;
             stops.extend(tok.template.stop_strings().iter().map(|s| s.to_string()));
-            let mut out = std::io::stdout();
             let mut printed = 0;
+            let mut write_error = None;
             // Streams the reply as it grows. Text that could be the start of a stop string,
             // or half of a multi-byte character, is held back until the next token settles it.
             let mut stream = |reply: &[u32], last: bool| -> bool {
@@ -230,11 +233,14 @@ fn run(args: Args) -> anyhow::Result<()> {
                     }
                 };
                 if end > printed && text.is_char_boundary(printed) && text.is_char_boundary(end) {
-                    let _ = write!(out, "{}", &text[printed..end]);
-                    let _ = out.flush();
+                    if let Err(e) = calm::console::out(&text[printed..end]) {
+                        write_error = Some(e);
+                        return true;
+                    }
                     printed = end;
                 }
-                stop_at.is_some()
+                // Nobody reads the rest once stdout is closed: stop generating.
+                stop_at.is_some() || calm::console::stdout_closed()
             };
             let replies = calm::model::generate::generate(
                 &model,
@@ -245,7 +251,10 @@ fn run(args: Args) -> anyhow::Result<()> {
                 |_, _| {},
             )?;
             stream(&replies[0], true);
-            writeln!(std::io::stdout())?;
+            if let Some(e) = write_error {
+                return Err(e.into());
+            }
+            calm::outln!()?;
             Ok(())
         }
     }

@@ -19,7 +19,8 @@ use clap::Parser;
 pub(crate) struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// Continue the run in this directory from its latest checkpoint, with its own config.
+    /// Continue the run in this directory from its latest checkpoint (from step 0 when it was
+    /// stopped before its first), with its own config.
     #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "set", "output_dir", "overwrite"])]
     resume: Option<PathBuf>,
 }
@@ -32,9 +33,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let device = args.common.device()?;
     let (config, run_dir) = match &args.resume {
         Some(dir) => {
-            let found =
-                pretrain::find_run(dir).with_context(|| format!("resuming {}", dir.display()))?;
-            (found.config, dir.clone())
+            let config =
+                pretrain::run_config(dir).with_context(|| format!("resuming {}", dir.display()))?;
+            (config, dir.clone())
         }
         None => {
             let config = args.common.load_config()?;
@@ -42,15 +43,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             (config, run.path().to_path_buf())
         }
     };
-    println!("run directory: {}", run_dir.display());
+    calm::outln!("run directory: {}", run_dir.display())?;
     let report = pretrain::pretrain_and_evaluate(&config, &run_dir, &device, args.resume.is_some())
         .context("pretraining")?;
-    println!(
+    calm::outln!(
         "held-out pairwise accuracy {:.3} (random init {:.3}) over {} pairs; summary in {}",
         report.pairwise_accuracy,
         report.random_init_pairwise_accuracy,
         report.pairs,
         run_dir.join(SUMMARY).display()
-    );
+    )?;
     Ok(())
 }

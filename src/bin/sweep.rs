@@ -27,7 +27,7 @@ use calm::config::to_yaml;
 use calm::device::DeviceSpec;
 use calm::run::RESOLVED_CONFIG;
 use calm::sweep::plots::draw_all;
-use calm::sweep::runner::{RunState, Start, run_all, run_state};
+use calm::sweep::runner::{RunState, Start, resumable, run_all, run_state};
 use calm::sweep::summary::{RunOutcome, collect};
 use calm::sweep::{PlannedRun, Sweep, SweepCommand};
 use clap::Parser;
@@ -82,7 +82,9 @@ fn run_as(argv: &[OsString]) -> ExitCode {
             evaluate_cmd::run(evaluate_cmd::Args::parse_from(argv))
         }),
         other => {
-            eprintln!("sweep: error: {RUN_AS} takes pretrain, finetune or evaluate, not {other:?}");
+            calm::errln!(
+                "sweep: error: {RUN_AS} takes pretrain, finetune or evaluate, not {other:?}"
+            );
             ExitCode::FAILURE
         }
     }
@@ -97,21 +99,39 @@ fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|run| sweep.resolve(run))
         .collect::<Result<Vec<_>, _>>()?;
-    for (run, config) in plan.iter().zip(&configs) {
-        check_same_config(&results.join(&run.id), &to_yaml(config)?)?;
-    }
+    let resolved = configs.iter().map(to_yaml).collect::<Result<Vec<_>, _>>()?;
     if args.dry_run {
-        println!(
+        calm::outln!(
             "{} runs of {} into {}:",
             plan.len(),
             args.spec.display(),
             results.display()
-        );
-        for run in &plan {
-            let state = run_state(&results.join(&run.id));
-            println!("{}\t{}\t{}", run.id, state.label(), overrides(&sweep, run));
+        )?;
+        for (run, yaml) in plan.iter().zip(&resolved) {
+            let dir = results.join(&run.id);
+            let state = match stale(&dir, yaml) {
+                Some(_) => "stale (made with another config)",
+                None => run_state(&dir).label(),
+            };
+            calm::outln!("{}\t{}\t{}", run.id, state, overrides(&sweep, run))?;
         }
         return Ok(());
+    }
+    for (run, yaml) in plan.iter().zip(&resolved) {
+        let dir = results.join(&run.id);
+        if let Some(state) = stale(&dir, yaml) {
+            anyhow::bail!(
+                "{} holds a {} run made with another config than the spec now gives it (the \
+                 spec, a base file or a default changed); move it away to run it again, or give \
+                 the sweep another name (--dry-run lists every run's state)",
+                dir.display(),
+                if state == RunState::Succeeded {
+                    "finished"
+                } else {
+                    "resumable"
+                }
+            );
+        }
     }
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
     if !args.summarize {
@@ -131,7 +151,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 &args.device,
             )
         };
-        eprintln!(
+        calm::errln!(
             "sweep {}: {} runs, {} at a time, into {}",
             sweep.name,
             plan.len(),
@@ -149,12 +169,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let summary = collect(&sweep, &plan, &results);
     summary.write(&results, &format!("Sweep `{}`", sweep.name))?;
     let figures = draw_all(&summary, &sweep.spec.curve, &results)?;
-    println!(
+    calm::outln!(
         "{} and {} figures in {}",
         ["summary.csv", "summary.md", "runs.csv"].join(", "),
         figures.len(),
         results.display()
-    );
+    )?;
     let not_done: Vec<String> = summary
         .runs
         .iter()
@@ -174,34 +194,22 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to reuse a run directory made with another config (the spec or its base file
-/// changed): its results would be tabulated under the new config.
-fn check_same_config(dir: &Path, resolved: &str) -> anyhow::Result<()> {
+/// The state of a run directory made with another config than `resolved` (the spec, a base
+/// file or a default changed), when it holds something worth keeping (a success or a
+/// checkpoint): a sweep must not tabulate or resume it under the new config.
+fn stale(dir: &Path, resolved: &str) -> Option<RunState> {
     let path = dir.join(RESOLVED_CONFIG);
-    let Ok(existing) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
+    let existing = calm::files::read_string(&path, calm::files::MAX_CONFIG_BYTES).ok()?;
     if existing == resolved {
-        return Ok(());
+        return None;
     }
     let state = run_state(dir);
     // A run with nothing worth keeping (no checkpoint, no success) is simply started again.
-    if matches!(
-        state,
-        RunState::Interrupted { resumable: false } | RunState::Failed(_)
-    ) {
-        return Ok(());
+    match state {
+        RunState::Succeeded | RunState::Interrupted { resumable: true } => Some(state),
+        RunState::Failed(_) if resumable(dir) => Some(state),
+        _ => None,
     }
-    anyhow::bail!(
-        "{} holds a {} run made with another config than the spec now gives it (the spec or a \
-         base file changed); move it away to run it again, or give the sweep another name",
-        dir.display(),
-        if state == RunState::Succeeded {
-            "finished"
-        } else {
-            "resumable"
-        }
-    )
 }
 
 fn overrides(sweep: &Sweep, run: &PlannedRun) -> String {
@@ -241,9 +249,6 @@ fn child_command(
                 command.arg("--set").arg(set);
             }
             command.arg("--output-dir").arg(dir);
-            if start == Start::Restart {
-                command.arg("--overwrite");
-            }
         }
         (SweepCommand::Evaluate, _) => {
             command.arg("task");

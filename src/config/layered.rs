@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 
 use super::tagged::INNER_KEY;
 
+/// The most files one config may load through its `extends`.
+pub const MAX_CONFIG_FILES: usize = 1_000;
+
 /// Where a configuration value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -50,6 +53,12 @@ impl Invalid {
     }
 }
 
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}`: {}", self.key, self.message)
+    }
+}
+
 /// Cross-field checks that serde's types cannot express.
 pub trait Validate {
     fn validate(&self) -> Result<(), Invalid>;
@@ -70,6 +79,10 @@ pub enum ConfigError {
     BadExtends { path: PathBuf },
     #[error("{path}: `extends` forms a cycle through {again}")]
     ExtendsCycle { path: PathBuf, again: PathBuf },
+    #[error(
+        "{path}: its `extends` load more than {MAX_CONFIG_FILES} files (a base named by many paths counts each time)"
+    )]
+    TooManyFiles { path: PathBuf },
     #[error("--set {arg}: expected KEY=VALUE with a dotted key, e.g. --set data.batch_size=16")]
     BadSet { arg: String },
     #[error("unknown key `{key}` in {origin}; nearest valid key: {nearest}")]
@@ -117,14 +130,23 @@ impl Layers {
     /// Merges a YAML file on top, after the files named in its `extends:` (in order, each
     /// relative to the file that names it).
     pub fn merge_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        self.merge_file_chain(path, &mut Vec::new())
+        self.merge_file_chain(path, &mut Vec::new(), &mut 0)
     }
 
+    /// `loaded` counts the files read so far: a diamond of `extends` (a file naming the same
+    /// base twice, 30 levels deep) would otherwise read 2^30 files.
     fn merge_file_chain(
         &mut self,
         path: &Path,
         chain: &mut Vec<PathBuf>,
+        loaded: &mut usize,
     ) -> Result<(), ConfigError> {
+        *loaded += 1;
+        if *loaded > MAX_CONFIG_FILES {
+            return Err(ConfigError::TooManyFiles {
+                path: chain.first().cloned().unwrap_or_else(|| path.to_path_buf()),
+            });
+        }
         let canonical = path.canonicalize().map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
@@ -135,10 +157,13 @@ impl Layers {
                 again: path.to_path_buf(),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::files::read_string(path, crate::files::MAX_CONFIG_BYTES).map_err(|source| {
+                ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         let value = parse_yaml(&text).map_err(|message| ConfigError::Parse {
             path: path.to_path_buf(),
             message,
@@ -173,7 +198,7 @@ impl Layers {
         chain.push(canonical);
         let dir = path.parent().unwrap_or(Path::new("."));
         for base in bases {
-            self.merge_file_chain(&dir.join(base), chain)?;
+            self.merge_file_chain(&dir.join(base), chain, loaded)?;
         }
         chain.pop();
         self.merge(Value::Object(map), &Source::File(path.to_path_buf()));
@@ -309,7 +334,14 @@ fn parse_yaml(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
-    serde_saphyr::from_str::<Value>(text).map_err(|e| e.to_string())
+    serde_saphyr::from_str::<Value>(text).map_err(|e| yaml_error_line(&e.to_string()))
+}
+
+/// serde-saphyr's message is "error: line L column C: what", then a multi-line snippet of
+/// the file; errors are one line, so only the first is kept.
+pub fn yaml_error_line(message: &str) -> String {
+    let first = message.lines().next().unwrap_or_default().trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
 }
 
 /// Maps merge key by key; anything else replaces. A mapping whose `kind` differs from the one

@@ -6,7 +6,7 @@ pub mod tagged;
 
 use serde::{Deserialize, Serialize};
 
-pub use layered::{ConfigError, Invalid, Layers, Source, Validate, load, to_yaml};
+pub use layered::{ConfigError, Invalid, Layers, Source, Validate, load, to_yaml, yaml_error_line};
 
 use crate::data::DataConfig;
 use crate::eval::protocols::EvalConfig;

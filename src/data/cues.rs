@@ -50,6 +50,32 @@ pub(crate) fn degradation_phrase(kind: Degradation) -> Phrase {
             "cuts through its subject at the frame",
             "has an awkward, off-balance crop",
         ],
+        Degradation::Brighter => &[
+            "is far too bright",
+            "has blown-out highlights",
+            "looks bleached by too much light",
+        ],
+        Degradation::LowContrast => &[
+            "looks flat and low in contrast",
+            "has washed-out contrast",
+            "looks hazy and flat",
+        ],
+        Degradation::GaussianBlur => &["is blurred", "is soft and out of focus", "lacks sharpness"],
+        Degradation::ColourCast => &[
+            "has a colour cast",
+            "has an unnatural colour tint",
+            "has an off white balance",
+        ],
+        Degradation::Vignette => &[
+            "has dark corners",
+            "shows heavy vignetting",
+            "darkens towards its edges",
+        ],
+        Degradation::Rotation => &[
+            "is rotated, with empty corners",
+            "is crooked",
+            "is turned off level",
+        ],
     }
 }
 

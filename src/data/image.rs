@@ -1,5 +1,7 @@
-//! Image decoding that never panics: JPEG, PNG and WebP, with EXIF orientation applied (as
-//! PIL's `ImageOps.exif_transpose`, which photo datasets assume), and truncated JPEGs caught.
+//! Image decoding that never panics and never allocates more than a stated amount: JPEG, PNG
+//! and WebP, with EXIF orientation applied (as PIL's `ImageOps.exif_transpose`, which photo
+//! datasets assume), truncated JPEGs caught, and the size a header declares checked before a
+//! single pixel is decoded, as PIL's `DecompressionBombError` does.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -25,22 +27,49 @@ pub enum ImageError {
     Empty(u32, u32),
     #[error("aspect ratio of {0}x{1} exceeds {MAX_ASPECT_RATIO}:1")]
     ExtremeAspect(u32, u32),
+    #[error(
+        "{0}x{1} pixels exceeds the {MAX_PIXELS}-pixel limit (a decompression bomb, or a photo to downscale first)"
+    )]
+    TooManyPixels(u32, u32),
 }
 
 /// Longest side over shortest side accepted: wide panoramas pass, while a 1-pixel-high strip,
 /// which would become hundreds of megabytes once its short side is resized, is skipped.
 pub const MAX_ASPECT_RATIO: u32 = 20;
 
-/// Reads and decodes an image file into 8-bit RGB, upright.
+/// The most pixels an image may declare: PIL's limit (twice its `MAX_IMAGE_PIXELS`, where PIL
+/// stops warning and refuses). A 179-megapixel RGB image is 537 MB once decoded.
+pub const MAX_PIXELS: u64 = 178_956_970;
+
+/// The most bytes a decoder may produce for one image: `MAX_PIXELS` at 16 bits an RGBA channel.
+pub const MAX_DECODED_BYTES: u64 = MAX_PIXELS * 8;
+
+/// Reads and decodes an image file into 8-bit RGB, upright. Only a regular file of at most
+/// `files::MAX_IMAGE_BYTES` is read; what it decodes into is bounded by `MAX_PIXELS`.
+///
+/// This is the one place a photo enters: every reader (loaders, both training loops, the
+/// held-out sets, `evaluate`, `infer`) calls it and applies `BadImagePolicy` to its error, so a
+/// photo is usable everywhere or skipped everywhere.
 pub fn load_rgb(path: &Path) -> Result<RgbImage, ImageError> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ImageError::Missing,
-        _ => ImageError::Io(e.to_string()),
-    })?;
-    decode_rgb(&bytes)
+    decode_rgb(&read_image_file(path)?)
 }
 
-/// Decodes an in-memory image into 8-bit RGB, upright.
+/// The bytes of an image file that `load_rgb` would accept, to copy it as it is.
+pub fn checked_bytes(path: &Path) -> Result<Vec<u8>, ImageError> {
+    let bytes = read_image_file(path)?;
+    decode_rgb(&bytes)?;
+    Ok(bytes)
+}
+
+fn read_image_file(path: &Path) -> Result<Vec<u8>, ImageError> {
+    crate::files::read_bytes(path, crate::files::MAX_IMAGE_BYTES).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound if e.get_ref().is_none() => ImageError::Missing,
+        _ => ImageError::Io(e.to_string()),
+    })
+}
+
+/// Decodes an in-memory image into 8-bit RGB, upright; refuses images no transform could use
+/// (empty, over `MAX_ASPECT_RATIO`) and those over `MAX_PIXELS`, before decoding them.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
     match format {
@@ -58,16 +87,45 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| ImageError::Decode(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    check_dimensions(w, h)?;
+    // `from_decoder` allocates what the header declares without asking the limits, so the
+    // declared size is checked above and the decoder's own allocations are bounded here.
+    if decoder.total_bytes() > MAX_DECODED_BYTES {
+        return Err(ImageError::TooManyPixels(w, h));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    decoder
+        .set_limits(limits)
+        .map_err(|e| ImageError::Decode(e.to_string()))?;
     let orientation = decoder
         .orientation()
         .map_err(|e| ImageError::Decode(e.to_string()))?;
     let mut image =
         DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Decode(e.to_string()))?;
     image.apply_orientation(orientation);
-    if image.width() == 0 || image.height() == 0 {
-        return Err(ImageError::Empty(image.width(), image.height()));
+    check_dimensions(image.width(), image.height())?;
+    Ok(match image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    })
+}
+
+/// Whether an image of `w` x `h` may be decoded and transformed.
+pub fn check_dimensions(w: u32, h: u32) -> Result<(), ImageError> {
+    if w == 0 || h == 0 {
+        return Err(ImageError::Empty(w, h));
     }
-    Ok(image.to_rgb8())
+    if u64::from(w) * u64::from(h) > MAX_PIXELS {
+        return Err(ImageError::TooManyPixels(w, h));
+    }
+    if u64::from(w.max(h)) > u64::from(MAX_ASPECT_RATIO) * u64::from(w.min(h)) {
+        return Err(ImageError::ExtremeAspect(w, h));
+    }
+    Ok(())
 }
 
 #[derive(Debug, PartialEq, Eq)]

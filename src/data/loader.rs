@@ -92,6 +92,8 @@ pub struct Batch<T> {
 /// Upper bounds that keep a mistyped config from exhausting threads or memory.
 pub const MAX_WORKERS: usize = 256;
 pub const MAX_PREFETCH_BATCHES: usize = 64;
+/// Images (or conversations) a batch may hold.
+pub const MAX_BATCH_SIZE: usize = 4_096;
 
 /// Splits a dataset into batches and loads them on worker threads.
 pub struct Loader<S: SampleSource> {

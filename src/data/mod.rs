@@ -238,6 +238,14 @@ impl DataConfig {
         Ok(paths)
     }
 
+    /// Every file and folder the data is read from (annotation files, image folders, lists).
+    pub fn input_paths(&self) -> Vec<&Path> {
+        std::iter::once(&self.source)
+            .chain(&self.extra_sources)
+            .flat_map(|s| s.required_paths().into_iter().map(|(_, p)| p))
+            .collect()
+    }
+
     /// The transform for an encoder.
     pub fn transform(&self, vision: &VisionConfig) -> Transform {
         let size = vision.image_size();
@@ -265,8 +273,15 @@ impl Validate for DataConfig {
                 }
             }
         }
-        if self.loader.batch_size == 0 {
-            return Err(Invalid::new("data.loader.batch_size", "must be at least 1"));
+        if !(1..=loader::MAX_BATCH_SIZE).contains(&self.loader.batch_size) {
+            return Err(Invalid::new(
+                "data.loader.batch_size",
+                format!(
+                    "{} is outside 1..={}",
+                    self.loader.batch_size,
+                    loader::MAX_BATCH_SIZE
+                ),
+            ));
         }
         if self.loader.num_workers > loader::MAX_WORKERS {
             return Err(Invalid::new(
@@ -313,6 +328,39 @@ impl SampleSource for ImageFiles {
             .apply(&image, rng)
             .map_err(|e| skipped(e.to_string()))
     }
+}
+
+/// The photos of `load_photos` that decoded, each with its index in the list given, and why
+/// each other was left out.
+pub type LoadedPhotos = (Vec<(usize, ::image::RgbImage)>, Vec<Skipped>);
+
+/// Reads the photos of `paths` under `policy`: those that decode, with their index in
+/// `paths`, and why each other was left out (`Skip`), or the first failure (`Fail`). The
+/// readers of whole photo sets (held-out photos, evaluation folders) go through here, the
+/// loaders through `ImageFiles`; both decode with `image::load_rgb`, so a photo is read or
+/// skipped alike everywhere.
+pub fn load_photos(paths: &[PathBuf], policy: BadImagePolicy) -> Result<LoadedPhotos, DataError> {
+    let mut loaded = Vec::with_capacity(paths.len());
+    let mut skipped = Vec::new();
+    for (index, path) in paths.iter().enumerate() {
+        match image::load_rgb(path) {
+            Ok(photo) => loaded.push((index, photo)),
+            Err(e) => match policy {
+                BadImagePolicy::Skip => skipped.push(Skipped {
+                    index,
+                    what: path.display().to_string(),
+                    reason: e.to_string(),
+                }),
+                BadImagePolicy::Fail => {
+                    return Err(DataError::BadSample {
+                        what: path.display().to_string(),
+                        reason: e.to_string(),
+                    });
+                }
+            },
+        }
+    }
+    Ok((loaded, skipped))
 }
 
 /// A batch of images ready for an encoder.

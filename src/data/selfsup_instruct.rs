@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::DataError;
 use super::attributes::{LowAttributes, MiddleAttributes, low_attributes, middle_attributes};
 use super::cues::{cues, degradation_phrase};
-use super::degrade::{Degradation, tilt_degrees};
+use super::degrade::{Degradation, rotation_degrees, tilt_degrees};
 use super::image::load_rgb;
 use super::instruct::{
     IMAGE_PLACEHOLDER, InstructSample, LEVELS, SampleImage, Task, format_score, level_of, prompts,
@@ -154,6 +154,20 @@ fn degradation_advice(kind: Degradation, severity: f32, seed: u64) -> String {
             }
         }
         Degradation::BadCrop => "Reframe it; the crop cuts into the subject.",
+        Degradation::Brighter => "Lower the exposure; it is too bright.",
+        Degradation::LowContrast => "Increase the contrast; the photo looks flat.",
+        Degradation::GaussianBlur => {
+            "Focus carefully and hold the camera steady to avoid the blur."
+        }
+        Degradation::ColourCast => "Correct the white balance to remove the colour cast.",
+        Degradation::Vignette => "Lighten the corners; the vignetting is too strong.",
+        Degradation::Rotation => {
+            if rotation_degrees(severity, seed) > 0.0 {
+                "Rotate it clockwise to level it, and crop away the empty corners."
+            } else {
+                "Rotate it counter-clockwise to level it, and crop away the empty corners."
+            }
+        }
     }
     .to_string()
 }

@@ -520,6 +520,15 @@ impl Mix {
         self.builders.iter().map(|b| b.name()).collect()
     }
 
+    /// Distinct items over every task: one epoch's worth of samples.
+    pub fn len(&self) -> usize {
+        self.builders.iter().map(|b| b.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Sample `index` of the stream: its task drawn by ratio, its item uniformly from that
     /// task's items (with replacement, as LLaVA's sampler over a concatenated set is close
     /// to), both from `seed` and `index` alone.

@@ -8,7 +8,7 @@ use image::RgbImage;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::image::{ImageError, MAX_ASPECT_RATIO};
+use super::image::{ImageError, check_dimensions};
 
 /// Per-channel statistics an encoder was trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,12 +65,7 @@ impl Transform {
     /// degradations before `normalize`.
     pub fn crop(&self, image: &RgbImage, rng: &mut impl Rng) -> Result<RgbImage, ImageError> {
         let (w, h) = image.dimensions();
-        if w == 0 || h == 0 {
-            return Err(ImageError::Empty(w, h));
-        }
-        if u64::from(w.max(h)) > u64::from(MAX_ASPECT_RATIO) * u64::from(w.min(h)) {
-            return Err(ImageError::ExtremeAspect(w, h));
-        }
+        check_dimensions(w, h)?;
         let resized = resize_shorter(image, self.resize_shorter)?;
         let (w, h) = (resized.width() as usize, resized.height() as usize);
         let size = self.size;

@@ -110,6 +110,10 @@ pub enum CaptionError {
     PredictionWithoutReferences(String),
     #[error("image {0}: references but no prediction")]
     MissingPrediction(String),
+    #[error(
+        "image {image}: a caption of {words} words; captions may have at most {MAX_CAPTION_WORDS} (ROUGE-L and METEOR's alignment grow with the square of the length)"
+    )]
+    TooLong { image: String, words: usize },
     #[error("{predictions} predictions but {references} reference lists")]
     LengthMismatch {
         predictions: usize,
@@ -2562,6 +2566,29 @@ pub struct CaptionEvaluation {
 }
 
 /// Checks that predictions and references name the same images, each with references.
+/// The most words (split on whitespace) of one caption: real ones have tens.
+pub const MAX_CAPTION_WORDS: usize = 1_000;
+
+fn check_lengths(
+    pred: &BTreeMap<String, String>,
+    refs: &BTreeMap<String, Vec<String>>,
+) -> Result<(), CaptionError> {
+    let captions = pred.iter().chain(
+        refs.iter()
+            .flat_map(|(image, r)| r.iter().map(move |c| (image, c))),
+    );
+    for (image, caption) in captions {
+        let words = caption.split_whitespace().count();
+        if words > MAX_CAPTION_WORDS {
+            return Err(CaptionError::TooLong {
+                image: image.clone(),
+                words,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_images<P, R: AsRef<[String]>>(
     pred: &BTreeMap<String, P>,
     refs: &BTreeMap<String, R>,
@@ -2590,6 +2617,7 @@ pub fn evaluate_captions(
     refs: &BTreeMap<String, Vec<String>>,
 ) -> Result<CaptionEvaluation, CaptionError> {
     check_images(pred, refs)?;
+    check_lengths(pred, refs)?;
     let flat_refs: Vec<&str> = refs.values().flatten().map(String::as_str).collect();
     let mut tokenized_refs = ptb_tokenize_batch(&flat_refs).into_iter();
     let refs_tok: BTreeMap<String, Vec<String>> = refs
@@ -2611,6 +2639,7 @@ pub fn evaluate_tokenized(
     refs: &BTreeMap<String, Vec<String>>,
 ) -> Result<CaptionEvaluation, CaptionError> {
     check_images(pred, refs)?;
+    check_lengths(pred, refs)?;
     let candidates: Vec<&String> = pred.values().collect();
     let references: Vec<&Vec<String>> = refs.values().collect();
     let b = bleu(&candidates, &references)?;

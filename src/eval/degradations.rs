@@ -86,6 +86,10 @@ pub struct DegradationReport {
     pub pairs: usize,
     pub photos: Vec<String>,
     pub severities: Vec<f32>,
+    /// Photos left out because they could not be read, with why (`data.loader.bad_images:
+    /// skip`); absent when none was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
 }
 
 impl DegradationReport {
@@ -106,6 +110,7 @@ impl DegradationReport {
             pairs: t.pairs,
             photos,
             severities,
+            skipped: Vec::new(),
         })
     }
 }

@@ -41,6 +41,8 @@ pub struct CopyFile {
 pub struct HeldOutSet {
     pub originals: Vec<PathBuf>,
     pub copies: Vec<CopyFile>,
+    /// Photos that could not be read, with why (left out under `BadImagePolicy::Skip`).
+    pub skipped: Vec<String>,
 }
 
 impl HeldOutSet {
@@ -79,24 +81,27 @@ pub fn write_held_out_set(
     severities: &[f32],
     seed: u64,
     dir: &Path,
+    policy: crate::data::BadImagePolicy,
 ) -> Result<HeldOutSet, HeldOutError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| HeldOutError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let images = photos
-        .iter()
-        .map(|p| {
-            crate::data::image::load_rgb(p).map_err(|e| HeldOutError::Image {
-                path: p.clone(),
-                reason: e.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (loaded, skipped) = crate::data::load_photos(photos, policy).map_err(|e| match e {
+        crate::data::DataError::BadSample { what, reason } => HeldOutError::Image {
+            path: what.into(),
+            reason,
+        },
+        other => HeldOutError::Image {
+            path: dir.to_path_buf(),
+            reason: other.to_string(),
+        },
+    })?;
+    let (kept, images): (Vec<usize>, Vec<_>) = loaded.into_iter().unzip();
     let pairs = EvalPairs::new(&images, transform, kinds, severities, seed).map_err(|(i, e)| {
         HeldOutError::Image {
-            path: photos[i].clone(),
+            path: photos[kept[i]].clone(),
             reason: e.to_string(),
         }
     })?;
@@ -125,7 +130,14 @@ pub fn write_held_out_set(
             path: save(image, name)?,
         });
     }
-    let set = HeldOutSet { originals, copies };
+    let set = HeldOutSet {
+        originals,
+        copies,
+        skipped: skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.what, s.reason))
+            .collect(),
+    };
     // File names, relative to `dir`: `infer --list` reads a list's relative paths from the
     // list's folder, wherever the run directory is.
     let name = |p: &Path| {

@@ -64,16 +64,22 @@ impl Default for InferConfig {
 
 impl InferConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.batch_size == 0 {
-            return Err(Invalid::new("infer.batch_size", "must be at least 1"));
-        }
-        if self.generation.max_new_tokens == 0 || self.score_max_new_tokens == 0 {
+        crate::model::size_within(
+            "infer.batch_size",
+            self.batch_size,
+            crate::data::loader::MAX_BATCH_SIZE,
+        )?;
+        if !(1..=crate::model::generate::MAX_NEW_TOKENS).contains(&self.score_max_new_tokens) {
             return Err(Invalid::new(
-                "infer.generation.max_new_tokens",
-                "must be at least 1",
+                "infer.score_max_new_tokens",
+                format!(
+                    "{} is outside 1..={}",
+                    self.score_max_new_tokens,
+                    crate::model::generate::MAX_NEW_TOKENS
+                ),
             ));
         }
-        Ok(())
+        self.generation.validate("infer.generation")
     }
 }
 
@@ -400,6 +406,14 @@ pub fn defect_words(kind: Degradation) -> &'static [&'static str] {
         Degradation::Desaturation => &["colour", "color", "saturat", "washed", "faded", "dull"],
         Degradation::Tilt => &["tilt", "level", "horizon", "rotate"],
         Degradation::BadCrop => &["crop", "frame", "cut"],
+        // Kinds kept for evaluation: the words of the training defects they resemble count, as
+        // a model can only have learnt those.
+        Degradation::Brighter => &["overexposed", "too bright", "highlight", "blown"],
+        Degradation::LowContrast => &["contrast", "flat", "washed", "faded", "dull", "hazy"],
+        Degradation::GaussianBlur => &["blur", "focus", "soft", "sharp"],
+        Degradation::ColourCast => &["colour", "color", "cast", "tint", "white balance"],
+        Degradation::Vignette => &["vignett", "corner", "dark", "edge"],
+        Degradation::Rotation => &["tilt", "level", "horizon", "rotate", "crooked", "straight"],
     }
 }
 

@@ -55,7 +55,47 @@ pub struct Tensors {
     pub tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)>,
 }
 
+/// Refuses a config that describes far more parameters than its checkpoint holds, before
+/// the model is built: the sizes a header declares can then never make a reader allocate more
+/// than twice what the file itself holds (a `block_count` of 10^9 in a 1 MB file). `declared`
+/// counts the config's matrices only, so a complete checkpoint holds at least as many; one
+/// that lacks a tensor or two (a head) passes here and is told which by the loader.
+pub(crate) fn check_describes(
+    path: &Path,
+    declared: u128,
+    held: u128,
+) -> Result<(), CheckpointError> {
+    if declared <= 2 * held {
+        return Ok(());
+    }
+    Err(CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: format!(
+            "its config describes at least {declared} parameters, more than twice the {held} values the checkpoint holds: the config does not belong to these weights"
+        ),
+    })
+}
+
+/// `config.validate(...)` for a checkpoint's own config, as a format error naming the file.
+pub(crate) fn check_config(
+    path: &Path,
+    checked: Result<(), crate::config::Invalid>,
+) -> Result<(), CheckpointError> {
+    checked.map_err(|invalid| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: invalid.to_string(),
+    })
+}
+
 impl Tensors {
+    /// How many values the tensors hold together.
+    pub fn element_count(&self) -> u128 {
+        self.tensors
+            .values()
+            .map(|(shape, _)| shape.iter().map(|&d| d as u128).product::<u128>())
+            .sum()
+    }
+
     /// Reads `model.safetensors` or every shard named by `model.safetensors.index.json`.
     pub fn read_dir(dir: &Path) -> Result<Self, CheckpointError> {
         let single = dir.join("model.safetensors");
@@ -93,10 +133,13 @@ impl Tensors {
 
     /// Adds the tensors of one safetensors file.
     pub fn read_file(&mut self, path: &Path) -> Result<(), CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            crate::files::read_bytes(path, crate::files::MAX_WEIGHTS_BYTES).map_err(|source| {
+                CheckpointError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         let file = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Format {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -257,10 +300,13 @@ pub fn load_module_except<M: Module>(
     path: &Path,
     kept: impl Fn(&str) -> bool,
 ) -> Result<LoadReport, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        crate::files::read_bytes(path, crate::files::MAX_WEIGHTS_BYTES).map_err(|source| {
+            CheckpointError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     let store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
@@ -354,10 +400,13 @@ fn hf_name(path: &str) -> String {
 }
 
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CheckpointError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text =
+        crate::files::read_string(path, crate::files::MAX_CONFIG_BYTES).map_err(|source| {
+            CheckpointError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
     serde_json::from_str(&text).map_err(|e| CheckpointError::Format {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -21,10 +21,13 @@ struct Inputs {
 
 impl Inputs {
     fn read(path: &Path) -> Result<Self, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            crate::files::read_bytes(path, crate::files::MAX_WEIGHTS_BYTES).map_err(|source| {
+                CheckpointError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         let inputs = Self {
             path: path.to_path_buf(),
             bytes,
@@ -107,6 +110,13 @@ impl Inputs {
         if v.iter().any(|x| x.fract() != 0.0) {
             return Err(self.error(format!("`{key}` must hold integers")));
         }
+        // Ids, types and lengths are 32-bit on some backends; a cast of 2^62 would panic.
+        let range = f64::from(i32::MIN)..=f64::from(i32::MAX);
+        if let Some(bad) = v.iter().find(|x| !range.contains(x)) {
+            return Err(self.error(format!(
+                "`{key}` holds {bad}, outside the 32-bit integers inputs may hold"
+            )));
+        }
         let v: Vec<i64> = v.into_iter().map(|x| x as i64).collect();
         Ok(Some(Tensor::from_data(TensorData::new(v, shape), device)))
     }
@@ -130,6 +140,57 @@ fn input<const D: usize>(
         })
 }
 
+/// Pixels `[B, channels, H, W]` with B at least 1, the channels the encoder reads and a side
+/// `side` allows; anything else would fail inside the model, far from the file at fault.
+fn check_pixels(
+    pixels: &Tensor<4>,
+    channels: usize,
+    side: impl Fn(usize) -> bool,
+    expected: &str,
+    path: &Path,
+) -> Result<(), CheckpointError> {
+    let [b, c, h, w] = pixels.dims();
+    if b == 0 || c != channels || !side(h) || !side(w) {
+        return Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "`pixel_values` has shape [{b}, {c}, {h}, {w}]; expected [B >= 1, {channels}, {expected}]"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Every dimension of an input must be at least 1: an empty batch, sequence or query set
+/// has no output to compare.
+fn check_nonempty(dims: &[usize], key: &str, path: &Path) -> Result<(), CheckpointError> {
+    if dims.contains(&0) {
+        return Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: format!("`{key}` has shape {dims:?}; every dimension must be at least 1"),
+        });
+    }
+    Ok(())
+}
+
+/// The attention scores of one layer, `batch x heads x queries x keys` f32 values, must fit
+/// in a quarter of physical memory (the softmax keeps a copy, the model its weights): a
+/// 2000 x 2000 image asked 62 GB of a CLIP encoder and aborted.
+fn check_attention(shape: [usize; 4], what: &str, path: &Path) -> Result<(), CheckpointError> {
+    let bytes = shape.iter().try_fold(4u64, |n, &d| n.checked_mul(d as u64));
+    let budget = crate::files::physical_memory().unwrap_or(u64::MAX) / 4;
+    match bytes {
+        Some(bytes) if bytes <= budget => Ok(()),
+        _ => Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "{what} make attention scores of {shape:?} (batch, heads, queries, keys), over the {} a layer may take here",
+                crate::files::bytes(budget)
+            ),
+        }),
+    }
+}
+
 fn put<const D: usize>(
     out: &mut Tensors,
     key: &str,
@@ -151,8 +212,26 @@ pub fn clip_vision(
     output: &Path,
     device: &Device,
 ) -> Result<LoadReport, CheckpointError> {
+    let config = super::hf::read_clip_vision_config(checkpoint)?;
     let (model, report) = load_clip_vision(checkpoint, device)?;
     let pixels = input::<4>(&Tensors::read(inputs)?, "pixel_values", inputs, device)?;
+    // Other sides than the checkpoint's interpolate the position embeddings, as HF's
+    // `interpolate_pos_encoding=True`.
+    let (patch, max) = (config.patch_size, crate::model::MAX_IMAGE_SIZE);
+    check_pixels(
+        &pixels,
+        config.num_channels,
+        |s| (patch..=max).contains(&s),
+        &format!("H, W in {patch}..={max}"),
+        inputs,
+    )?;
+    let [b, _, h, w] = pixels.dims();
+    let tokens = (h / patch) * (w / patch) + 1;
+    check_attention(
+        [b, config.num_attention_heads, tokens, tokens],
+        "these pixels",
+        inputs,
+    )?;
     let result = model.forward(pixels);
     let mut out = Tensors::default();
     put(
@@ -179,6 +258,14 @@ pub fn efficientnet_lite0(
     let (model, report) =
         load_efficientnet_lite0(checkpoint, &EfficientNetLite0Config::default(), device)?;
     let pixels = input::<4>(&Tensors::read(inputs)?, "pixel_values", inputs, device)?;
+    let max = crate::model::MAX_IMAGE_SIZE;
+    check_pixels(
+        &pixels,
+        3,
+        |s| (32..=max).contains(&s),
+        &format!("H, W in 32..={max}"),
+        inputs,
+    )?;
     let result = model.forward(pixels);
     let mut out = Tensors::default();
     put(&mut out, "logits", result.logits, output)?;
@@ -209,9 +296,17 @@ pub fn qformer(
         input.float::<3>("encoder_hidden_states", device)?,
     )?;
     let mut encoder_mask = input.float::<2>("encoder_attention_mask", device)?;
+    check_nonempty(&embeds.dims(), "query_embeds", inputs)?;
+    check_nonempty(&encoder.dims(), "encoder_hidden_states", inputs)?;
     let [b, length, width] = embeds.dims();
     let [eb, n, ew] = encoder.dims();
     let hidden = model.layernorm.gamma.dims()[0];
+    let heads = model
+        .encoder
+        .layer
+        .first()
+        .map_or(1, |l| l.attention.attention.num_attention_heads);
+    check_attention([b, heads, length, length.max(n)], "these inputs", inputs)?;
     if width != hidden {
         return Err(input.error(format!(
             "`query_embeds` has width {width}; the checkpoint's hidden_size is {hidden}"
@@ -286,6 +381,7 @@ pub fn bert(
     let input = Inputs::read(inputs)?;
     let ids = input.required("input_ids", input.int::<2>("input_ids", device)?)?;
     let dims = ids.dims();
+    check_nonempty(&dims, "input_ids", inputs)?;
     let mask = input.float::<2>("attention_mask", device)?;
     let types = input.int::<2>("token_type_ids", device)?;
     for (key, shape) in [
@@ -305,6 +401,12 @@ pub fn bert(
             dims[1]
         )));
     }
+    let heads = model
+        .encoder
+        .layer
+        .first()
+        .map_or(1, |l| l.attention.attention.num_attention_heads);
+    check_attention([dims[0], heads, dims[1], dims[1]], "these ids", inputs)?;
     let vocab = model.embeddings.word_embeddings.weight.dims()[0];
     check_ids(&input, "input_ids", &ids, vocab)?;
     if let Some(t) = &types {
@@ -353,10 +455,17 @@ pub fn llama(
     output: &Path,
     device: &Device,
 ) -> Result<LoadReport, CheckpointError> {
-    let (model, _, report) = super::llama::load_llm(checkpoint, device)?;
+    let (model, config, report) = super::llama::load_llm(checkpoint, device)?;
     let input = Inputs::read(inputs)?;
     let ids = input.required("input_ids", input.int::<2>("input_ids", device)?)?;
     let dims = ids.dims();
+    check_nonempty(&dims, "input_ids", inputs)?;
+    if dims[1] > config.max_position_embeddings {
+        return Err(input.error(format!(
+            "{} tokens exceed the checkpoint's {} positions",
+            dims[1], config.max_position_embeddings
+        )));
+    }
     let mask = input.float::<2>("attention_mask", device)?;
     if let Some(shape) = mask.as_ref().map(|m| m.dims())
         && shape != dims
@@ -365,6 +474,11 @@ pub fn llama(
             "`attention_mask` has shape {shape:?}; expected {dims:?}"
         )));
     }
+    check_attention(
+        [dims[0], config.num_attention_heads, dims[1], dims[1]],
+        "these ids",
+        inputs,
+    )?;
     let vocab = model.model.embed_tokens.weight.dims()[0];
     check_ids(&input, "input_ids", &ids, vocab)?;
     let mut out = Tensors::default();

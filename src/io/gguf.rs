@@ -379,10 +379,13 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn read(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| GgufError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes =
+            crate::files::read_bytes(path, crate::files::MAX_WEIGHTS_BYTES).map_err(|source| {
+                GgufError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         Self::from_bytes(bytes, path)
     }
 

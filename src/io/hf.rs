@@ -7,13 +7,17 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::Deserialize;
 
-use super::checkpoint::{CheckpointError, LoadReport, Tensors, apply, read_json};
+use super::checkpoint::{
+    CheckpointError, LoadReport, Tensors, apply, check_config, check_describes, read_json,
+};
 
 use crate::model::bert::Bert;
 use crate::model::qformer::QFormer;
 use crate::model::text::TextEncoder;
 use crate::model::vision::clip::ClipVision;
-use crate::model::{BertConfig, ClipVisionConfig, HiddenAct, QFormerConfig};
+use crate::model::{
+    BertConfig, ClipVisionConfig, HiddenAct, QFormerConfig, limits, positive, size_within,
+};
 
 /// HF `CLIPVisionConfig` as written in `config.json`, with HF's defaults for absent keys;
 /// other keys are ignored, as transformers does.
@@ -140,7 +144,13 @@ pub fn load_clip_vision(
     device: &Device,
 ) -> Result<(ClipVision, LoadReport), CheckpointError> {
     let config = read_clip_vision_config(dir)?;
+    let path = dir.join("config.json");
+    check_config(&path, config.validate("config.json"))?;
     let (tensors, mut others) = Tensors::read_dir(dir)?.take_prefix("vision_model.");
+    let patches = (config.image_size / config.patch_size).pow(2) as u128;
+    let declared = config.num_hidden_layers as u128 * 4 * (config.hidden_size as u128).pow(2)
+        + patches * config.hidden_size as u128;
+    check_describes(&path, declared, tensors.element_count())?;
     let mut model = config.init(device);
     let mut report = apply(&mut model, &tensors, dir)?;
     report.unexpected.append(&mut others);
@@ -200,6 +210,27 @@ pub fn read_bert_config(dir: &Path) -> Result<BertConfig, CheckpointError> {
         });
     }
     heads_divide(hf.hidden_size, hf.num_attention_heads, &path)?;
+    let sizes = [
+        ("vocab_size", hf.vocab_size, limits::VOCAB),
+        ("hidden_size", hf.hidden_size, limits::WIDTH),
+        ("num_hidden_layers", hf.num_hidden_layers, limits::LAYERS),
+        ("num_attention_heads", hf.num_attention_heads, limits::HEADS),
+        (
+            "intermediate_size",
+            hf.intermediate_size,
+            limits::INTERMEDIATE,
+        ),
+        (
+            "max_position_embeddings",
+            hf.max_position_embeddings,
+            limits::POSITIONS,
+        ),
+        ("type_vocab_size", hf.type_vocab_size, limits::VOCAB),
+    ];
+    for (key, value, max) in sizes {
+        check_config(&path, size_within(key, value, max))?;
+    }
+    check_config(&path, positive("layer_norm_eps", hf.layer_norm_eps))?;
     // A decoder BERT attends causally; only the bidirectional encoder is built.
     if hf.is_decoder {
         return Err(CheckpointError::Format {
@@ -234,6 +265,11 @@ fn self_attention_keys(key: &str) -> String {
 pub fn load_bert(dir: &Path, device: &Device) -> Result<(Bert, LoadReport), CheckpointError> {
     let config = read_bert_config(dir)?;
     let (tensors, mut others) = Tensors::read_dir(dir)?.take_prefix("bert.");
+    check_describes(
+        &dir.join("config.json"),
+        config.parameter_count(),
+        tensors.element_count(),
+    )?;
     let tensors = tensors.rename(self_attention_keys);
     let with_pooler = tensors.tensors.contains_key("pooler.dense.weight");
     let mut model = config.init(with_pooler, device);
@@ -259,8 +295,13 @@ pub fn load_text_encoder(
     let config = read_bert_config(dir)?;
     let (bert, report) = load_bert(dir, device)?;
     let tokenizer_path = dir.join("tokenizer.json");
+    let bytes = crate::files::read_bytes(&tokenizer_path, crate::files::MAX_ANNOTATION_BYTES)
+        .map_err(|source| CheckpointError::Io {
+            path: tokenizer_path.clone(),
+            source,
+        })?;
     let tokenizer =
-        tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| CheckpointError::Format {
+        tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| CheckpointError::Format {
             path: tokenizer_path.clone(),
             message: e.to_string(),
         })?;
@@ -320,6 +361,10 @@ pub fn read_qformer_config(dir: &Path) -> Result<(QFormerConfig, usize), Checkpo
     }
     let hf: HfQFormer = parse(value, dir)?;
     heads_divide(hf.hidden_size, hf.num_attention_heads, &path)?;
+    check_config(
+        &path,
+        size_within("encoder_hidden_size", hf.encoder_hidden_size, limits::WIDTH),
+    )?;
     if hf.cross_attention_frequency == 0 {
         return Err(CheckpointError::Format {
             path,
@@ -347,7 +392,14 @@ pub fn read_qformer_config(dir: &Path) -> Result<(QFormerConfig, usize), Checkpo
 /// vision tower, query tokens and language model are reported unexpected).
 pub fn load_qformer(dir: &Path, device: &Device) -> Result<(QFormer, LoadReport), CheckpointError> {
     let (config, encoder_hidden_size) = read_qformer_config(dir)?;
+    let path = dir.join("config.json");
+    check_config(&path, config.validate("config.json"))?;
     let (tensors, mut others) = Tensors::read_dir(dir)?.take_prefix("qformer.");
+    check_describes(
+        &path,
+        config.parameter_count(encoder_hidden_size),
+        tensors.element_count(),
+    )?;
     let tensors = tensors.rename(|k| {
         // LAVIS keeps the input LayerNorm in BERT's embeddings.
         let k = self_attention_keys(k);

@@ -9,7 +9,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::Deserialize;
 
-use super::checkpoint::{CheckpointError, LoadReport, Tensors, apply, read_json};
+use super::checkpoint::{CheckpointError, LoadReport, Tensors, apply, check_describes, read_json};
 use super::gguf::{GgufError, GgufFile};
 use super::tokenizer::{load_gguf_tokenizer, load_tokenizer_json};
 use crate::model::chat::LlmTokenizer;
@@ -145,6 +145,11 @@ pub fn load_llama(
 ) -> Result<(LlamaForCausalLM, LlamaConfig, LoadReport), CheckpointError> {
     let config = read_llama_config(dir)?;
     let tensors = Tensors::read_dir(dir)?;
+    check_describes(
+        &dir.join("config.json"),
+        config.parameter_count(),
+        tensors.element_count(),
+    )?;
     let mut model = config.init(device);
     let report = apply(&mut model, &tensors, dir)?;
     Ok((model, config, report))
@@ -257,6 +262,15 @@ pub fn read_llama_gguf_config(file: &GgufFile) -> Result<LlamaConfig, Checkpoint
         mlp_bias: false,
     };
     config.check().map_err(|e| format(e.to_string()))?;
+    // Only tensors the model reads, of a type whose size the parser checked against the file:
+    // an unused tensor of unknown type could declare any size.
+    let held = file
+        .tensors
+        .iter()
+        .filter(|t| t.ggml_type.block().is_some() && hf_name(&t.name).is_some())
+        .map(|t| t.dims.iter().map(|&d| u128::from(d)).product::<u128>())
+        .sum();
+    check_describes(&file.path, config.parameter_count(), held)?;
     Ok(config)
 }
 

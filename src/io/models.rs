@@ -91,7 +91,7 @@ pub fn ensure_fetched(model: FetchedModel) -> Result<PathBuf, ModelsError> {
     if !script.is_file() {
         return Err(missing);
     }
-    eprintln!("fetching {} with {}", model.name(), script.display());
+    crate::errln!("fetching {} with {}", model.name(), script.display());
     let status = std::process::Command::new("bash")
         .arg(&script)
         .arg(model.name())

@@ -39,11 +39,8 @@ pub fn load_efficientnet_lite0(
     device: &Device,
 ) -> Result<(EfficientNetLite0, LoadReport), CheckpointError> {
     let file = pth_file(path)?;
-    if !file.is_file() {
-        return Err(CheckpointError::Io {
-            path: file,
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        });
+    if let Err(source) = crate::files::regular_file(&file) {
+        return Err(CheckpointError::Io { path: file, source });
     }
     let store = PytorchStore::from_file(&file)
         .allow_partial(true)

@@ -24,7 +24,14 @@ pub fn load_tokenizer_json(path: &Path) -> Result<LlmTokenizer, CheckpointError>
     } else {
         path.to_path_buf()
     };
-    let tokenizer = Tokenizer::from_file(&file).map_err(|e| CheckpointError::Format {
+    let bytes =
+        crate::files::read_bytes(&file, crate::files::MAX_ANNOTATION_BYTES).map_err(|source| {
+            CheckpointError::Io {
+                path: file.clone(),
+                source,
+            }
+        })?;
+    let tokenizer = Tokenizer::from_bytes(bytes).map_err(|e| CheckpointError::Format {
         path: file.clone(),
         message: e.to_string(),
     })?;

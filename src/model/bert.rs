@@ -338,6 +338,15 @@ impl Bert {
 }
 
 impl BertConfig {
+    /// How many parameters `init` makes, matrices and embedding tables only: what a
+    /// checkpoint must hold for this config to describe it.
+    pub fn parameter_count(&self) -> u128 {
+        let (h, i) = (self.hidden_size as u128, self.intermediate_size as u128);
+        let tables =
+            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) as u128;
+        self.num_hidden_layers as u128 * (4 * h * h + 2 * h * i) + tables * h
+    }
+
     /// A randomly initialised BERT (HF's init: N(0, 0.02) weights, zero biases); load real
     /// weights with `crate::io::hf`.
     pub fn init(&self, with_pooler: bool, device: &Device) -> Bert {

@@ -10,6 +10,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::llama::{KvCache, LlamaForCausalLM};
+use crate::config::Invalid;
+
+/// The longest reply `validate` accepts; the KV cache grows with it.
+pub const MAX_NEW_TOKENS: usize = 1 << 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,12 +45,61 @@ impl Default for GenerationConfig {
     }
 }
 
+impl GenerationConfig {
+    /// Refuses what would make `choose` meaningless or unbounded: a NaN or negative
+    /// temperature, top-k of 0, top-p outside (0, 1], a penalty that is not a positive number.
+    /// `key` is where the config sits, e.g. `infer.generation`.
+    pub fn validate(&self, key: &str) -> Result<(), Invalid> {
+        let bad =
+            |field: &str, message: String| Err(Invalid::new(format!("{key}.{field}"), message));
+        if !(1..=MAX_NEW_TOKENS).contains(&self.max_new_tokens) {
+            return bad(
+                "max_new_tokens",
+                format!("{} is outside 1..={MAX_NEW_TOKENS}", self.max_new_tokens),
+            );
+        }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(
+                "temperature",
+                format!(
+                    "{} is not a finite number >= 0 (0 = greedy)",
+                    self.temperature
+                ),
+            );
+        }
+        if self.top_k == Some(0) {
+            return bad("top_k", "must be at least 1 (or null: every token)".into());
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad("top_p", format!("{p} is outside (0, 1]"));
+        }
+        let penalty = self.repetition_penalty;
+        if !(penalty > 0.0 && penalty.is_finite()) {
+            return bad(
+                "repetition_penalty",
+                format!("{penalty} is not a positive number (1 = no penalty)"),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GenerateError {
     #[error("prompt {0} is empty")]
     EmptyPrompt(usize),
     #[error("no prompts")]
     NoPrompts,
+    #[error("prompt {row} has {tokens} tokens; the model's context holds {context}")]
+    TooLong {
+        row: usize,
+        tokens: usize,
+        context: usize,
+    },
+    #[error("invalid generation setting `{}`: {}", .0.key, .0.message)]
+    Invalid(Invalid),
 }
 
 /// Applies the penalty, temperature, top-k and top-p to one row of logits and picks a token.
@@ -181,8 +234,25 @@ pub fn generate_embedded(
     if prompts.is_empty() {
         return Err(GenerateError::NoPrompts);
     }
+    config
+        .validate("generation")
+        .map_err(GenerateError::Invalid)?;
     if let Some(i) = prompts.iter().position(|p| p.embeds.dims()[0] == 0) {
         return Err(GenerateError::EmptyPrompt(i));
+    }
+    // A prompt beyond the context would still run (rotary positions have no end) but its
+    // attention grows with the square of its length: 20k words took 24 GB.
+    let context = model.max_position_embeddings;
+    if let Some((row, p)) = prompts
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.embeds.dims()[0] > context)
+    {
+        return Err(GenerateError::TooLong {
+            row,
+            tokens: p.embeds.dims()[0],
+            context,
+        });
     }
     let device: Device = model.model.embed_tokens.weight.device();
     let b = prompts.len();
@@ -244,7 +314,7 @@ pub fn generate_embedded(
     let mut replies: Vec<Vec<u32>> = vec![Vec::new(); b];
     let mut done = vec![false; b];
     let mut fed = 0;
-    for _ in 0..config.max_new_tokens {
+    for _ in 0..config.max_new_tokens.min(context - longest) {
         let total = embeds.dims()[1];
         let (from, cache_ref) = if config.use_cache {
             (fed, Some(&mut cache))

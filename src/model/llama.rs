@@ -87,10 +87,65 @@ impl LlamaConfig {
 
     /// The checks HF's own config makes implicitly: heads split evenly, key/value heads divide
     /// query heads, the rotary width is even.
+    ///
+    /// Beyond HF: every size within `model::limits` and every epsilon, base and factor a
+    /// finite positive number, so that a hostile header is refused before anything is built.
     pub fn check(&self) -> Result<(), LlamaError> {
         let fail = |m: String| Err(LlamaError::Config(m));
-        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
-            return fail("num_attention_heads and num_key_value_heads must be at least 1".into());
+        use crate::model::{limits, positive, size_within};
+        let sizes = [
+            ("vocab_size", self.vocab_size, limits::VOCAB),
+            ("hidden_size", self.hidden_size, limits::WIDTH),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                limits::INTERMEDIATE,
+            ),
+            ("num_hidden_layers", self.num_hidden_layers, limits::LAYERS),
+            (
+                "num_attention_heads",
+                self.num_attention_heads,
+                limits::HEADS,
+            ),
+            (
+                "num_key_value_heads",
+                self.num_key_value_heads,
+                limits::HEADS,
+            ),
+            ("head_dim", self.head_dim.unwrap_or(1), limits::WIDTH),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                limits::POSITIONS,
+            ),
+        ];
+        for (key, value, max) in sizes {
+            size_within(key, value, max).map_err(|e| LlamaError::Config(e.to_string()))?;
+        }
+        let mut numbers = vec![
+            ("rms_norm_eps", self.rms_norm_eps),
+            ("rope_theta", self.rope_theta),
+        ];
+        match &self.rope_scaling {
+            Some(RopeScaling::Linear { factor }) => numbers.push(("rope_scaling.factor", *factor)),
+            Some(RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            }) => numbers.extend([
+                ("rope_scaling.factor", *factor),
+                ("rope_scaling.low_freq_factor", *low_freq_factor),
+                ("rope_scaling.high_freq_factor", *high_freq_factor),
+                (
+                    "rope_scaling.original_max_position_embeddings",
+                    *original_max_position_embeddings as f64,
+                ),
+            ]),
+            None => {}
+        }
+        for (key, value) in numbers {
+            positive(key, value).map_err(|e| LlamaError::Config(e.to_string()))?;
         }
         if self.head_dim.is_none() && self.hidden_size % self.num_attention_heads != 0 {
             return fail(format!(
@@ -111,6 +166,22 @@ impl LlamaConfig {
             ));
         }
         Ok(())
+    }
+
+    /// How many parameters `init` makes, matrices only: what a checkpoint must hold for
+    /// this config to describe it.
+    pub fn parameter_count(&self) -> u128 {
+        let (h, i, v) = (
+            self.hidden_size as u128,
+            self.intermediate_size as u128,
+            self.vocab_size as u128,
+        );
+        let d = self.head_dim() as u128;
+        let q = self.num_attention_heads as u128 * d;
+        let kv = self.num_key_value_heads as u128 * d;
+        let layer = 2 * h * q + 2 * h * kv + 3 * h * i;
+        let heads = if self.tie_word_embeddings { 1 } else { 2 };
+        self.num_hidden_layers as u128 * layer + heads * v * h
     }
 
     /// Rotary inverse frequencies, `[head_dim / 2]`, computed in f32 as HF does.
@@ -190,6 +261,7 @@ impl LlamaConfig {
             lm_head: (!self.tie_word_embeddings).then(|| linear(h, self.vocab_size, false)),
             lora: None,
             inv_freq: self.inv_freq(),
+            max_position_embeddings: self.max_position_embeddings,
         }
     }
 }
@@ -330,6 +402,10 @@ pub struct LlamaForCausalLM {
     pub lora: Option<LlamaLora>,
     #[module(skip)]
     pub inv_freq: Vec<f32>,
+    /// `max_position_embeddings`: generation refuses prompts longer than this and stops
+    /// there, as llama.cpp does when its context is full.
+    #[module(skip)]
+    pub max_position_embeddings: usize,
 }
 
 /// Additive attention bias `[B, 1, T, S]` for T new positions after `past` cached ones:

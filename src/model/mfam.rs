@@ -19,9 +19,9 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::bert::{Bert, bert_linear};
-use super::divisible;
 use super::qformer::{QFormer, QFormerConfig, QFormerError};
 use super::vision::VisionConfig;
+use super::{divisible, limits, parameters_within, size_within};
 use crate::config::Invalid;
 
 /// One aesthetic level: which encoder hidden states it reads and how many queries it has.
@@ -302,8 +302,55 @@ impl MfamConfig {
         })
     }
 
+    /// About how many parameters `init` makes for `vision`: the matrices, not the biases and
+    /// norms, which is what `validate` needs to refuse sizes no machine could hold.
+    pub fn parameter_count(&self, vision: &VisionConfig) -> u128 {
+        let shapes = vision.hidden_state_shapes();
+        let memory = shapes.last().map_or(0, |&(_, w)| w) as u128;
+        let (h, d) = (
+            self.qformer.hidden_size as u128,
+            self.llm_hidden_size as u128,
+        );
+        let qformer = self.qformer.parameter_count(memory as usize);
+        let mut count = match self.qformer_weights {
+            QFormerWeights::Shared => qformer,
+            QFormerWeights::Separate => 0,
+        };
+        for (_, level) in self.levels().into_iter().filter(|(_, l)| l.enabled) {
+            count += level.num_query_tokens as u128 * h + h * d;
+            count += level
+                .layers
+                .iter()
+                .map(|&id| shapes.get(id).map_or(0, |&(_, w)| w as u128) * memory)
+                .sum::<u128>();
+            if self.qformer_weights == QFormerWeights::Separate {
+                count += qformer;
+            }
+        }
+        if self.thematic.enabled {
+            count += memory * d + d * d;
+        }
+        count
+    }
+
     pub(crate) fn validate_against(&self, vision: &VisionConfig) -> Result<(), Invalid> {
         let q = &self.qformer;
+        q.validate("model.mfam.qformer")?;
+        size_within(
+            "model.mfam.llm_hidden_size",
+            self.llm_hidden_size,
+            limits::WIDTH,
+        )?;
+        for (name, level) in self.levels() {
+            if level.enabled {
+                size_within(
+                    &format!("model.mfam.{name}.num_query_tokens"),
+                    level.num_query_tokens,
+                    limits::QUERY_TOKENS,
+                )?;
+            }
+        }
+        parameters_within("model.mfam", self.parameter_count(vision))?;
         divisible(
             "model.mfam.qformer.hidden_size",
             q.hidden_size,

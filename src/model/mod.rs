@@ -74,6 +74,7 @@ impl Validate for ModelConfig {
             ));
         }
         if let VisionConfig::Clip(clip) = &self.vision {
+            clip.validate("model.vision")?;
             divisible(
                 "model.vision.hidden_size",
                 clip.hidden_size,
@@ -97,6 +98,61 @@ impl Validate for ModelConfig {
 /// Largest encoder input side accepted by `validate()`; far above any released encoder.
 pub const MAX_IMAGE_SIZE: usize = 4096;
 
+/// Upper bounds on the sizes a config or a checkpoint's header may declare, checked before
+/// anything is built (docs/robustness.md). Each is far above any released model of its kind
+/// (LLaMA-3-405B: width 16384, feed-forward 53248, 126 layers, 128 heads), so they refuse
+/// typos and hostile headers, never a real model.
+pub mod limits {
+    /// Hidden widths, LLM token width included.
+    pub const WIDTH: usize = 65_536;
+    pub const INTERMEDIATE: usize = 262_144;
+    pub const LAYERS: usize = 1_024;
+    pub const HEADS: usize = 1_024;
+    pub const VOCAB: usize = 1 << 22;
+    pub const POSITIONS: usize = 1 << 24;
+    /// Learnable queries of one level (BLIP-2 uses 32).
+    pub const QUERY_TOKENS: usize = 4_096;
+    /// Parameters of a module built from a config alone (the MFAM, a CLIP encoder described in
+    /// YAML): 16 GB in f32, about fifty times CALM's MFAM.
+    pub const PARAMETERS: u64 = 4_000_000_000;
+}
+
+/// `value` must be within `1..=max`.
+pub(crate) fn size_within(key: &str, value: usize, max: usize) -> Result<(), Invalid> {
+    if (1..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(Invalid::new(key, format!("{value} is outside 1..={max}")))
+    }
+}
+
+/// `value` must be a finite number above 0 (a LayerNorm or RMSNorm epsilon, a rotary base).
+pub(crate) fn positive(key: &str, value: f64) -> Result<(), Invalid> {
+    if value > 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            key,
+            format!("{value} is not a finite number above 0"),
+        ))
+    }
+}
+
+/// A module of `count` parameters must stay within `limits::PARAMETERS`.
+pub(crate) fn parameters_within(key: &str, count: u128) -> Result<(), Invalid> {
+    if count <= u128::from(limits::PARAMETERS) {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            key,
+            format!(
+                "these sizes make about {count} parameters, over the {} a config may describe",
+                limits::PARAMETERS
+            ),
+        ))
+    }
+}
+
 /// Attention splits `hidden` evenly over `heads`.
 pub(crate) fn divisible(
     hidden_key: &str,
@@ -113,15 +169,20 @@ pub(crate) fn divisible(
     Ok(())
 }
 
-/// `module` with a new id for every parameter. Optimisers key their state and gradients by
-/// parameter id, so a module copied from another (a Q-Former from BERT) must not keep the
-/// original's ids.
+/// `module` with a new id and a tensor of its own for every parameter, for a module copied
+/// from another (a Q-Former from BERT, or from the same BERT layer twice).
+///
+/// Both must be new. Optimisers key their state by parameter id. Autodiff keys gradients by the
+/// tensor's graph node, which a clone shares and `require_grad` keeps: three Q-Formers copied
+/// from one BERT would register one gradient, the sum of the three, which the first parameter
+/// visited takes and the other two never see (docs/robustness.md). `detach` gives
+/// the tensor a node of its own and keeps whether it requires a gradient.
 pub(crate) fn fresh_params<M: Module>(module: M) -> M {
     struct Fresh;
     impl ModuleMapper for Fresh {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let (_, value, mapper) = param.consume();
-            Param::from_mapped_value(ParamId::new(), value, mapper)
+            Param::from_mapped_value(ParamId::new(), value.detach(), mapper)
         }
     }
     module.map(&mut Fresh)

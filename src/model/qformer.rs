@@ -49,6 +49,44 @@ impl Default for QFormerConfig {
     }
 }
 
+impl QFormerConfig {
+    /// Sizes within `model::limits`; `key` is where the config sits.
+    pub fn validate(&self, key: &str) -> Result<(), crate::config::Invalid> {
+        use crate::model::{limits, positive, size_within};
+        let k = |f: &str| format!("{key}.{f}");
+        size_within(&k("hidden_size"), self.hidden_size, limits::WIDTH)?;
+        size_within(
+            &k("num_hidden_layers"),
+            self.num_hidden_layers,
+            limits::LAYERS,
+        )?;
+        size_within(
+            &k("num_attention_heads"),
+            self.num_attention_heads,
+            limits::HEADS,
+        )?;
+        size_within(
+            &k("intermediate_size"),
+            self.intermediate_size,
+            limits::INTERMEDIATE,
+        )?;
+        positive(&k("layer_norm_eps"), self.layer_norm_eps)
+    }
+
+    /// About how many parameters `init(encoder_hidden_size)` makes (matrices only).
+    pub fn parameter_count(&self, encoder_hidden_size: usize) -> u128 {
+        let (h, i, e) = (
+            self.hidden_size as u128,
+            self.intermediate_size as u128,
+            encoder_hidden_size as u128,
+        );
+        let layers = self.num_hidden_layers as u128;
+        let crossing = layers.div_ceil(self.cross_attention_frequency.max(1) as u128);
+        let feed_forwards = if self.use_qformer_text_input { 2 } else { 1 };
+        layers * (4 * h * h + feed_forwards * 2 * h * i) + crossing * (2 * h * h + 2 * e * h)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QFormerError {
     #[error(

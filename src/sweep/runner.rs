@@ -48,7 +48,8 @@ pub enum RunState {
     /// Never started.
     New,
     Succeeded,
-    /// Ended with an error last time; started again.
+    /// Ended with an error last time; resumed from its checkpoint when it has one, else
+    /// started again.
     Failed(String),
     /// Started but never ended (the sweep was stopped): resumed from its checkpoint when it
     /// has one, else started again.
@@ -70,8 +71,13 @@ impl RunState {
 }
 
 pub fn read_status(dir: &Path) -> Option<RunStatus> {
-    let text = std::fs::read_to_string(dir.join(STATUS)).ok()?;
+    let text = crate::files::read_string(&dir.join(STATUS), crate::files::MAX_CONFIG_BYTES).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// Whether a run directory holds a complete checkpoint to resume from.
+pub fn resumable(dir: &Path) -> bool {
+    matches!(checkpoints::latest(dir), Ok(Some(_)))
 }
 
 /// A run directory's state, from its status file and checkpoints.
@@ -81,7 +87,7 @@ pub fn run_state(dir: &Path) -> RunState {
         Some(s) => RunState::Failed(s.error.unwrap_or_default()),
         None if dir.join(RUN_RECORD).is_file() || dir.join(RESOLVED_CONFIG).is_file() => {
             RunState::Interrupted {
-                resumable: matches!(checkpoints::latest(dir), Ok(Some(_))),
+                resumable: resumable(dir),
             }
         }
         None => RunState::New,
@@ -92,7 +98,8 @@ pub fn run_state(dir: &Path) -> RunState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     Fresh,
-    /// Over an earlier attempt that left no checkpoint (`--overwrite`).
+    /// Over an earlier attempt that left no checkpoint, whose files are deleted first (the
+    /// log of every attempt is kept).
     Restart,
     /// From the run's latest checkpoint (`--resume`).
     Resume,
@@ -135,6 +142,9 @@ pub fn run_all(
                 continue;
             }
             RunState::New => Start::Fresh,
+            // A run that failed after a checkpoint (killed for memory at step 900 of 1000)
+            // resumes; its checkpoints are never deleted by a restart.
+            RunState::Failed(_) if resumable(&results.join(&run.id)) => Start::Resume,
             RunState::Failed(_) | RunState::Interrupted { resumable: false } => Start::Restart,
             RunState::Interrupted { resumable: true } => Start::Resume,
         };
@@ -151,7 +161,15 @@ pub fn run_all(
             };
             let dir = results.join(&run.id);
             std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-            // A status left by an earlier attempt would make a killed process look finished.
+            if start != Start::Resume {
+                // A run started again starts clean, as `--overwrite` would leave it: nothing
+                // of the earlier attempt (metrics, events, held-out photos, a status that
+                // would make a killed process look finished) but the log of every attempt.
+                crate::run::clear(&dir, &[LOG, crate::run::LOCK]).map_err(|e| SweepError::Io {
+                    path: dir.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            }
             let _ = std::fs::remove_file(dir.join(STATUS));
             let began = Instant::now();
             let spawned = spawn(command(run, &dir, start), &dir, start)

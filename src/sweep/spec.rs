@@ -154,16 +154,21 @@ pub struct PlannedRun {
 
 /// The column that holds the base config's name when a sweep has several.
 pub const BASE_KEY: &str = "base";
+/// The most runs one sweep may plan.
+pub const MAX_RUNS: usize = 10_000;
 
 impl Sweep {
     pub fn read(path: &Path) -> Result<Self, SweepError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SweepError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::files::read_string(path, crate::files::MAX_CONFIG_BYTES).map_err(|source| {
+                SweepError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         let spec: SweepSpec = serde_saphyr::from_str(&text).map_err(|e| SweepError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: crate::config::yaml_error_line(&e.to_string()),
         })?;
         let name = match &spec.name {
             Some(name) => name.clone(),
@@ -177,7 +182,9 @@ impl Sweep {
                     message: "cannot name the sweep from its folder; give it a `name`".into(),
                 })?,
         };
-        if name.is_empty() || !name.chars().all(safe_char) {
+        // `.` and `..` are made of safe characters but name the results folder's own folder
+        // or its parent, where the summaries would land.
+        if name.is_empty() || name.chars().all(|c| c == '.') || !name.chars().all(safe_char) {
             return Err(SweepError::Invalid {
                 path: path.to_path_buf(),
                 message: format!(
@@ -238,6 +245,26 @@ impl Sweep {
     pub fn expand(&self) -> Result<Vec<PlannedRun>, SweepError> {
         self.check_axes()?;
         let spec = &self.spec;
+        // Counted before anything is built: 8 keys of 40 values make 6.5 x 10^12 runs from a
+        // few hundred bytes of spec.
+        let count = [
+            match &spec.base {
+                Some(Bases::Many(paths)) => paths.len(),
+                _ => 1,
+            },
+            spec.zip.values().next().map_or(1, Vec::len),
+            spec.list.len().max(1),
+            spec.seeds.len().max(1),
+        ]
+        .into_iter()
+        .chain(spec.grid.values().map(Vec::len))
+        .try_fold(1usize, |n, k| n.checked_mul(k))
+        .filter(|&n| n <= MAX_RUNS);
+        if count.is_none() {
+            return Err(self.invalid(format!(
+                "its axes make more than {MAX_RUNS} runs; split it into several sweeps"
+            )));
+        }
         let bases: Vec<(Option<PathBuf>, Option<String>)> = match &spec.base {
             None => vec![(None, None)],
             Some(Bases::One(path)) => vec![(Some(self.relative(path)), None)],

@@ -190,11 +190,13 @@ pub fn lookup<'a>(tree: &'a Value, dotted: &str) -> Option<&'a Value> {
 }
 
 fn read_json(path: &Path) -> Option<Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    serde_json::from_str(&crate::files::read_string(path, crate::files::MAX_CONFIG_BYTES).ok()?)
+        .ok()
 }
 
 fn read_yaml(path: &Path) -> Option<Value> {
-    serde_saphyr::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    serde_saphyr::from_str(&crate::files::read_string(path, crate::files::MAX_CONFIG_BYTES).ok()?)
+        .ok()
 }
 
 fn display(value: &Value) -> String {

@@ -19,6 +19,8 @@ pub const LATEST: &str = "latest";
 pub const MODEL: &str = "model.safetensors";
 pub const OPTIMIZER: &str = "optimizer.bpk";
 pub const STATE: &str = "state.json";
+/// `latest` holds one folder name.
+const MAX_POINTER_BYTES: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainCheckpointError {
@@ -66,6 +68,12 @@ pub struct TrainerState {
 
 fn step_name(step: usize) -> String {
     format!("step-{step:08}")
+}
+
+/// Whether `name` is what `step_name` writes: `step-` and at least eight digits.
+fn is_step_name(name: &str) -> bool {
+    name.strip_prefix("step-")
+        .is_some_and(|digits| digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Writes a checkpoint of `model` and `optimizer` after `state.step` steps, points `latest`
@@ -131,7 +139,7 @@ fn prune(root: &Path, latest: &str, keep: usize) -> Result<(), TrainCheckpointEr
         .map_err(io(root))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("step-") && n.as_str() <= latest)
+        .filter(|n| is_step_name(n) && n.as_str() <= latest)
         .collect();
     names.sort();
     let excess = names.len().saturating_sub(keep);
@@ -162,6 +170,12 @@ pub fn locate(path: &Path, final_model: &str) -> Result<(PathBuf, PathBuf), Trai
     Ok((path.to_path_buf(), latest.join(MODEL)))
 }
 
+/// Deletes the debris a killed run left in `run` and its checkpoints folder
+/// (`run::remove_debris`); the number of entries removed.
+pub fn remove_debris(run: &Path) -> Result<usize, crate::run::RunError> {
+    Ok(crate::run::remove_debris(run)? + crate::run::remove_debris(&run.join(CHECKPOINTS))?)
+}
+
 /// The checkpoint `latest` names, if any.
 pub fn latest(run: &Path) -> Result<Option<PathBuf>, TrainCheckpointError> {
     let root = run.join(CHECKPOINTS);
@@ -169,8 +183,17 @@ pub fn latest(run: &Path) -> Result<Option<PathBuf>, TrainCheckpointError> {
     if !pointer.is_file() {
         return Ok(None);
     }
-    let name = std::fs::read_to_string(&pointer).map_err(io(&pointer))?;
-    let dir = root.join(name.trim());
+    let name = crate::files::read_string(&pointer, MAX_POINTER_BYTES).map_err(io(&pointer))?;
+    // Only a checkpoint folder of this run: a name like `../../elsewhere` or an absolute path
+    // would load (or, when pruned, delete) another run's files.
+    let name = name.trim();
+    if !is_step_name(name) {
+        return Err(TrainCheckpointError::State {
+            path: pointer,
+            message: format!("names {name:?}, not a checkpoint folder of this run (step-NNNNNNNN)"),
+        });
+    }
+    let dir = root.join(name);
     if !dir.join(STATE).is_file() {
         return Err(TrainCheckpointError::State {
             path: pointer,
@@ -208,7 +231,8 @@ pub fn load_matching<M: Module, S: serde::de::DeserializeOwned>(
         });
     }
     let optimizer_path = dir.join(OPTIMIZER);
-    let bytes = std::fs::read(&optimizer_path).map_err(io(&optimizer_path))?;
+    let bytes = crate::files::read_bytes(&optimizer_path, crate::files::MAX_WEIGHTS_BYTES)
+        .map_err(io(&optimizer_path))?;
     let optimizer = optimizer
         .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
         .map_err(|e| TrainCheckpointError::Optimizer {
@@ -216,7 +240,8 @@ pub fn load_matching<M: Module, S: serde::de::DeserializeOwned>(
             message: e.to_string(),
         })?;
     let state_path = dir.join(STATE);
-    let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
+    let text = crate::files::read_string(&state_path, crate::files::MAX_CONFIG_BYTES)
+        .map_err(io(&state_path))?;
     let state = serde_json::from_str(&text).map_err(|e| TrainCheckpointError::State {
         path: state_path,
         message: e.to_string(),

@@ -213,9 +213,11 @@ impl FinetuneConfig {
         }
         for (i, stage) in self.stages.iter().enumerate() {
             let key = format!("finetune.stages[{i}]");
-            if stage.steps == 0 {
-                return Err(Invalid::new(format!("{key}.steps"), "must be at least 1"));
-            }
+            crate::model::size_within(
+                &format!("{key}.steps"),
+                stage.steps,
+                crate::train::schedule::MAX_STEPS,
+            )?;
             let s = &stage.schedule;
             if !(s.peak_lr > 0.0 && s.peak_lr.is_finite()) {
                 return Err(Invalid::new(
@@ -253,20 +255,38 @@ impl FinetuneConfig {
                 ));
             }
         }
-        if self.batch_size == 0 {
-            return Err(Invalid::new("finetune.batch_size", "must be at least 1"));
-        }
-        if self.gradient_accumulation == 0 {
+        crate::model::size_within(
+            "finetune.batch_size",
+            self.batch_size,
+            crate::data::loader::MAX_BATCH_SIZE,
+        )?;
+        crate::model::size_within(
+            "finetune.gradient_accumulation",
+            self.gradient_accumulation,
+            crate::train::schedule::MAX_ACCUMULATION,
+        )?;
+        if self.total_steps() > crate::train::schedule::MAX_STEPS {
             return Err(Invalid::new(
-                "finetune.gradient_accumulation",
-                "must be at least 1",
+                "finetune.stages",
+                format!(
+                    "{} steps in all, over {}",
+                    self.total_steps(),
+                    crate::train::schedule::MAX_STEPS
+                ),
             ));
         }
-        if self.max_length < 16 {
-            return Err(Invalid::new("finetune.max_length", "must be at least 16"));
+        if !(16..=crate::model::limits::POSITIONS).contains(&self.max_length) {
+            return Err(Invalid::new(
+                "finetune.max_length",
+                format!(
+                    "{} is outside 16..={}",
+                    self.max_length,
+                    crate::model::limits::POSITIONS
+                ),
+            ));
         }
         if let Some(max) = self.max_grad_norm
-            && !(max > 0.0)
+            && !(max > 0.0 && max.is_finite())
         {
             return Err(Invalid::new(
                 "finetune.max_grad_norm",
@@ -288,11 +308,25 @@ impl FinetuneConfig {
                 ));
             }
         }
-        if self.uses_lora() && (self.lora.rank == 0 || self.lora.target_modules.is_empty()) {
-            return Err(Invalid::new(
-                "finetune.lora",
-                "a LoRA stage needs rank >= 1 and at least one target module",
-            ));
+        if self.uses_lora() {
+            if self.lora.rank == 0 || self.lora.target_modules.is_empty() {
+                return Err(Invalid::new(
+                    "finetune.lora",
+                    "a LoRA stage needs rank >= 1 and at least one target module",
+                ));
+            }
+            crate::model::size_within(
+                "finetune.lora.rank",
+                self.lora.rank,
+                crate::model::limits::WIDTH,
+            )?;
+            crate::model::positive("finetune.lora.alpha", self.lora.alpha)?;
+            if !(0.0..1.0).contains(&self.lora.dropout) {
+                return Err(Invalid::new(
+                    "finetune.lora.dropout",
+                    format!("{} is outside [0, 1)", self.lora.dropout),
+                ));
+            }
         }
         self.optimizer.validate("finetune.optimizer")
     }
@@ -302,6 +336,8 @@ impl FinetuneConfig {
 pub enum FinetuneError {
     #[error(transparent)]
     Pretrain(#[from] PretrainError),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
@@ -602,9 +638,13 @@ pub fn finetune(
     resume: bool,
 ) -> Result<FinetuneSummary, FinetuneError> {
     let f = &config.finetune;
+    let _lock = crate::run::RunLock::acquire(run)?;
+    checkpoints::remove_debris(run)?;
+    if !resume {
+        write_pretrained(run, pretrained)?;
+    }
     // The pretraining run's split: its held-out photos stay unseen here too.
-    let pc = &pretrained.config;
-    let split = pretrain::split_photos(pc.data.image_paths()?, pc.pretrain.hold_out, pc.seed)?;
+    let split = pretraining_split(pretrained)?;
     let mixes = build_mixes(config, &split.train)?;
     let train_device = device.clone().autodiff();
     let mut loaded = initial_model(config, pretrained, device, &train_device)?;
@@ -617,14 +657,18 @@ pub fn finetune(
     let pattern = f.saved_pattern();
     let kept = |path: &str| pattern.is_some() && !is_saved(path);
     let mut resumed_from = None;
-    if resume {
-        let dir = checkpoints::latest(run)?
-            .ok_or_else(|| TrainCheckpointError::NoCheckpoint(run.to_path_buf()))?;
-        (optimizer, state) = checkpoints::load_matching(&dir, &mut loaded.model, optimizer, kept)?;
-        resumed_from = Some(state.step);
-        metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
+    // A run killed before its first checkpoint resumes from step 0.
+    let checkpoint = if resume {
+        checkpoints::latest(run)?
     } else {
-        write_pretrained(run, pretrained)?;
+        None
+    };
+    if let Some(dir) = &checkpoint {
+        (optimizer, state) = checkpoints::load_matching(dir, &mut loaded.model, optimizer, kept)?;
+        resumed_from = Some(state.step);
+    }
+    if resume {
+        metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
     }
     let events_dir = run.join(EVENTS);
     std::fs::create_dir_all(&events_dir).map_err(io_error(&events_dir))?;
@@ -647,7 +691,7 @@ pub fn finetune(
     let seed = config.seed;
     let progress = Progress::new(total_steps, state.step, "tok/s");
     let started = Instant::now();
-    let mut model = match (resume, f.projector_init.kind, mixes.first()) {
+    let mut model = match (checkpoint.is_some(), f.projector_init.kind, mixes.first()) {
         (false, ProjectorInitKind::LeastSquares, Some(first)) => {
             init_projections(config, &preparer, loaded.model.clone(), first, device)?
         }
@@ -698,7 +742,7 @@ pub fn finetune(
             for _ in 0..accumulation {
                 let (prepared, skipped) =
                     receiver.recv().map_err(|_| FinetuneError::WorkerLost)??;
-                state.skipped.extend(skipped);
+                pretrain::note_skipped(&mut state.skipped, skipped);
                 micro.push(prepared);
             }
             let step_tokens: usize = micro
@@ -802,6 +846,20 @@ pub fn finetune(
     })
 }
 
+/// The photos the pretraining run trained on and held out: the split it recorded, else (a run
+/// made before runs recorded it) drawn again as it drew it.
+fn pretraining_split(pretrained: &PretrainedRun) -> Result<pretrain::Split, FinetuneError> {
+    if let Some(split) = pretrain::read_split(&pretrained.dir)? {
+        return Ok(split);
+    }
+    let pc = &pretrained.config;
+    Ok(pretrain::split_photos(
+        pc.data.image_paths()?,
+        pc.pretrain.hold_out,
+        pc.seed,
+    )?)
+}
+
 /// Fits the level projections to micro-batches of the first stage's data drawn apart from
 /// the training stream (`train::projector_init`), before step 0.
 fn init_projections(
@@ -833,7 +891,8 @@ fn init_projections(
         .iter()
         .map(|(level, r2)| format!("{level} R² {r2:.3}"))
         .collect();
-    println!(
+    // Progress, best effort like the progress lines: a closed stdout must not stop training.
+    let _ = crate::outln!(
         "level projections fitted by least squares on {} images: {}",
         report.images,
         fits.join(", ")
@@ -859,8 +918,16 @@ fn build_micro_batch(
 ) -> Built {
     let mut samples = Vec::with_capacity(batch);
     let mut skipped = Vec::new();
-    for j in 0..batch {
-        let sample_index = index * batch + j;
+    // A sample that cannot be made is replaced by the next one of the stream, so that a batch
+    // keeps its size (a batch of one bad photo would otherwise be empty) and stays a function
+    // of its index; an epoch's worth of failures past the batch's own means the data is
+    // unusable.
+    let start = index * batch;
+    let end = start + pretrain::replacement_budget(batch, mix_.len());
+    for sample_index in start..end {
+        if samples.len() == batch {
+            break;
+        }
         let made = mix_
             .sample(sample_index, seed)
             .map_err(|e| e.to_string())
@@ -880,7 +947,7 @@ fn build_micro_batch(
         match made {
             Ok(s) => samples.push(s),
             Err(reason) => match policy {
-                BadImagePolicy::Skip => skipped.push(reason),
+                BadImagePolicy::Skip => pretrain::note_skipped(&mut skipped, vec![reason]),
                 BadImagePolicy::Fail => {
                     return Err(FinetuneError::EmptyBatch {
                         index,
@@ -929,7 +996,8 @@ struct PretrainedRecord {
     run: PathBuf,
 }
 
-fn write_pretrained(run: &Path, pretrained: &PretrainedRun) -> Result<(), FinetuneError> {
+/// Records in `run` the pretraining run it starts from (`pretrained.json`).
+pub fn write_pretrained(run: &Path, pretrained: &PretrainedRun) -> Result<(), FinetuneError> {
     let record = PretrainedRecord {
         run: pretrained.dir.clone(),
     };
@@ -956,22 +1024,7 @@ pub struct FinetunedRun {
 /// Finds a run from its directory or one of its checkpoint folders.
 pub fn find_run(path: &Path) -> Result<FinetunedRun, FinetuneError> {
     let (dir, model) = checkpoints::locate(path, FINAL_MODEL)?;
-    let record_path = dir.join(PRETRAINED);
-    let text = std::fs::read_to_string(&record_path).map_err(|e| FinetuneError::Io {
-        path: record_path.clone(),
-        source: std::io::Error::new(
-            e.kind(),
-            format!("not a fine-tuning run (its {PRETRAINED} is unreadable: {e})"),
-        ),
-    })?;
-    let record: PretrainedRecord = serde_json::from_str(&text).map_err(|e| FinetuneError::Io {
-        path: record_path.clone(),
-        source: std::io::Error::other(e),
-    })?;
-    let config_path = dir.join(crate::run::RESOLVED_CONFIG);
-    let mut config = crate::config::load(Some(&config_path), &[]).map_err(PretrainError::from)?;
-    keep_unpooled_levels(&mut config, &config_path)?;
-    let pretrained = pretrain::find_run(&resolve_relative(&record.run, &dir))?;
+    let (config, pretrained) = run_record(&dir)?;
     Ok(FinetunedRun {
         dir,
         config,
@@ -980,16 +1033,51 @@ pub fn find_run(path: &Path) -> Result<FinetunedRun, FinetuneError> {
     })
 }
 
+/// The config a run directory was started with and the pretraining run it starts from: what
+/// `--resume` continues, even when the run was killed before its first checkpoint.
+pub fn run_record(dir: &Path) -> Result<(ExperimentConfig, PretrainedRun), FinetuneError> {
+    if let Some(other) = crate::run::recorded_command(dir).filter(|c| c != "finetune") {
+        return Err(FinetuneError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(format!(
+                "not a fine-tuning run: its {} says `{other}` made it",
+                crate::run::RUN_RECORD
+            )),
+        });
+    }
+    let record_path = dir.join(PRETRAINED);
+    let text =
+        crate::files::read_string(&record_path, crate::files::MAX_CONFIG_BYTES).map_err(|e| {
+            FinetuneError::Io {
+                path: record_path.clone(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!("not a fine-tuning run (its {PRETRAINED} is unreadable: {e})"),
+                ),
+            }
+        })?;
+    let record: PretrainedRecord = serde_json::from_str(&text).map_err(|e| FinetuneError::Io {
+        path: record_path.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let config_path = dir.join(crate::run::RESOLVED_CONFIG);
+    let mut config = crate::config::load(Some(&config_path), &[]).map_err(PretrainError::from)?;
+    keep_unpooled_levels(&mut config, &config_path)?;
+    let pretrained = pretrain::find_run(&resolve_relative(&record.run, dir))?;
+    Ok((config, pretrained))
+}
+
 /// A run saved before levels could pool has no `pool` key in its resolved config, and its
 /// LLM read every query; the defaults the config is laid over now pool, so such a level is
 /// set back to `null` here, or `infer` and `--resume` would feed the run fewer tokens than it
 /// was trained on.
 fn keep_unpooled_levels(config: &mut ExperimentConfig, path: &Path) -> Result<(), FinetuneError> {
-    let text = std::fs::read_to_string(path).map_err(io_error(path))?;
+    let text =
+        crate::files::read_string(path, crate::files::MAX_CONFIG_BYTES).map_err(io_error(path))?;
     let saved: serde_json::Value =
         serde_saphyr::from_str(&text).map_err(|e| FinetuneError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(crate::config::yaml_error_line(&e.to_string())),
         })?;
     let mfam = &mut config.model.mfam;
     for (name, level) in [

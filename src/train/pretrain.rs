@@ -47,6 +47,8 @@ pub const EVENTS: &str = "events";
 pub const HELD_OUT: &str = "held_out";
 pub const FINAL_MODEL: &str = "model.safetensors";
 pub const SUMMARY: &str = "summary.json";
+/// The photos a run trains on and holds out, recorded when it starts (`Split`).
+pub const SPLIT: &str = "split.json";
 
 /// How the Q-Formers start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,15 +111,13 @@ impl Default for PretrainConfig {
 
 impl PretrainConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.steps == 0 {
-            return Err(Invalid::new("pretrain.steps", "must be at least 1"));
-        }
-        if self.gradient_accumulation == 0 {
-            return Err(Invalid::new(
-                "pretrain.gradient_accumulation",
-                "must be at least 1",
-            ));
-        }
+        use crate::train::schedule::{MAX_ACCUMULATION, MAX_STEPS};
+        crate::model::size_within("pretrain.steps", self.steps, MAX_STEPS)?;
+        crate::model::size_within(
+            "pretrain.gradient_accumulation",
+            self.gradient_accumulation,
+            MAX_ACCUMULATION,
+        )?;
         self.optimizer.validate("pretrain.optimizer")?;
         let s = &self.schedule;
         if !(s.peak_lr > 0.0 && s.peak_lr.is_finite()) {
@@ -139,11 +139,11 @@ impl PretrainConfig {
             ));
         }
         if let Some(max) = self.max_grad_norm
-            && !(max > 0.0)
+            && !(max > 0.0 && max.is_finite())
         {
             return Err(Invalid::new(
                 "pretrain.max_grad_norm",
-                "must be positive (or null)",
+                "must be a finite positive number (or null)",
             ));
         }
         let p = &self.pairs;
@@ -178,10 +178,16 @@ impl PretrainConfig {
         if weights.iter().all(|(_, w)| *w == 0.0) {
             return Err(Invalid::new("pretrain.losses", "every weight is 0"));
         }
-        if !(l.temperature > 0.0) {
+        if !(l.temperature > 0.0 && l.temperature.is_finite()) {
             return Err(Invalid::new(
                 "pretrain.losses.temperature",
-                "must be positive",
+                "must be a finite number above 0",
+            ));
+        }
+        if self.evaluation.severities.is_empty() {
+            return Err(Invalid::new(
+                "pretrain.evaluation.severities",
+                "needs at least one severity to evaluate the held-out photos at",
             ));
         }
         if self
@@ -228,12 +234,16 @@ pub enum PretrainError {
     TooFewPhotos { found: usize, hold_out: usize },
     #[error("{path}: {reason}")]
     BadPhoto { path: PathBuf, reason: String },
-    #[error("micro-batch {index}: none of its photos could be read")]
+    #[error(
+        "micro-batch {index}: no photo could be read in a whole epoch's worth of attempts (see the skipped photos)"
+    )]
     EmptyBatch { index: usize },
     #[error("the batch-building thread stopped unexpectedly")]
     WorkerLost,
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
     #[error("no photos to evaluate")]
     NoPhotos,
     #[error("the loss became {value} at step {step}; lower pretrain.schedule.peak_lr?")]
@@ -298,11 +308,79 @@ pub fn initial_model(
     Ok(numbered_params(model))
 }
 
-/// Which photos train and which are held back: a seeded draw of `hold_out` photos.
-#[derive(Debug, Clone, PartialEq)]
+/// Which photos train and which are held back: a seeded draw of `hold_out` photos. A run
+/// records its split in `split.json` when it starts; a resumed run and the fine-tuning runs
+/// made from it read that record instead of drawing again from a folder that may have changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Split {
     pub train: Vec<PathBuf>,
     pub held_out: Vec<PathBuf>,
+}
+
+/// The split a run recorded, if it did (runs made before `split.json` existed did not).
+pub fn read_split(run: &Path) -> Result<Option<Split>, PretrainError> {
+    let path = run.join(SPLIT);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = crate::files::read_string(&path, crate::files::MAX_ANNOTATION_BYTES)
+        .map_err(io_error(&path))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| PretrainError::Io {
+            path,
+            source: std::io::Error::other(e),
+        })
+}
+
+/// The run's split: on a fresh start drawn from `config.data` and recorded; on a resumption
+/// the recorded one, with a warning when the data has changed since (new photos are left
+/// out, missing ones are skipped where they are read).
+pub fn run_split(
+    config: &ExperimentConfig,
+    run: &Path,
+    resume: bool,
+) -> Result<Split, PretrainError> {
+    let p = &config.pretrain;
+    if resume && let Some(recorded) = read_split(run)? {
+        let recorded_paths: std::collections::BTreeSet<&PathBuf> =
+            recorded.train.iter().chain(&recorded.held_out).collect();
+        match config.data.image_paths() {
+            Ok(now) => {
+                let now: std::collections::BTreeSet<&PathBuf> = now.iter().collect();
+                let added = now.difference(&recorded_paths).count();
+                let gone = recorded_paths.difference(&now).count();
+                if added + gone > 0 {
+                    crate::errln!(
+                        "warning: the data changed since this run started ({added} photos added, {gone} gone); it keeps the split in {}: added photos are not used, missing ones are skipped",
+                        run.join(SPLIT).display()
+                    );
+                }
+            }
+            Err(e) => crate::errln!(
+                "warning: cannot list the data now ({e}); the run keeps the split in {}",
+                run.join(SPLIT).display()
+            ),
+        }
+        return Ok(recorded);
+    }
+    if resume && run.join(HELD_OUT).is_dir() {
+        crate::errln!(
+            "warning: this run has no {SPLIT} (it was made before runs recorded their split): its split is drawn again from the data as it is now, and checked against {HELD_OUT}/"
+        );
+    }
+    let split = split_photos(config.data.image_paths()?, p.hold_out, config.seed)?;
+    let json = serde_json::to_string_pretty(&split).map_err(|e| PretrainError::Io {
+        path: run.join(SPLIT),
+        source: std::io::Error::other(e),
+    })?;
+    crate::io::atomic::write_atomic(&run.join(SPLIT), json.as_bytes()).map_err(|e| {
+        PretrainError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    })?;
+    Ok(split)
 }
 
 pub fn split_photos(
@@ -330,18 +408,23 @@ pub fn split_photos(
     })
 }
 
-/// The photos of micro-batch `index`: consecutive slices of a reshuffled order per epoch, so
-/// every photo is seen once an epoch and any micro-batch can be rebuilt from its index alone.
+/// The photos micro-batch `index` starts from: consecutive slices of a reshuffled order per
+/// epoch, so every photo is drawn once an epoch and any micro-batch can be rebuilt from its
+/// index alone. A photo that cannot be read is replaced by the next of the stream
+/// (`build_micro_batch`), so with bad photos a batch may reach into the next one's slice.
 pub fn micro_batch_photos(photos: usize, batch: usize, seed: u64, index: usize) -> Vec<usize> {
     let start = index * batch;
     (start..start + batch)
-        .map(|position| {
-            let epoch = (position / photos) as u64;
-            let mut order: Vec<usize> = (0..photos).collect();
-            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(seed, epoch, 1)));
-            order[position % photos]
-        })
+        .map(|position| photo_at(photos, seed, position))
         .collect()
+}
+
+/// The photo at `position` of the stream `micro_batch_photos` slices.
+fn photo_at(photos: usize, seed: u64, position: usize) -> usize {
+    let epoch = (position / photos) as u64;
+    let mut order: Vec<usize> = (0..photos).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(seed, epoch, 1)));
+    order[position % photos]
 }
 
 /// One line of `metrics.jsonl` per optimiser step.
@@ -393,24 +476,32 @@ pub fn pretrain(
     resume: bool,
 ) -> Result<PretrainSummary, PretrainError> {
     let p = &config.pretrain;
-    let split = split_photos(config.data.image_paths()?, p.hold_out, config.seed)?;
-    if !resume {
-        copy_held_out(&split.held_out, &run.join(HELD_OUT))?;
-    }
-    let train_device = device.clone().autodiff();
-    let mut model = initial_model(config, frozen, &train_device)?;
-    let mut optimizer = p.optimizer.init();
+    let _lock = crate::run::RunLock::acquire(run)?;
+    checkpoints::remove_debris(run)?;
+    let split = run_split(config, run, resume)?;
+    let policy = config.data.loader.bad_images;
     let mut state = TrainerState {
         step: 0,
         micro_batches: 0,
         skipped: Vec::new(),
     };
+    let held_out = copy_held_out(&split.held_out, &run.join(HELD_OUT), policy)?;
+    state.skipped.extend(held_out.skipped.iter().cloned());
+    let train_device = device.clone().autodiff();
+    let mut model = initial_model(config, frozen, &train_device)?;
+    let mut optimizer = p.optimizer.init();
     let mut resumed_from = None;
-    if resume {
-        let dir = checkpoints::latest(run)?
-            .ok_or_else(|| TrainCheckpointError::NoCheckpoint(run.to_path_buf()))?;
+    // A run killed before its first checkpoint resumes from step 0.
+    let checkpoint = if resume {
+        checkpoints::latest(run)?
+    } else {
+        None
+    };
+    if let Some(dir) = checkpoint {
         (optimizer, state) = checkpoints::load(&dir, &mut model, optimizer)?;
         resumed_from = Some(state.step);
+    }
+    if resume {
         metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
     }
     let events_dir = run.join(EVENTS);
@@ -433,7 +524,6 @@ pub fn pretrain(
     let accumulation = p.gradient_accumulation;
     let total_micro = p.steps * accumulation;
     let first_micro = state.micro_batches;
-    let policy = config.data.loader.bad_images;
     let batch_photos = config.data.loader.batch_size;
     let prefetch = config.data.loader.prefetch_batches.max(1);
     let train = &split.train;
@@ -464,7 +554,7 @@ pub fn pretrain(
             for _ in 0..accumulation {
                 let (contents, skipped) =
                     receiver.recv().map_err(|_| PretrainError::WorkerLost)??;
-                state.skipped.extend(skipped);
+                note_skipped(&mut state.skipped, skipped);
                 images += contents.examples.len();
                 let batch = contents.batch.autodiff();
                 let l = losses(&model, &batch, &p.losses);
@@ -521,8 +611,8 @@ pub fn pretrain(
         steps: p.steps,
         resumed_from,
         train_photos: split.train.len(),
-        held_out: split
-            .held_out
+        held_out: held_out
+            .copied
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
@@ -536,6 +626,23 @@ pub fn pretrain(
 
 type Built = Result<(BatchContents, Vec<String>), PretrainError>;
 
+/// How many draws of the stream a micro-batch of `batch` may make when items fail to load:
+/// its own and a whole epoch's worth (`items`) more, after which the data is unusable. Both
+/// training loops use it.
+pub(crate) fn replacement_budget(batch: usize, items: usize) -> usize {
+    batch.saturating_add(items)
+}
+
+/// Adds the photos a micro-batch skipped to a run's list, each once, however many epochs
+/// meet it.
+pub(crate) fn note_skipped(list: &mut Vec<String>, skipped: Vec<String>) {
+    for s in skipped {
+        if !list.contains(&s) {
+            list.push(s);
+        }
+    }
+}
+
 fn build_micro_batch(
     builder: &BatchBuilder<'_>,
     train: &[PathBuf],
@@ -547,8 +654,15 @@ fn build_micro_batch(
 ) -> Built {
     let mut images = Vec::new();
     let mut skipped = Vec::new();
-    for i in micro_batch_photos(train.len(), batch_photos, seed, index) {
-        let path = &train[i];
+    // A photo that cannot be read is replaced by the next one of the stream, so that a batch
+    // keeps its size (a batch of one bad photo would otherwise be empty) and stays a function
+    // of its index; after a whole epoch's worth of failures in a row the data is unusable.
+    let start = index * batch_photos;
+    let end = start + replacement_budget(batch_photos, train.len());
+    let mut position = start;
+    while images.len() < batch_photos && position < end {
+        let path = &train[photo_at(train.len(), seed, position)];
+        position += 1;
         match load_rgb(path) {
             Ok(image) => images.push(image),
             Err(e) => match policy {
@@ -593,20 +707,102 @@ fn log_step(
     Ok(metrics::append(metrics, path, line)?)
 }
 
-/// Copies the held-back photos into the run, so that `evaluate degradations --images
-/// RUN/held_out` sees exactly them; names are numbered, as photos from different folders may
-/// share one.
-fn copy_held_out(photos: &[PathBuf], dir: &Path) -> Result<(), PretrainError> {
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
-    for (i, photo) in photos.iter().enumerate() {
-        let name = photo
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let target = dir.join(format!("{i:03}_{name}"));
-        std::fs::copy(photo, &target).map_err(io_error(photo))?;
+/// What `copy_held_out` did.
+struct HeldOutCopy {
+    /// The held-out photos copied, from where the data has them.
+    copied: Vec<PathBuf>,
+    /// Those that could not be read, with why.
+    skipped: Vec<String>,
+}
+
+/// The name of held-out photo `index` in `held_out/`: numbered, as photos from different
+/// folders may share a name.
+fn held_out_name(index: usize, photo: &Path) -> String {
+    let name = photo
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{index:03}_{name}")
+}
+
+/// The indices of the photos a `held_out/` folder holds, from its names.
+fn held_out_indices(dir: &Path, photos: &[PathBuf]) -> Result<Vec<usize>, PretrainError> {
+    let mut indices = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let name = entry.map_err(io_error(dir))?.file_name();
+        let name = name.to_string_lossy();
+        let index = name
+            .split_once('_')
+            .and_then(|(i, _)| i.parse::<usize>().ok())
+            .filter(|&i| photos.get(i).is_some_and(|p| held_out_name(i, p) == name));
+        match index {
+            Some(i) => indices.push(i),
+            None => {
+                return Err(PretrainError::Io {
+                    path: dir.join(name.as_ref()),
+                    source: std::io::Error::other(
+                        "not one of the photos this run holds out: the data changed since it started, and it has no split.json to keep its split; restore the data or start a new run",
+                    ),
+                });
+            }
+        }
     }
-    Ok(())
+    indices.sort_unstable();
+    Ok(indices)
+}
+
+/// Copies the held-back photos into the run, so that `evaluate degradations --images
+/// RUN/held_out` sees exactly them. A photo that does not decode is skipped under `policy`
+/// (or stops the run before training, under `fail`), so the evaluation after training never
+/// meets it. The folder is filled under a temporary name and renamed: it exists only
+/// complete, and a resumed run takes it, and the list of what it holds, as the first start
+/// made it.
+fn copy_held_out(
+    photos: &[PathBuf],
+    dir: &Path,
+    policy: BadImagePolicy,
+) -> Result<HeldOutCopy, PretrainError> {
+    let skipped_note =
+        |photo: &Path, reason: &str| format!("{}: {reason} (held out)", photo.display());
+    if dir.is_dir() {
+        let copied = held_out_indices(dir, photos)?;
+        return Ok(HeldOutCopy {
+            copied: copied.iter().map(|&i| photos[i].clone()).collect(),
+            skipped: (0..photos.len())
+                .filter(|i| !copied.contains(i))
+                .map(|i| skipped_note(&photos[i], "could not be read when the run started"))
+                .collect(),
+        });
+    }
+    let tmp = crate::io::atomic::temporary_path(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_error(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_error(&tmp))?;
+    let mut copy = HeldOutCopy {
+        copied: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for (i, photo) in photos.iter().enumerate() {
+        match crate::data::image::checked_bytes(photo) {
+            Ok(bytes) => {
+                let target = tmp.join(held_out_name(i, photo));
+                std::fs::write(&target, bytes).map_err(io_error(&target))?;
+                copy.copied.push(photo.clone());
+            }
+            Err(e) => match policy {
+                BadImagePolicy::Skip => copy.skipped.push(skipped_note(photo, &e.to_string())),
+                BadImagePolicy::Fail => {
+                    return Err(PretrainError::BadPhoto {
+                        path: photo.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            },
+        }
+    }
+    std::fs::rename(&tmp, dir).map_err(io_error(dir))?;
+    Ok(copy)
 }
 
 /// Where a pretraining run keeps what `evaluate` needs: its resolved config and its model.
@@ -622,56 +818,72 @@ pub struct PretrainedRun {
 /// Finds a run from its directory, or from one of its checkpoint folders.
 pub fn find_run(path: &Path) -> Result<PretrainedRun, PretrainError> {
     let (run, model) = checkpoints::locate(path, FINAL_MODEL)?;
-    let config_path = run.join(crate::run::RESOLVED_CONFIG);
-    if !config_path.is_file() {
-        return Err(PretrainError::Io {
-            path: config_path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "not a pretraining run: its resolved config is missing",
-            ),
-        });
-    }
-    let config = crate::config::load(Some(&config_path), &[])?;
     Ok(PretrainedRun {
+        config: run_config(&run)?,
         dir: run,
-        config,
         model,
     })
 }
 
+/// The resolved config a run directory was started with: what `--resume` continues, even
+/// when the run was killed before its first checkpoint. Only a run `pretrain` made: resuming
+/// a fine-tuning run or an evaluation as pretraining would write over it.
+pub fn run_config(run: &Path) -> Result<ExperimentConfig, PretrainError> {
+    let config_path = run.join(crate::run::RESOLVED_CONFIG);
+    let not_a_run = |why: String| PretrainError::Io {
+        path: run.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("not a pretraining run: {why}"),
+        ),
+    };
+    match crate::run::recorded_command(run).as_deref() {
+        Some("pretrain") => {}
+        Some(other) => {
+            return Err(not_a_run(format!(
+                "its {} says `{other}` made it",
+                crate::run::RUN_RECORD
+            )));
+        }
+        None => {
+            return Err(not_a_run(format!(
+                "its {} is missing or unreadable",
+                crate::run::RUN_RECORD
+            )));
+        }
+    }
+    if !config_path.is_file() {
+        return Err(not_a_run("its resolved config is missing".into()));
+    }
+    Ok(crate::config::load(Some(&config_path), &[])?)
+}
+
 /// Pairwise accuracy of `model` and of the run's initial model on degraded copies of
 /// `photos` (`pretrain.pairs.degradations` x `pretrain.evaluation.severities`).
+/// `kinds` are the degradations of the copies: the run's training kinds
+/// (`config.pretrain.pairs.degradations`) or others (`Degradation::SHIFTED`).
 pub fn evaluate_degradations(
     config: &ExperimentConfig,
     frozen: &Frozen,
     model: &PretrainModel,
     photos: &[PathBuf],
+    kinds: &[crate::data::degrade::Degradation],
     device: &Device,
 ) -> Result<crate::eval::degradations::DegradationReport, PretrainError> {
     use crate::eval::degradations::{DegradationReport, EvalPairs, quality_scores};
-    let images = photos
-        .iter()
-        .map(|p| {
-            load_rgb(p).map_err(|e| PretrainError::BadPhoto {
-                path: p.clone(),
-                reason: e.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (loaded, skipped) = crate::data::load_photos(photos, config.data.loader.bad_images)?;
+    let (kept, images): (Vec<&PathBuf>, Vec<_>) = loaded
+        .into_iter()
+        .map(|(i, image)| (&photos[i], image))
+        .unzip();
     let transform = config.data.transform(&config.model.vision);
     let severities = config.pretrain.evaluation.severities.clone();
-    let pairs = EvalPairs::new(
-        &images,
-        &transform,
-        &config.pretrain.pairs.degradations,
-        &severities,
-        config.seed,
-    )
-    .map_err(|(i, e)| PretrainError::BadPhoto {
-        path: photos[i].clone(),
-        reason: e.to_string(),
-    })?;
+    let pairs = EvalPairs::new(&images, &transform, kinds, &severities, config.seed).map_err(
+        |(i, e)| PretrainError::BadPhoto {
+            path: kept[i].clone(),
+            reason: e.to_string(),
+        },
+    )?;
     let batch = config.data.loader.batch_size.max(1) * 2;
     let originals: Vec<_> = pairs.originals.iter().collect();
     let copies: Vec<_> = pairs.copies.iter().map(|c| &c.2).collect();
@@ -682,7 +894,7 @@ pub fn evaluate_degradations(
     };
     let trained = score(model);
     let random = score(&initial_model(config, frozen, device)?);
-    let names = photos
+    let names = kept
         .iter()
         .map(|p| {
             p.file_name()
@@ -690,7 +902,13 @@ pub fn evaluate_degradations(
                 .unwrap_or_default()
         })
         .collect();
-    DegradationReport::new(&trained, &random, names, severities).ok_or(PretrainError::NoPhotos)
+    let mut report = DegradationReport::new(&trained, &random, names, severities)
+        .ok_or(PretrainError::NoPhotos)?;
+    report.skipped = skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.what, s.reason))
+        .collect();
+    Ok(report)
 }
 
 /// The model of a run found by `find_run`, on `device` (without autodiff).
@@ -733,7 +951,14 @@ pub fn pretrain_and_evaluate(
     write_json(&summary_path, &json)?;
     let held_out = crate::data::formats::scan_folder(&run_dir.join(HELD_OUT), false)?;
     let model = load_pretrained(&find_run(run_dir)?, &frozen, device)?;
-    let report = evaluate_degradations(config, &frozen, &model, &held_out, device)?;
+    let report = evaluate_degradations(
+        config,
+        &frozen,
+        &model,
+        &held_out,
+        &config.pretrain.pairs.degradations,
+        device,
+    )?;
     json["degradations"] = serde_json::to_value(&report).map_err(to_json)?;
     write_json(&summary_path, &json)?;
     Ok(report)

@@ -5,6 +5,12 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The most optimiser steps a run may take: far beyond any real run, and small enough that a
+/// micro-batch's index (steps x accumulation) times its size never overflows.
+pub const MAX_STEPS: usize = 1_000_000_000;
+/// The most micro-batches summed into one step.
+pub const MAX_ACCUMULATION: usize = 65_536;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {

@@ -2,6 +2,7 @@
 //! not every target uses every helper).
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod tfrecord;
 
 use std::path::{Path, PathBuf};
@@ -121,4 +122,91 @@ pub fn inspect_forward(
         .arg(output)
         .output()
         .expect("runs")
+}
+
+/// Kills a training run at random moments until an attempt finishes on its own: first as soon
+/// as the run is recorded (`run.json`, before any checkpoint: it resumes from step 0), then
+/// right after its first checkpoint appears, then, each resumption, either after a random
+/// delay of up to `early` (while it loads, or in its first steps) or a random few milliseconds
+/// after its next checkpoint appears (mid-step, or while the following checkpoint is
+/// written). The draws come from a fixed generator; where each kill lands depends on the
+/// machine. Returns how many times the run was killed. Every attempt that ends on its own
+/// must succeed.
+pub fn kill_at_random_until_done(
+    run: &Path,
+    first: impl Fn() -> std::process::Child,
+    resume: impl Fn() -> std::process::Child,
+    early: std::time::Duration,
+) -> usize {
+    use std::time::{Duration, Instant};
+    let latest = run.join("checkpoints/latest");
+    let read_latest = || std::fs::read_to_string(&latest).unwrap_or_default();
+    let started = Instant::now();
+    let mut child = first();
+    while !run.join("run.json").is_file() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run was not recorded"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    assert!(read_latest().is_empty(), "a checkpoint before any training");
+    let mut child = resume();
+    while read_latest().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        if child.try_wait().expect("wait").is_some() {
+            panic!("the run ended before its first checkpoint could be awaited");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
+    let mut kills = 2;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut draw = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 1_000_000) as f64 / 1_000_000.0
+    };
+    for _ in 0..100 {
+        let before = read_latest();
+        let mut child = resume();
+        let deadline = if draw() < 0.3 {
+            Some(Instant::now() + early.mul_f64(draw()))
+        } else {
+            None
+        };
+        let mut checkpointed_at = None;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            let now = Instant::now();
+            if checkpointed_at.is_none() && deadline.is_none() && read_latest() != before {
+                checkpointed_at = Some(now + Duration::from_micros((draw() * 30_000.0) as u64));
+            }
+            if deadline.is_some_and(|d| now >= d) || checkpointed_at.is_some_and(|d| now >= d) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        };
+        match status {
+            Some(status) => {
+                assert!(status.success(), "a resumption failed: {status:?}");
+                return kills;
+            }
+            None => {
+                child.kill().expect("kill");
+                child.wait().expect("reaped");
+                kills += 1;
+            }
+        }
+    }
+    panic!("never finished after {kills} kills");
 }

@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 /// Runs a binary's body; an error becomes one line on stderr (causes joined by `: `) and exit
-/// status 1, never a panic trace.
+/// status 1, never a panic trace. Output to stdout goes through `calm::console`, which drops
+/// it quietly once the reader has gone.
 pub fn main_with(command: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{command}: error: {}", one_line(&err));
+            calm::errln!("{command}: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }

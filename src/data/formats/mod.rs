@@ -39,7 +39,15 @@ pub fn scan_folder(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>, DataErro
                     pending.push(path);
                 }
             } else if has_image_extension(&path) {
-                found.push(path);
+                // Runs record their photos as text (split.json, held_out/images.txt).
+                if path.to_str().is_some() {
+                    found.push(path);
+                } else {
+                    crate::errln!(
+                        "warning: skipping {}: its name is not UTF-8",
+                        path.display()
+                    );
+                }
             }
         }
     }
@@ -66,19 +74,25 @@ pub fn read_list(path: &Path) -> Result<Vec<PathBuf>, DataError> {
         .collect())
 }
 
+/// A file's text without the byte-order mark that Windows editors and spreadsheet exports
+/// put first (it would otherwise be part of the first path, column name or JSON token).
 pub(crate) fn read_text(path: &Path) -> Result<String, DataError> {
-    std::fs::read_to_string(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    let mut text =
+        crate::files::read_string(path, crate::files::MAX_ANNOTATION_BYTES).map_err(|source| {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
 }
 
 pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, DataError> {
-    let file = std::fs::File::open(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| DataError::Malformed {
+    let text = read_text(path)?;
+    serde_json::from_str(&text).map_err(|e| DataError::Malformed {
         path: path.to_path_buf(),
         line: e.line(),
         message: e.to_string(),

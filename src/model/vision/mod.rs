@@ -127,6 +127,45 @@ pub struct ClipVisionConfig {
     pub layer_norm_eps: f64,
 }
 
+impl ClipVisionConfig {
+    /// Sizes within `model::limits`, before anything is built; `key` is where the config
+    /// sits (`model.vision`, or a checkpoint's `config.json`).
+    pub fn validate(&self, key: &str) -> Result<(), crate::config::Invalid> {
+        use crate::model::{limits, parameters_within, positive, size_within};
+        let k = |f: &str| format!("{key}.{f}");
+        size_within(&k("hidden_size"), self.hidden_size, limits::WIDTH)?;
+        size_within(
+            &k("intermediate_size"),
+            self.intermediate_size,
+            limits::INTERMEDIATE,
+        )?;
+        size_within(
+            &k("num_hidden_layers"),
+            self.num_hidden_layers,
+            limits::LAYERS,
+        )?;
+        size_within(
+            &k("num_attention_heads"),
+            self.num_attention_heads,
+            limits::HEADS,
+        )?;
+        size_within(&k("num_channels"), self.num_channels, 4)?;
+        size_within(
+            &k("image_size"),
+            self.image_size,
+            crate::model::MAX_IMAGE_SIZE,
+        )?;
+        size_within(&k("patch_size"), self.patch_size, self.image_size)?;
+        positive(&k("layer_norm_eps"), self.layer_norm_eps)?;
+        let (h, i) = (self.hidden_size as u128, self.intermediate_size as u128);
+        let patches = (self.image_size / self.patch_size).pow(2) as u128;
+        let patch = (self.num_channels * self.patch_size * self.patch_size) as u128;
+        let count =
+            self.num_hidden_layers as u128 * (4 * h * h + 2 * h * i) + (patch + patches) * h;
+        parameters_within(key, count)
+    }
+}
+
 impl Default for ClipVisionConfig {
     fn default() -> Self {
         Self {
