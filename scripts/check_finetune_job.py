@@ -33,7 +33,8 @@ NAMING = 0.5
 def main(run: str, require_bar: bool) -> int:
     with open(os.path.join(run, "held_out_scores.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows or list(rows[0].keys()) != ["image", "score", "score_numeric", "score_levels"]:
+    header = ["image", "score", "score_numeric", "score_levels", "score_distribution", "score_regression"]
+    if not rows or list(rows[0].keys()) != header:
         print("unexpected CSV header", file=sys.stderr)
         return 1
     # pairs.csv names files within held_out/; the CSV has them as infer was given them.
@@ -58,6 +59,22 @@ def main(run: str, require_bar: bool) -> int:
     )
     for kind, (r, n) in sorted(per_kind.items()):
         print(f"  {kind:14s} {r / n:.3f}")
+    # Each readout of `infer score`, recomputed from the CSV's columns (issue #20, item 1).
+    for column in ["score_levels", "score_numeric", "score_distribution", "score_regression"]:
+        values = {os.path.basename(r["image"]): r[column] for r in rows}
+        if all(v == "" for v in values.values()):
+            continue
+        value = lambda name: float(values[name]) if values[name] != "" else float("nan")
+        with open(os.path.join(run, "held_out", "pairs.csv"), newline="") as f:
+            pairs = list(csv.DictReader(f))
+        hits = sum(value(p["original"]) > value(p["degraded"]) for p in pairs)
+        print(f"  readout {column[6:]:13s} {hits / len(pairs):.3f}")
+    if "score_gap" in held:
+        print(
+            f"  originals score {held['originals_mean_score']:.2f} "
+            f"(spread {held['originals_score_spread']:.2f} across them), "
+            f"{held['score_gap']:.2f} above their most degraded copies"
+        )
     learned = accuracy >= FLOOR and accuracy >= held["before_pairwise_accuracy"] + GAIN
     meets_bar = accuracy >= BAR
     # Four printed decimals may tie scores the summary told apart: allow one pair.

@@ -242,6 +242,35 @@ fn a_finished_run_has_its_files_and_trained_parameters_only() {
     let saved = tensors(&s.run.join("model.safetensors"));
     assert!(saved.keys().any(|k| k.starts_with("llm.lora.")));
     assert!(saved.keys().any(|k| k.starts_with("mfam.")));
+    // The score heads are saved, and trained from the first step on scoring answers.
+    for key in [
+        "score_head.distribution.weight",
+        "score_head.regression.weight",
+    ] {
+        assert!(saved.contains_key(key), "{key} not saved");
+    }
+    for line in &m {
+        for key in ["score_emd", "score_regression"] {
+            if let Some(v) = line["losses"].get(key) {
+                assert!(v.as_f64().is_some_and(f64::is_finite), "{line}");
+            }
+        }
+    }
+    assert!(
+        m.iter().any(|l| l["losses"].get("score_emd").is_some()),
+        "no step trained the score heads"
+    );
+    let held_readouts = held["readout_accuracy"].as_object().expect("readouts");
+    for key in ["levels", "numeric", "distribution", "regression"] {
+        assert!(held_readouts.contains_key(key), "{key} in {held}");
+    }
+    for key in [
+        "originals_mean_score",
+        "originals_score_spread",
+        "score_gap",
+    ] {
+        assert!(held[key].is_f64(), "{key} in {held}");
+    }
     assert!(
         !saved
             .keys()
@@ -274,6 +303,66 @@ fn a_finished_run_has_its_files_and_trained_parameters_only() {
         .map(|(_, v)| v)
         .expect("in the pretraining run");
     assert!(before != &saved[&key], "{key} did not train");
+}
+
+/// Issue #20, item 1: heads that do not train the model (the default) leave every other
+/// weight and every token loss exactly as a run without heads makes them; heads that do
+/// train it change them.
+#[test]
+fn detached_score_heads_leave_the_words_as_a_run_without_heads_learns_them() {
+    let s = setup();
+    let run = |name: &str, sets: &[&str]| {
+        let dir = s.root.join(name);
+        let mut command = bin("finetune");
+        command
+            .arg("--config")
+            .arg(&s.config)
+            .arg("--output-dir")
+            .arg(&dir);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        ok(command.output().expect("runs"));
+        dir
+    };
+    let without = run(
+        "no_heads",
+        &[
+            "finetune.score_heads.distribution_weight=0",
+            "finetune.score_heads.regression_weight=0",
+        ],
+    );
+    let joint = run("joint_heads", &["finetune.score_heads.train_model=true"]);
+    let with = tensors(&s.run.join("model.safetensors"));
+    let plain = tensors(&without.join("model.safetensors"));
+    assert!(!plain.keys().any(|k| k.starts_with("score_head.")));
+    let others: Vec<&String> = with
+        .keys()
+        .filter(|k| !k.starts_with("score_head."))
+        .collect();
+    assert_eq!(others.len(), plain.len());
+    for key in others {
+        assert!(with[key] == plain[key], "{key} differs");
+    }
+    let tokens_only = |run: &Path| -> Vec<serde_json::Value> {
+        metrics(run)
+            .into_iter()
+            .map(|mut line| {
+                let losses = line["losses"].as_object_mut().expect("losses");
+                losses.remove("score_emd");
+                losses.remove("score_regression");
+                line
+            })
+            .collect()
+    };
+    assert_eq!(tokens_only(&s.run), tokens_only(&without));
+    let trained = tensors(&joint.join("model.safetensors"));
+    assert!(
+        trained
+            .iter()
+            .any(|(k, v)| k.starts_with("llm.lora.") && plain.get(k) != Some(v)),
+        "heads that train the model left its adapters alone"
+    );
 }
 
 #[test]
@@ -317,7 +406,7 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     .expect("json");
     let from = summary["resumed_from"].as_u64().expect("resumed_from");
     assert!(
-        from > 0 && (from as usize) < STEPS && from % 2 == 0,
+        from > 0 && (from as usize) < STEPS && from.is_multiple_of(2),
         "{from}"
     );
     assert_eq!(metrics(&s.run), metrics(&killed));
@@ -384,7 +473,10 @@ fn infer_score_skips_a_corrupt_image_and_writes_the_csv() {
     assert!(stderr.contains(&corrupt.display().to_string()), "{stderr}");
     let csv = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "image,score,score_numeric,score_levels");
+    assert_eq!(
+        lines[0],
+        "image,score,score_numeric,score_levels,score_distribution,score_regression"
+    );
     assert_eq!(lines.len(), 3, "{csv}");
     for (line, photo) in lines[1..].iter().zip(&photos) {
         let fields: Vec<&str> = line.split(',').collect();
@@ -393,6 +485,12 @@ fn infer_score_skips_a_corrupt_image_and_writes_the_csv() {
         assert!((1.0..=10.0).contains(&levels), "{line}");
         // The default readout is the level expectation.
         assert_eq!(fields[1], fields[3]);
+        // The run trained score heads: both readouts are there, the distribution's an
+        // expectation over 1..10.
+        let distribution: f64 = fields[4].parse().expect("score_distribution");
+        assert!((1.0..=10.0).contains(&distribution), "{line}");
+        let regression: f64 = fields[5].parse().expect("score_regression");
+        assert!(regression.is_finite(), "{line}");
     }
     // --strict makes the bad file fatal, naming it.
     let strict = bin("infer")
@@ -523,6 +621,7 @@ fn packed_questions_train_exactly_as_separate_conversations() {
         images: vec![image.clone()],
         turns: turns.clone(),
         branches: Vec::new(),
+        score: None,
     };
     let packed = InstructSample {
         branches: questions[1..].to_vec(),
@@ -655,7 +754,12 @@ fn evaluate_task_runs_the_three_protocols_on_fixture_data() {
     }
     assert_eq!(m["readout"], "levels");
     let csv = std::fs::read_to_string(dir.join("predictions.csv")).expect("predictions");
-    assert!(csv.starts_with("image,score,score_numeric,score_levels,mos\n"));
+    assert!(csv.starts_with(
+        "image,score,score_numeric,score_levels,score_distribution,score_regression,mos\n"
+    ));
+    for readout in ["levels", "distribution", "regression"] {
+        assert!(m[readout]["srcc"].is_f64(), "{readout} in {m}");
+    }
     assert_eq!(csv.lines().count(), 9);
 
     // AVA-Captions: the 8 test images of the fixture, the coco-caption metrics.

@@ -715,3 +715,24 @@ fn a_sweep_named_dots_or_planning_too_many_runs_is_refused() {
         1600
     );
 }
+
+/// A pretraining run does not read the `finetune:` and `infer:` sections, so a change there
+/// (a new fine-tuning default) leaves it current; a change to any section it reads does not.
+#[test]
+fn a_pretraining_run_is_stale_only_when_a_section_it_reads_changes() {
+    use calm::sweep::SweepCommand;
+    let base = "seed: 1\nmodel:\n  a: 1\npretrain:\n  steps: 2\nfinetune:\n  lr: 1\ninfer:\n  x: 2\neval:\n  k: 3\n";
+    let finetune_changed = base.replace("  lr: 1\n", "  lr: 2\n  new: true\n");
+    let infer_changed = base.replace("  x: 2\n", "  x: 5\n");
+    let pretrain_changed = base.replace("  steps: 2\n", "  steps: 3\n");
+    let eval_changed = base.replace("  k: 3\n", "  k: 4\n");
+    let p = SweepCommand::Pretrain;
+    assert_eq!(p.read_part(base), p.read_part(&finetune_changed));
+    assert_eq!(p.read_part(base), p.read_part(&infer_changed));
+    assert_ne!(p.read_part(base), p.read_part(&pretrain_changed));
+    assert_ne!(p.read_part(base), p.read_part(&eval_changed));
+    assert!(p.read_part(base).contains("eval:\n  k: 3\n"));
+    // Fine-tuning reads everything.
+    let f = SweepCommand::Finetune;
+    assert_ne!(f.read_part(base), f.read_part(&finetune_changed));
+}

@@ -67,9 +67,20 @@ fn ava_votes_become_scores_and_level_words() {
     );
     assert_eq!(numeric.turns[0].1, prompts::SCORE);
     assert_eq!(answer(&numeric), format_score(mos));
+    // The score heads learn the votes themselves (issue #20, item 1).
+    let target = numeric.score.expect("a score target");
+    assert!((target.mean - mos).abs() < 1e-9);
+    for (p, v) in target.distribution.iter().zip(votes) {
+        assert!(
+            (f64::from(*p) - v / total).abs() < 1e-6,
+            "{p} vs {}",
+            v / total
+        );
+    }
     let words = b.sample(n, 1).expect("sample");
     assert_eq!(words.task, Task::ScoringLevels);
     assert_eq!(answer(&words), LEVELS[level_of(mos)]);
+    assert_eq!(words.score, numeric.score);
     for i in 0..b.len() {
         let s = b.sample(i, 3).expect("sample");
         assert_eq!(s.images.len(), 1);

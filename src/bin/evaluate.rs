@@ -245,14 +245,18 @@ fn protocol(
         .with_context(|| format!("running the {} protocol", protocol.name()))?;
     let metrics = match &result {
         ProtocolResult::AvaScoring(r) => {
-            let mut csv = String::from("image,score,score_numeric,score_levels,mos\n");
+            let mut csv = String::from(
+                "image,score,score_numeric,score_levels,score_distribution,score_regression,mos\n",
+            );
             for s in &r.predictions {
                 csv.push_str(&format!(
-                    "{},{},{},{},{}\n",
+                    "{},{},{},{},{},{},{}\n",
                     calm::data::formats::csv_field(&s.image),
                     number(s.score),
                     number(s.score_numeric),
                     s.score_levels,
+                    number(s.score_distribution),
+                    number(s.score_regression),
                     s.mos
                 ));
             }

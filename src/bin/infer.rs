@@ -27,9 +27,10 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Sub {
-    /// CSV `image,score,score_numeric,score_levels`: the number the model writes, the
-    /// expectation over the five level words (1..10), and the config's default readout
-    /// (`infer.score_readout`) as `score`.
+    /// CSV `image,score,score_numeric,score_levels,score_distribution,score_regression`:
+    /// the number the model writes, the expectation over the five level words (1..10), the
+    /// score heads' distribution expectation and regression (empty for a model fine-tuned
+    /// without heads), and the config's default readout (`infer.score_readout`) as `score`.
     Score(Inputs),
     /// A comment on each photo's aesthetics.
     Comment(Inputs),
@@ -122,15 +123,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     match &args.task {
         Sub::Score(_) => {
             let scores = runner.score(&images)?;
-            writeln!(out, "image,score,score_numeric,score_levels")?;
+            writeln!(
+                out,
+                "image,score,score_numeric,score_levels,score_distribution,score_regression"
+            )?;
             for (path, s) in kept.iter().zip(&scores) {
                 writeln!(
                     out,
-                    "{},{},{},{}",
+                    "{},{},{},{},{},{}",
                     calm::data::formats::csv_field(&path.display().to_string()),
                     number(s.score),
                     number(s.score_numeric),
-                    number(Some(s.score_levels))
+                    number(Some(s.score_levels)),
+                    number(s.score_distribution),
+                    number(s.score_regression)
                 )?;
             }
         }

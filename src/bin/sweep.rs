@@ -109,7 +109,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         )?;
         for (run, yaml) in plan.iter().zip(&resolved) {
             let dir = results.join(&run.id);
-            let state = match stale(&dir, yaml) {
+            let state = match stale(&dir, yaml, sweep.spec.command) {
                 Some(_) => "stale (made with another config)",
                 None => run_state(&dir).label(),
             };
@@ -119,7 +119,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     for (run, yaml) in plan.iter().zip(&resolved) {
         let dir = results.join(&run.id);
-        if let Some(state) = stale(&dir, yaml) {
+        if let Some(state) = stale(&dir, yaml, sweep.spec.command) {
             anyhow::bail!(
                 "{} holds a {} run made with another config than the spec now gives it (the \
                  spec, a base file or a default changed); move it away to run it again, or give \
@@ -197,10 +197,10 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// The state of a run directory made with another config than `resolved` (the spec, a base
 /// file or a default changed), when it holds something worth keeping (a success or a
 /// checkpoint): a sweep must not tabulate or resume it under the new config.
-fn stale(dir: &Path, resolved: &str) -> Option<RunState> {
+fn stale(dir: &Path, resolved: &str, command: SweepCommand) -> Option<RunState> {
     let path = dir.join(RESOLVED_CONFIG);
     let existing = calm::files::read_string(&path, calm::files::MAX_CONFIG_BYTES).ok()?;
-    if existing == resolved {
+    if command.read_part(&existing) == command.read_part(resolved) {
         return None;
     }
     let state = run_state(dir);

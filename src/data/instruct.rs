@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::degrade::Degradation;
 use crate::model::chat::Role;
+use crate::model::score_head::SCORE_BINS;
 
 /// Where `<image>` goes in a user turn.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";
@@ -83,6 +84,69 @@ pub struct InstructSample {
     /// last `<image>`: trained in the same row, each seeing that shared opening and itself
     /// only (`data::conversation::pack_branches`).
     pub branches: Vec<(Task, Vec<(Role, String)>)>,
+    /// What the score heads learn from the answer to the first question, when that question
+    /// asks for a score (`Task::Scoring` or `Task::ScoringLevels`); `None` elsewhere.
+    pub score: Option<ScoreTarget>,
+}
+
+/// A score the heads of `model::score_head` learn: the mean opinion score (1..10) and
+/// its distribution over `SCORE_BINS` (NIMA's target, Talebi & Milanfar 2018).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreTarget {
+    pub mean: f64,
+    pub distribution: [f32; SCORE_BINS],
+}
+
+impl ScoreTarget {
+    /// From raters' votes: `distribution` sums to one over scores 1..=10.
+    pub fn from_votes(distribution: [f64; SCORE_BINS]) -> Option<Self> {
+        let total: f64 = distribution.iter().sum();
+        if !(total > 0.0 && total.is_finite()) || distribution.iter().any(|&p| p < 0.0) {
+            return None;
+        }
+        let mean = distribution
+            .iter()
+            .enumerate()
+            .map(|(k, p)| (k + 1) as f64 * p / total)
+            .sum();
+        Some(Self {
+            mean,
+            distribution: distribution.map(|p| (p / total) as f32),
+        })
+    }
+
+    /// From one score where no votes exist (self-supervised targets): a normal of standard
+    /// deviation `spread` around it, discretised to the bins (each bin takes the density's
+    /// mass over its unit interval; the tails go to the end bins) so that scores between two
+    /// bins are told apart.
+    pub fn from_score(mean: f64, spread: f64) -> Self {
+        let spread = spread.max(1e-3);
+        let cdf = |x: f64| 0.5 * (1.0 + erf((x - mean) / (spread * std::f64::consts::SQRT_2)));
+        let mut distribution = [0.0f32; SCORE_BINS];
+        for (k, p) in distribution.iter_mut().enumerate() {
+            let score = (k + 1) as f64;
+            let low = if k == 0 { 0.0 } else { cdf(score - 0.5) };
+            let high = if k + 1 == SCORE_BINS {
+                1.0
+            } else {
+                cdf(score + 0.5)
+            };
+            *p = (high - low) as f32;
+        }
+        Self { mean, distribution }
+    }
+}
+
+/// The error function by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7): the
+/// targets need three decimals, and the standard library has no `erf`.
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = 1.0 - poly * (-x * x).exp();
+    if x < 0.0 { -y } else { y }
 }
 
 /// Instructions the built-in tasks ask with; inference asks with the same ones.

@@ -17,7 +17,8 @@ use super::cues::{cues, degradation_phrase};
 use super::degrade::{Degradation, rotation_degrees, tilt_degrees};
 use super::image::load_rgb;
 use super::instruct::{
-    IMAGE_PLACEHOLDER, InstructSample, LEVELS, SampleImage, Task, format_score, level_of, prompts,
+    IMAGE_PLACEHOLDER, InstructSample, LEVELS, SampleImage, ScoreTarget, Task, format_score,
+    level_of, prompts,
 };
 use super::loader::mix;
 use super::tasks::TaskBuilder;
@@ -57,6 +58,9 @@ pub struct SelfSupervisedConfig {
     pub max_severity: f32,
     pub original_score: f64,
     pub score_drop: f64,
+    /// Standard deviation of the score distribution the score heads learn around each score
+    /// (`ScoreTarget::from_score`): the photos have no votes to give one.
+    pub score_spread: f64,
     /// The questions asked, in a drawn order: `questions` conversations of `turns` each per
     /// sample (fewer when `tasks` run out).
     pub tasks: Vec<SelfSupervisedTask>,
@@ -75,6 +79,7 @@ impl Default for SelfSupervisedConfig {
             max_severity: 1.0,
             original_score: 7.5,
             score_drop: 5.0,
+            score_spread: 1.0,
             tasks: vec![
                 SelfSupervisedTask::Scoring,
                 SelfSupervisedTask::ScoringLevels,
@@ -273,8 +278,11 @@ impl TaskBuilder for SelfSupervisedTasks {
         });
         let (task, turns) = conversations.next().ok_or_else(|| bad("no tasks".into()))?;
         let branches = conversations.collect();
+        let score = matches!(task, Task::Scoring | Task::ScoringLevels)
+            .then(|| ScoreTarget::from_score(a.score, c.score_spread));
         Ok(InstructSample {
             task,
+            score,
             images: vec![SampleImage::Pixels {
                 image: Arc::new(image),
                 source: path.clone(),

@@ -17,7 +17,9 @@ use super::formats::ava::{read_ava_txt, read_id_list};
 use super::formats::ava_captions::read_ava_captions;
 use super::formats::flickr_aes::read_flickr_aes;
 use super::formats::llava::{self, read_llava};
-use super::instruct::{InstructSample, LEVELS, SampleImage, Task, format_score, level_of, prompts};
+use super::instruct::{
+    InstructSample, LEVELS, SampleImage, ScoreTarget, Task, format_score, level_of, prompts,
+};
 use super::loader::mix;
 use super::selfsup_instruct::SelfSupervisedConfig;
 use super::{CaptionSplit, DataError};
@@ -169,6 +171,12 @@ pub fn validate_mix(entries: &[MixEntry], key: &str) -> Result<(), Invalid> {
                     "needs 0 <= min_severity <= max_severity <= 1",
                 ));
             }
+            if !(s.score_spread > 0.0 && s.score_spread <= 10.0) {
+                return Err(Invalid::new(
+                    format!("{key}[{i}].task.score_spread"),
+                    format!("{} is outside (0, 10]", s.score_spread),
+                ));
+            }
         }
     }
     Ok(())
@@ -202,12 +210,13 @@ fn one_turn(task: Task, image: PathBuf, question: &str, answer: String) -> Instr
             (Role::Assistant, answer),
         ],
         branches: Vec::new(),
+        score: None,
     }
 }
 
 /// AVA: the mean opinion score of each voted image.
 pub struct AvaScores {
-    items: Vec<(PathBuf, f64)>,
+    items: Vec<(PathBuf, ScoreTarget)>,
     answers: ScoreAnswers,
 }
 
@@ -218,9 +227,13 @@ impl AvaScores {
             let keep: std::collections::HashSet<u64> = read_id_list(list)?.into_iter().collect();
             records.retain(|r| keep.contains(&r.image_id));
         }
-        let items: Vec<(PathBuf, f64)> = records
+        // The score heads learn the whole vote distribution, as NIMA does.
+        let items: Vec<(PathBuf, ScoreTarget)> = records
             .iter()
-            .filter_map(|r| r.mean_score().map(|m| (r.image_path(&c.images), m)))
+            .filter_map(|r| {
+                let target = ScoreTarget::from_votes(r.distribution()?)?;
+                Some((r.image_path(&c.images), target))
+            })
             .collect();
         if items.is_empty() {
             return Err(empty(&c.ava_txt, "voted images"));
@@ -247,14 +260,15 @@ impl TaskBuilder for AvaScores {
     fn sample(&self, index: usize, _seed: u64) -> Result<InstructSample, DataError> {
         let n = self.items.len();
         let index = index % self.len();
-        let (path, mos) = &self.items[index % n];
+        let (path, target) = &self.items[index % n];
+        let mos = &target.mean;
         // With both: the first pass over the images asks for numbers, the second for words.
         let levels = match self.answers {
             ScoreAnswers::Numeric => false,
             ScoreAnswers::Levels => true,
             ScoreAnswers::Both => index >= n,
         };
-        Ok(if levels {
+        let sample = if levels {
             one_turn(
                 Task::ScoringLevels,
                 path.clone(),
@@ -268,6 +282,10 @@ impl TaskBuilder for AvaScores {
                 prompts::SCORE,
                 format_score(*mos),
             )
+        };
+        Ok(InstructSample {
+            score: Some(*target),
+            ..sample
         })
     }
 }
@@ -403,6 +421,7 @@ impl TaskBuilder for Personalized {
             images,
             turns,
             branches: Vec::new(),
+            score: None,
         })
     }
 }
@@ -457,6 +476,7 @@ impl Conversations {
                     .collect(),
                 turns,
                 branches: Vec::new(),
+                score: None,
             });
         }
         if items.is_empty() {

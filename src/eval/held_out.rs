@@ -190,6 +190,15 @@ pub struct HeldOutReport {
     pub before_pairwise_accuracy: f64,
     pub before_per_kind: BTreeMap<String, f64>,
     pub pairs: usize,
+    /// The pairwise accuracy of each readout of `infer score` (`numeric` counts a pair
+    /// without a written number as wrong; the score heads' are absent without heads).
+    pub readout_accuracy: BTreeMap<String, f64>,
+    /// `score` of the originals: mean and standard deviation across them.
+    pub originals_mean_score: f64,
+    pub originals_score_spread: f64,
+    /// Mean `score` of the originals minus that of the described copies (the strongest
+    /// severity).
+    pub score_gap: f64,
     /// Share of described copies whose comment / suggestion names the defect.
     pub comments_naming_defect: f64,
     pub suggestions_naming_defect: f64,
@@ -212,14 +221,34 @@ pub fn evaluate(
         path: PathBuf::from("(held-out set)"),
         reason: e.to_string(),
     };
-    let readout = |scores: Vec<Score>| -> Vec<f64> {
+    let readout = |scores: &[Score]| -> Vec<f64> {
         scores.iter().map(|s| s.score.unwrap_or(f64::NAN)).collect()
     };
+    let after_scores = after.score(&images).map_err(task)?;
+    let trained_scores = readout(&after_scores);
     let trained = set
-        .accuracy(&readout(after.score(&images).map_err(task)?))
+        .accuracy(&trained_scores)
         .unwrap_or_else(PairwiseAccuracy::empty);
+    let mut readout_accuracy = BTreeMap::new();
+    type Pick = fn(&Score) -> Option<f64>;
+    let readouts: [(&str, Pick); 4] = [
+        ("levels", |s| Some(s.score_levels)),
+        ("numeric", |s| s.score_numeric),
+        ("distribution", |s| s.score_distribution),
+        ("regression", |s| s.score_regression),
+    ];
+    for (name, pick) in readouts {
+        let values: Vec<Option<f64>> = after_scores.iter().map(pick).collect();
+        if name != "numeric" && values.iter().all(Option::is_none) {
+            continue;
+        }
+        let values: Vec<f64> = values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+        if let Some(a) = set.accuracy(&values) {
+            readout_accuracy.insert(name.to_string(), a.pairwise_accuracy);
+        }
+    }
     let untrained = set
-        .accuracy(&readout(before.score(&images).map_err(task)?))
+        .accuracy(&readout(&before.score(&images).map_err(task)?))
         .unwrap_or_else(PairwiseAccuracy::empty);
     let n = set.originals.len();
     let chosen: Vec<usize> = set
@@ -255,7 +284,18 @@ pub fn evaluate(
     let share = |f: fn(&DescribedCopy) -> bool| {
         described.iter().filter(|d| f(d)).count() as f64 / described.len().max(1) as f64
     };
+    let originals = &trained_scores[..n.min(trained_scores.len())];
+    let (originals_mean_score, originals_score_spread) = mean_and_spread(originals);
+    let copies: Vec<f64> = chosen
+        .iter()
+        .filter_map(|&i| trained_scores.get(n + i).copied())
+        .collect();
+    let (copies_mean, _) = mean_and_spread(&copies);
     Ok(HeldOutReport {
+        readout_accuracy,
+        originals_mean_score,
+        originals_score_spread,
+        score_gap: originals_mean_score - copies_mean,
         pairwise_accuracy: trained.pairwise_accuracy,
         per_kind: trained.per_kind,
         before_pairwise_accuracy: untrained.pairwise_accuracy,
@@ -265,4 +305,12 @@ pub fn evaluate(
         suggestions_naming_defect: share(|d| d.suggestion_names_defect),
         described,
     })
+}
+
+/// Mean and (population) standard deviation; NaN for no values.
+fn mean_and_spread(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (mean, variance.sqrt())
 }

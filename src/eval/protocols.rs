@@ -177,6 +177,8 @@ pub struct ScoredImage {
     pub score: Option<f64>,
     pub score_numeric: Option<f64>,
     pub score_levels: f64,
+    pub score_distribution: Option<f64>,
+    pub score_regression: Option<f64>,
     pub mos: f64,
 }
 
@@ -186,9 +188,12 @@ pub struct AvaScoringResult {
     #[serde(flatten)]
     pub metrics: ScoreReport,
     pub readout: super::tasks::ScoreReadout,
-    /// Both readouts; `numeric` over the images whose answer held a number.
+    /// Each readout's; `numeric` over the images whose answer held a number, the score
+    /// heads' `null` for a model fine-tuned without them.
     pub levels: ScoreReport,
     pub numeric: Option<ScoreReport>,
+    pub distribution: Option<ScoreReport>,
+    pub regression: Option<ScoreReport>,
     /// Images whose answer held no number (left out of `numeric`).
     pub unanswered_numeric: usize,
     pub skipped: Vec<Skipped>,
@@ -337,6 +342,8 @@ fn ava_scoring(
             score: s.score,
             score_numeric: s.score_numeric,
             score_levels: s.score_levels,
+            score_distribution: s.score_distribution,
+            score_regression: s.score_regression,
             mos: mos.get(path).copied().unwrap_or(f64::NAN),
         })
         .collect();
@@ -354,7 +361,14 @@ fn ava_scoring(
     let levels = report(&|s| Some(s.score_levels))?
         .ok_or_else(|| ProtocolError::Nothing("fewer than 3 scored images".into()))?;
     let numeric = report(&|s| s.score_numeric)?;
+    let distribution = report(&|s| s.score_distribution)?;
+    let regression = report(&|s| s.score_regression)?;
     let readout = runner.config.score_readout;
+    let no_heads = || {
+        ProtocolError::Nothing(
+            "the model was fine-tuned without score heads; try infer.score_readout=levels".into(),
+        )
+    };
     let metrics = match readout {
         super::tasks::ScoreReadout::Levels => levels.clone(),
         super::tasks::ScoreReadout::Numeric => numeric.clone().ok_or_else(|| {
@@ -362,12 +376,16 @@ fn ava_scoring(
                 "fewer than 3 answers held a number; try infer.score_readout=levels".into(),
             )
         })?,
+        super::tasks::ScoreReadout::Distribution => distribution.clone().ok_or_else(no_heads)?,
+        super::tasks::ScoreReadout::Regression => regression.clone().ok_or_else(no_heads)?,
     };
     Ok(AvaScoringResult {
         metrics,
         readout,
         levels,
         numeric,
+        distribution,
+        regression,
         unanswered_numeric: predictions
             .iter()
             .filter(|s| s.score_numeric.is_none())

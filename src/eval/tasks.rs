@@ -31,6 +31,10 @@ pub enum ScoreReadout {
     Numeric,
     /// The expectation over the five level words, mapped to 1..10 (Q-Align).
     Levels,
+    /// The expectation of the score head's 10-bin distribution (NIMA).
+    Distribution,
+    /// The score head's regression (ROC4MLLM).
+    Regression,
 }
 
 /// The `infer:` section.
@@ -99,13 +103,22 @@ pub enum TaskError {
     Ambiguous(Vec<String>),
 }
 
-/// One image's score: what the model wrote and the level readout.
+/// One image's score by each readout; `score` is the configured one.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Score {
     pub score: Option<f64>,
     pub score_numeric: Option<f64>,
     pub score_levels: f64,
+    /// The five level words' probabilities, worst first.
+    pub level_probabilities: [f64; 5],
+    /// The score heads' readouts; `None` for a model fine-tuned without them.
+    pub score_distribution: Option<f64>,
+    pub score_regression: Option<f64>,
 }
+
+/// Each prompt's answer probabilities, and the score heads' (distribution expectation,
+/// regression) per prompt where the model has heads.
+type ProbabilitiesAndHeads = (Vec<Vec<f64>>, Option<Vec<(f64, f64)>>);
 
 /// The runners' shared state.
 pub struct Runner<'a> {
@@ -122,6 +135,7 @@ fn ask(task: Task, turns: Vec<(Role, String)>, images: usize) -> InstructSample 
             .collect(),
         turns,
         branches: Vec::new(),
+        score: None,
     }
 }
 
@@ -160,7 +174,22 @@ impl Runner<'_> {
         prepared: &PreparedBatch,
         answers: &[&str],
     ) -> Result<Vec<Vec<f64>>, TaskError> {
+        Ok(self.answer_probabilities_and_heads(prepared, answers)?.0)
+    }
+
+    /// As `answer_probabilities`, with the score heads' (distribution, regression) readouts
+    /// at each prompt's last token, where fine-tuning trained them to read a scoring answer.
+    fn answer_probabilities_and_heads(
+        &self,
+        prepared: &PreparedBatch,
+        answers: &[&str],
+    ) -> Result<ProbabilitiesAndHeads, TaskError> {
         let (prefix, firsts) = self.answer_tokens(answers)?;
+        let heads_at: Vec<usize> = prepared
+            .rows
+            .iter()
+            .map(|r| r.len().saturating_sub(1))
+            .collect();
         let device = self.loaded.model.llm.model.embed_tokens.weight.device();
         let mut prepared = prepared.clone();
         let mut lengths = Vec::with_capacity(prepared.rows.len());
@@ -173,12 +202,13 @@ impl Runner<'_> {
             lengths.push(row.ids.len());
         }
         let batch = prepared.to_device(&device, false);
-        let logits = self.loaded.model.next_token_logits(
+        let (logits, heads) = self.loaded.model.next_token_outputs(
             batch.ids,
             batch.attention_mask,
             &batch.hidden_states,
             &batch.slots,
             &lengths,
+            Some(&heads_at),
         );
         let [b, _] = logits.dims();
         let k = firsts.len();
@@ -188,7 +218,10 @@ impl Runner<'_> {
         let index = Tensor::<2, Int>::from_data(TensorData::new(index, [b, k]), &device);
         let p = softmax(logits.gather(1, index), 1);
         let values: Vec<f64> = p.into_data().iter::<f32>().map(f64::from).collect();
-        Ok(values.chunks(k).map(<[f64]>::to_vec).collect())
+        Ok((
+            values.chunks(k).map(<[f64]>::to_vec).collect(),
+            heads.map(|h| h.scores()),
+        ))
     }
 
     /// The tokens every answer starts with, and the first token where each differs.
@@ -283,24 +316,32 @@ impl Runner<'_> {
                     .collect::<Vec<_>>()
             };
             let levels = self.prepare(samples(prompts::SCORE_LEVELS))?;
-            let probabilities = self.answer_probabilities(&levels, &LEVELS)?;
+            let (probabilities, heads) = self.answer_probabilities_and_heads(&levels, &LEVELS)?;
             let numeric = self.prepare(samples(prompts::SCORE))?;
             let generation = GenerationConfig {
                 max_new_tokens: self.config.score_max_new_tokens,
                 ..GenerationConfig::default()
             };
             let written = self.generate(&numeric, &generation)?;
-            for (p, text) in probabilities.iter().zip(&written) {
+            for (i, (p, text)) in probabilities.iter().zip(&written).enumerate() {
                 let p: [f64; 5] = [p[0], p[1], p[2], p[3], p[4]];
                 let score_levels = expected_level_score(&p);
                 let score_numeric = parse_score(text);
+                let head = heads.as_ref().and_then(|h| h.get(i)).copied();
+                let score_distribution = head.map(|h| h.0);
+                let score_regression = head.map(|h| h.1);
                 scores.push(Score {
                     score: match self.config.score_readout {
                         ScoreReadout::Levels => Some(score_levels),
                         ScoreReadout::Numeric => score_numeric,
+                        ScoreReadout::Distribution => score_distribution,
+                        ScoreReadout::Regression => score_regression,
                     },
                     score_numeric,
                     score_levels,
+                    level_probabilities: p,
+                    score_distribution,
+                    score_regression,
                 });
             }
         }

@@ -8,11 +8,15 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::llama::LlamaForCausalLM;
 use super::mfam::Mfam;
+use super::score_head::{ScoreHead, ScoreOutputs, emd_loss};
 
 #[derive(Module, Debug)]
 pub struct Calm {
     pub mfam: Mfam,
     pub llm: LlamaForCausalLM,
+    /// Score readouts from the hidden state at a scoring answer; `None` where fine-tuning
+    /// trains none.
+    pub score_head: Option<ScoreHead>,
 }
 
 /// Where one image's visual tokens go: row `row` of the batch, positions `start..start + V`.
@@ -40,6 +44,30 @@ pub struct CalmBatch {
     pub targets: Vec<u32>,
     /// For rows packing several conversations: who sees whom, and where each token sits.
     pub packed: Option<PackedLayout>,
+    /// What the score heads learn, where the batch holds scoring answers with targets.
+    pub scores: Option<ScoreBatch>,
+}
+
+/// The score heads' supervision of a batch: S scoring answers.
+#[derive(Debug, Clone)]
+pub struct ScoreBatch {
+    /// Flat positions `row * T + t` of each answer's predecessor, whose hidden state the
+    /// heads read.
+    pub at: Vec<usize>,
+    /// `[S, SCORE_BINS]`, rows summing to one.
+    pub distribution: Tensor<2>,
+    /// `[S]`, standardised as the regression predicts it (`score_head::SCORE_MID`).
+    pub standardised: Tensor<1>,
+}
+
+/// The training losses of a batch.
+#[derive(Debug, Clone)]
+pub struct TrainLosses {
+    /// `[N]`: the cross-entropy of each supervised token, in the order of `batch.targets`.
+    pub tokens: Tensor<1>,
+    /// `[S]` each: the distribution's EMD and the regression's squared error per scoring
+    /// answer; `None` without heads or without scoring answers.
+    pub scores: Option<(Tensor<1>, Tensor<1>)>,
 }
 
 /// The attention of packed rows (`data::conversation::pack_branches`).
@@ -76,6 +104,14 @@ impl Calm {
     /// Cross-entropy of every supervised token, `[N]` in the order of `batch.targets`: the
     /// LM head runs at those positions only.
     pub fn token_losses(&self, batch: &CalmBatch) -> Tensor<1> {
+        self.losses(batch, true).tokens
+    }
+
+    /// The token losses and, with score heads, the score losses of a batch, from one pass.
+    /// `detach_heads`: the heads learn from the hidden states without changing what
+    /// produces them (a probe trained alongside); else their gradients reach the LLM's
+    /// adapters, the projections and the MFAM as the words' do.
+    pub fn losses(&self, batch: &CalmBatch, detach_heads: bool) -> TrainLosses {
         let device = batch.ids.device();
         let visual = self.visual_tokens(&batch.hidden_states);
         let embeds = self.embed(batch.ids.clone(), visual, &batch.slots);
@@ -88,15 +124,34 @@ impl Calm {
             None => self
                 .llm
                 .hidden_states(embeds, Some(batch.attention_mask.clone()), None, None),
+        }
+        .reshape([b * t, d]);
+        let scores = match (&self.score_head, &batch.scores) {
+            (Some(head), Some(s)) if !s.at.is_empty() => {
+                let picked = hidden.clone().select(0, int_tensor(&s.at, &device));
+                let picked = if detach_heads {
+                    picked.detach()
+                } else {
+                    picked
+                };
+                let out = head.forward(picked);
+                let emd = emd_loss(out.logits, s.distribution.clone());
+                let squared = (out.standardised - s.standardised.clone()).powi_scalar(2);
+                Some((emd, squared))
+            }
+            _ => None,
         };
         let n = batch.predict_at.len();
         let at = int_tensor(&batch.predict_at, &device);
-        let picked = hidden.reshape([b * t, d]).select(0, at).reshape([1, n, d]);
+        let picked = hidden.select(0, at).reshape([1, n, d]);
         let logits = self.llm.logits(picked);
         let vocab = logits.dims()[2];
         let logp = log_softmax(logits.reshape([n, vocab]), 1);
         let targets = int_tensor(&batch.targets, &device).reshape([n, 1]);
-        logp.gather(1, targets).reshape([n]).neg()
+        TrainLosses {
+            tokens: logp.gather(1, targets).reshape([n]).neg(),
+            scores,
+        }
     }
 
     /// Logits of the next token after each prompt, at the last real position of each row:
@@ -109,25 +164,50 @@ impl Calm {
         slots: &[ImageSlot],
         lengths: &[usize],
     ) -> Tensor<2> {
+        self.next_token_outputs(ids, attention_mask, hidden_states, slots, lengths, None)
+            .0
+    }
+
+    /// As `next_token_logits`, and the score heads' outputs `[B, ...]` read at each row's
+    /// position `heads_at[row]` (the last token of a scoring prompt), when the model has heads
+    /// and `heads_at` is given.
+    pub fn next_token_outputs(
+        &self,
+        ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+        hidden_states: &[Tensor<3>],
+        slots: &[ImageSlot],
+        lengths: &[usize],
+        heads_at: Option<&[usize]>,
+    ) -> (Tensor<2>, Option<ScoreOutputs>) {
         let device = ids.device();
         let visual = self.visual_tokens(hidden_states);
         let embeds = self.embed(ids, visual, slots);
         let [b, t, d] = embeds.dims();
         let hidden = self
             .llm
-            .hidden_states(embeds, Some(attention_mask), None, None);
-        let last: Vec<usize> = lengths
-            .iter()
-            .enumerate()
-            .map(|(row, &len)| row * t + len.max(1) - 1)
-            .collect();
+            .hidden_states(embeds, Some(attention_mask), None, None)
+            .reshape([b * t, d]);
+        let flat = |positions: &[usize]| -> Vec<usize> {
+            positions
+                .iter()
+                .enumerate()
+                .map(|(row, &p)| row * t + p.min(t.saturating_sub(1)))
+                .collect()
+        };
+        let scores = match (&self.score_head, heads_at) {
+            (Some(head), Some(at)) => {
+                Some(head.forward(hidden.clone().select(0, int_tensor(&flat(at), &device))))
+            }
+            _ => None,
+        };
+        let last: Vec<usize> = lengths.iter().map(|&len| len.max(1) - 1).collect();
         let picked = hidden
-            .reshape([b * t, d])
-            .select(0, int_tensor(&last, &device))
+            .select(0, int_tensor(&flat(&last), &device))
             .reshape([1, b, d]);
         let logits = self.llm.logits(picked);
         let vocab = logits.dims()[2];
-        logits.reshape([b, vocab])
+        (logits.reshape([b, vocab]), scores)
     }
 }
 

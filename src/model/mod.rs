@@ -9,6 +9,7 @@ pub mod lora;
 pub mod mfam;
 pub mod pretrain;
 pub mod qformer;
+pub mod score_head;
 pub mod text;
 pub mod vision;
 

@@ -35,6 +35,38 @@ impl SweepCommand {
         }
     }
 
+    /// Top-level sections of a resolved config this command does not read: a run stays
+    /// valid when only they change (a pretraining run is not made stale by a new fine-tuning
+    /// default).
+    pub fn unread_sections(self) -> &'static [&'static str] {
+        match self {
+            SweepCommand::Pretrain => &["finetune", "infer"],
+            SweepCommand::Finetune | SweepCommand::Evaluate => &[],
+        }
+    }
+
+    /// `resolved` (a resolved config's YAML) without the sections `unread_sections` names:
+    /// each top-level key starts a line at column 0, and its section runs to the next one.
+    pub fn read_part(self, resolved: &str) -> String {
+        let unread = self.unread_sections();
+        let mut keep = true;
+        let mut out = String::with_capacity(resolved.len());
+        for line in resolved.split_inclusive('\n') {
+            let top = line
+                .chars()
+                .next()
+                .is_some_and(|c| !c.is_whitespace() && c != '#');
+            if top {
+                let key = line.split(':').next().unwrap_or_default().trim();
+                keep = !unread.contains(&key);
+            }
+            if keep {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
     /// The JSON file of a finished run that holds its metrics.
     pub fn metrics_file(self) -> &'static str {
         match self {

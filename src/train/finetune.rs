@@ -45,6 +45,7 @@ use crate::model::calm::Calm;
 use crate::model::chat::{ChatTemplate, LlmTokenizer};
 use crate::model::lora::LoraConfig;
 use crate::model::mfam::Mfam;
+use crate::model::score_head::ScoreHead;
 use crate::model::vision::frozen::FrozenEncoder;
 
 pub const METRICS: &str = "metrics.jsonl";
@@ -146,6 +147,39 @@ pub struct FinetuneConfig {
     pub lora: LoraConfig,
     /// How the level projections start (`train::projector_init`).
     pub projector_init: ProjectorInitConfig,
+    /// The score readouts trained beside the words (`model::score_head`).
+    pub score_heads: ScoreHeadsConfig,
+}
+
+/// The weights of the score heads' losses in a step's loss, beside the mean cross-entropy
+/// of its tokens. Both 0: the model has no heads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoreHeadsConfig {
+    /// NIMA's EMD between the 10-bin distribution and the target's.
+    pub distribution_weight: f64,
+    /// The regression's squared error, on scores standardised to -1..1.
+    pub regression_weight: f64,
+    /// Whether the heads' losses reach the model under them (LoRA, projections, MFAM), as in
+    /// ROC4MLLM, or train the heads alone on its hidden states. Within the built-in job's
+    /// budget, reaching the model cost the words more than it gave the heads (README).
+    pub train_model: bool,
+}
+
+impl Default for ScoreHeadsConfig {
+    fn default() -> Self {
+        Self {
+            distribution_weight: 1.0,
+            regression_weight: 1.0,
+            train_model: false,
+        }
+    }
+}
+
+impl ScoreHeadsConfig {
+    pub fn enabled(&self) -> bool {
+        self.distribution_weight > 0.0 || self.regression_weight > 0.0
+    }
 }
 
 impl Default for FinetuneConfig {
@@ -168,6 +202,7 @@ impl Default for FinetuneConfig {
                 ..LoraConfig::default()
             },
             projector_init: ProjectorInitConfig::default(),
+            score_heads: ScoreHeadsConfig::default(),
         }
     }
 }
@@ -202,9 +237,9 @@ impl FinetuneConfig {
     }
 
     /// Which parameters checkpoints hold: all when the LLM's base weights train, else the
-    /// MFAM and the LoRA adapters.
+    /// MFAM, the LoRA adapters and the score heads (`is_saved` is the same rule).
     pub fn saved_pattern(&self) -> Option<&'static str> {
-        (!self.trains_llm_base()).then_some(r"^(mfam|llm\.lora)\.")
+        (!self.trains_llm_base()).then_some(r"^(mfam|llm\.lora|score_head)\.")
     }
 
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -284,6 +319,20 @@ impl FinetuneConfig {
                     crate::model::limits::POSITIONS
                 ),
             ));
+        }
+        for (key, weight) in [
+            (
+                "finetune.score_heads.distribution_weight",
+                self.score_heads.distribution_weight,
+            ),
+            (
+                "finetune.score_heads.regression_weight",
+                self.score_heads.regression_weight,
+            ),
+        ] {
+            if !(weight >= 0.0 && weight.is_finite()) {
+                return Err(Invalid::new(key, "must be zero or positive"));
+            }
         }
         if let Some(max) = self.max_grad_norm
             && !(max > 0.0 && max.is_finite())
@@ -462,10 +511,19 @@ pub fn initial_model(
         llm
     };
     let tokenizer = with_system_prompt(tokenizer, config.model.llm.system_prompt.as_deref());
+    let score_head = config
+        .finetune
+        .score_heads
+        .enabled()
+        .then(|| ScoreHead::new(config.model.mfam.llm_hidden_size, device));
     Ok(Loaded {
         encoder: frozen.encoder,
         tokenizer,
-        model: numbered_params(Calm { mfam, llm }),
+        model: numbered_params(Calm {
+            mfam,
+            llm,
+            score_head,
+        }),
         visual_tokens: config
             .model
             .mfam
@@ -550,6 +608,8 @@ pub fn set_trainable(mut model: Calm, trainable: &Trainable) -> Calm {
         .lora
         .take()
         .map(|l| l.set_require_grad(trainable.llm == LlmTraining::Lora));
+    // The heads are new in fine-tuning and read what every stage shapes: they always train.
+    model.score_head = model.score_head.take().map(|h| h.set_require_grad(true));
     model
 }
 
@@ -561,7 +621,9 @@ pub struct StepMetrics {
     pub lr: f64,
     /// Mean cross-entropy over the step's supervised tokens.
     pub loss: f64,
-    /// The same per task, over the tokens of that task's conversations.
+    /// The same per task, over the tokens of that task's conversations; with score heads,
+    /// also `score_emd` and `score_regression`, each the mean over the step's scoring answers
+    /// (unweighted; the step's loss adds them times their `score_heads` weights).
     pub losses: BTreeMap<String, f64>,
     pub grad_norm: f64,
     pub tokens: usize,
@@ -750,9 +812,17 @@ pub fn finetune(
                 .map(|p| p.target_tasks().len())
                 .sum::<usize>()
                 .max(1);
+            let step_scores: usize = micro
+                .iter()
+                .map(|p| p.scores.iter().flatten().count())
+                .sum::<usize>()
+                .max(1);
+            let weights = &f.score_heads;
+            let mut score_total = 0.0;
             for prepared in &micro {
                 let batch = prepared.to_device(&train_device, true);
-                let token_losses = model.token_losses(&batch);
+                let losses = model.losses(&batch, !weights.train_model);
+                let token_losses = losses.tokens;
                 let values: Vec<f32> = token_losses.clone().into_data().iter::<f32>().collect();
                 for (task, value) in prepared.target_tasks().into_iter().zip(&values) {
                     let entry = sums.entry(task.name().to_string()).or_default();
@@ -762,21 +832,49 @@ pub fn finetune(
                 }
                 tokens += values.len();
                 // Token-weighted over the whole step, as one large batch would be.
-                let loss = token_losses.sum() / step_tokens as f64;
+                let mut loss = token_losses.sum() / step_tokens as f64;
+                if let Some((emd, squared)) = losses.scores {
+                    for (name, part, weight) in [
+                        ("score_emd", emd, weights.distribution_weight),
+                        ("score_regression", squared, weights.regression_weight),
+                    ] {
+                        let values: Vec<f32> = part.clone().into_data().iter::<f32>().collect();
+                        let entry = sums.entry(name.to_string()).or_default();
+                        entry.0 += values.iter().map(|&v| f64::from(v)).sum::<f64>();
+                        entry.1 += values.len();
+                        score_total += weight * values.iter().map(|&v| f64::from(v)).sum::<f64>()
+                            / step_scores as f64;
+                        // Averaged over the step's scoring answers, as the tokens are.
+                        loss = loss + part.sum() * (weight / step_scores as f64);
+                    }
+                }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 accumulator.accumulate(&model, grads);
             }
-            if !total_loss.is_finite() {
+            if !(total_loss.is_finite() && score_total.is_finite()) {
                 return Err(FinetuneError::NotFinite {
                     step,
-                    value: total_loss,
+                    value: total_loss + score_total,
                 });
             }
             let mut grads = accumulator.grads();
+            // Heads that do not train the model are stepped apart, clipped on their own: in
+            // the global norm they would rescale the model's step, and the words would no
+            // longer be those a run without heads learns.
+            let mut head_grads = GradientsParams::new();
+            if let (false, Some(head)) = (weights.train_model, &model.score_head) {
+                move_grads(head, &mut grads, &mut head_grads);
+                if let Some(max) = f.max_grad_norm {
+                    clip_global_norm(head, &mut head_grads, max);
+                }
+            }
             let grad_norm = match f.max_grad_norm {
                 Some(max) => clip_global_norm(&model, &mut grads, max),
                 None => global_grad_norm(&model, &grads),
             };
+            if !head_grads.is_empty() {
+                model = optimizer.step(lr, model, head_grads);
+            }
             if stage.trainable.mfam && stage.mfam_lr_scale != 1.0 {
                 let mfam_grads = take_qformer_grads(&model.mfam, &mut grads);
                 model = optimizer.step(lr * stage.mfam_lr_scale, model, mfam_grads);
@@ -804,7 +902,7 @@ pub fn finetune(
             };
             log_step(&mut events, &mut metrics, &metrics_path, &line)?;
             progress.step(step, total_loss, lr, line.tokens_per_second);
-            let due = f.checkpoint_every > 0 && state.step % f.checkpoint_every == 0;
+            let due = f.checkpoint_every > 0 && state.step.is_multiple_of(f.checkpoint_every);
             if due || state.step == total_steps {
                 events.flush()?;
                 checkpoints::save_matching(
@@ -902,7 +1000,9 @@ fn init_projections(
 
 /// Whether a parameter path is among those `saved_pattern` keeps.
 fn is_saved(path: &str) -> bool {
-    path.starts_with("mfam.") || path.starts_with("llm.lora.")
+    ["mfam.", "llm.lora.", "score_head."]
+        .iter()
+        .any(|prefix| path.starts_with(prefix))
 }
 
 type Built = Result<(PreparedBatch, Vec<String>), FinetuneError>;

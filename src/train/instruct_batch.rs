@@ -13,10 +13,11 @@ use crate::data::conversation::{
     ConversationError, TokenizedConversation, pack_branches, tokenize_conversation, truncate,
 };
 use crate::data::image::load_rgb;
-use crate::data::instruct::{InstructSample, SampleImage, Task};
+use crate::data::instruct::{InstructSample, SampleImage, ScoreTarget, Task};
 use crate::data::transform::Transform;
-use crate::model::calm::{CalmBatch, ImageSlot, PackedLayout};
+use crate::model::calm::{CalmBatch, ImageSlot, PackedLayout, ScoreBatch};
 use crate::model::chat::{LlmTokenizer, Role};
+use crate::model::score_head::{SCORE_BINS, SCORE_HALF_RANGE, SCORE_MID};
 use crate::model::vision::frozen::FrozenEncoder;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub struct PreparedBatch {
     pub tasks: Vec<Vec<Task>>,
     /// The number of images of each row.
     pub images: Vec<usize>,
+    /// Per row, when its first question asks for a score and the sample gives the score
+    /// heads a target: the position of that answer's predecessor in the row, and the target.
+    pub scores: Vec<Option<(usize, ScoreTarget)>>,
 }
 
 /// What a batch needs besides the samples.
@@ -99,6 +103,7 @@ impl Preparer<'_> {
             return Err(PrepareError::Empty);
         }
         let mut rows = Vec::with_capacity(samples.len());
+        let mut scores = Vec::with_capacity(samples.len());
         for (index, (sample, images)) in samples.iter().enumerate() {
             let conversation_error = |source| PrepareError::Conversation {
                 index,
@@ -130,6 +135,11 @@ impl Preparer<'_> {
                     .and_then(pack_branches)
             }
             .map_err(conversation_error)?;
+            let score = sample.score.filter(|_| !open_reply).and_then(|target| {
+                let first = *row.answer_starts.first()?;
+                Some((row.predecessor(first)?, target))
+            });
+            scores.push(score);
             rows.push(row);
         }
         let images: Vec<&Arc<RgbImage>> = samples.iter().flat_map(|(_, i)| i).collect();
@@ -159,6 +169,7 @@ impl Preparer<'_> {
                 })
                 .collect(),
             images: samples.iter().map(|(_, i)| i.len()).collect(),
+            scores,
         })
     }
 }
@@ -208,6 +219,31 @@ impl PreparedBatch {
             .iter()
             .any(|r| !r.branches.is_empty())
             .then(|| self.packed_layout(t, device));
+        let scored: Vec<(usize, &ScoreTarget)> = self
+            .scores
+            .iter()
+            .enumerate()
+            .filter_map(|(r, s)| s.as_ref().map(|(p, target)| (r * t + p, target)))
+            .collect();
+        let scores = (!scored.is_empty()).then(|| {
+            let n = scored.len();
+            let distribution: Vec<f32> = scored
+                .iter()
+                .flat_map(|(_, target)| target.distribution)
+                .collect();
+            let standardised: Vec<f32> = scored
+                .iter()
+                .map(|(_, target)| ((target.mean - SCORE_MID) / SCORE_HALF_RANGE) as f32)
+                .collect();
+            ScoreBatch {
+                at: scored.iter().map(|(p, _)| *p).collect(),
+                distribution: Tensor::<2>::from_data(
+                    TensorData::new(distribution, [n, SCORE_BINS]),
+                    device,
+                ),
+                standardised: Tensor::<1>::from_data(TensorData::new(standardised, [n]), device),
+            }
+        });
         CalmBatch {
             hidden_states: self
                 .hidden_states
@@ -226,6 +262,7 @@ impl PreparedBatch {
             predict_at,
             targets,
             packed,
+            scores,
         }
     }
 
