@@ -365,6 +365,37 @@ fn detached_score_heads_leave_the_words_as_a_run_without_heads_learns_them() {
     );
 }
 
+/// Issue #20, item 2: `evaluate degradations` on a fine-tuning run ranks the pairs by every
+/// readout of `infer score`, on kinds no training uses.
+#[test]
+fn evaluate_degradations_ranks_a_finetuned_models_readouts_on_shifted_kinds() {
+    let s = setup();
+    let out = ok(bin("evaluate")
+        .args(["degradations", "--kinds", "shifted", "--checkpoint"])
+        .arg(&s.run)
+        .arg("--images")
+        .arg(s.root.join("pretrained/held_out"))
+        .output()
+        .expect("runs"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    // 2 held-out photos x 6 shifted kinds x 1 severity.
+    assert_eq!(report["pairs"], 12, "{report}");
+    let kinds = report["per_kind"].as_object().expect("per_kind");
+    assert_eq!(kinds.len(), 6);
+    assert!(kinds.contains_key("colour_cast") && !kinds.contains_key("blur"));
+    for readout in ["levels", "numeric", "distribution", "regression"] {
+        let a = report["readouts"][readout]["pairwise_accuracy"]
+            .as_f64()
+            .expect(readout);
+        assert!((0.0..=1.0).contains(&a), "{readout}: {a}");
+    }
+    // The default readout is the level word's.
+    assert_eq!(
+        report["pairwise_accuracy"],
+        report["readouts"]["levels"]["pairwise_accuracy"]
+    );
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     let s = setup();

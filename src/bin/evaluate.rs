@@ -81,7 +81,8 @@ enum Task {
     /// its degraded copies (every configured kind at each evaluation severity), overall and
     /// per kind, for the run's model and for its random initialisation (same seed).
     Degradations {
-        /// A pretraining run directory (or one of its checkpoints/step-N folders).
+        /// A pretraining run directory (or one of its checkpoints/step-N folders), scored by
+        /// its quality head; or a fine-tuning run, scored by `infer score`'s readouts.
         #[arg(long, value_name = "RUN")]
         checkpoint: PathBuf,
         /// Folder of photos the run never trained on, e.g. RUN/held_out.
@@ -311,11 +312,16 @@ fn degradations(
     device: &DeviceSpec,
 ) -> anyhow::Result<()> {
     let device = device.device()?;
-    let found = pretrain::find_run(checkpoint)
-        .with_context(|| format!("reading the run {}", checkpoint.display()))?;
     let photos = calm::data::formats::scan_folder(images, false)
         .with_context(|| format!("listing {}", images.display()))?;
     anyhow::ensure!(!photos.is_empty(), "{} holds no photos", images.display());
+    // A fine-tuning run records the pretraining run it started from; a pretraining run does
+    // not.
+    if let Ok(found) = finetune::find_run(checkpoint) {
+        return finetuned_degradations(&found, &photos, kinds, &device);
+    }
+    let found = pretrain::find_run(checkpoint)
+        .with_context(|| format!("reading the run {}", checkpoint.display()))?;
     let config = &found.config;
     let frozen = Frozen::load(config, &device).context("loading the frozen encoders")?;
     let model = pretrain::load_pretrained(&found, &frozen, &device)?;
@@ -328,6 +334,49 @@ fn degradations(
     for skipped in &report.skipped {
         calm::errln!("evaluate: skipping {skipped}");
     }
+    calm::outln!("{}", serde_json::to_string_pretty(&report)?)?;
+    Ok(())
+}
+
+/// `degradations` for a fine-tuned model: its `infer score` readouts on the pairs.
+fn finetuned_degradations(
+    found: &finetune::FinetunedRun,
+    photos: &[PathBuf],
+    kinds: Kinds,
+    device: &burn::tensor::Device,
+) -> anyhow::Result<()> {
+    let config = &found.config;
+    let loaded = finetune::load_finetuned(found, device).context("loading the model")?;
+    let (read, skipped) = calm::data::load_photos(photos, config.data.loader.bad_images)?;
+    for reason in &skipped {
+        calm::errln!("evaluate: skipping {}: {}", reason.what, reason.reason);
+    }
+    let images: Vec<image::RgbImage> = read.into_iter().map(|(_, image)| image).collect();
+    anyhow::ensure!(!images.is_empty(), "none of the photos could be read");
+    let kinds = match kinds {
+        Kinds::Training => config.pretrain.pairs.degradations.clone(),
+        Kinds::Shifted => calm::data::degrade::Degradation::SHIFTED.to_vec(),
+    };
+    let transform = config.data.transform(&config.model.vision);
+    let severities = &config.pretrain.evaluation.severities;
+    let pairs = calm::eval::degradations::EvalPairs::new(
+        &images,
+        &transform,
+        &kinds,
+        severities,
+        config.seed,
+    )
+    .map_err(|(i, e)| anyhow::anyhow!("photo {i}: {e}"))?;
+    let transform = calm::data::Transform {
+        crop: calm::data::Crop::Center,
+        ..transform
+    };
+    let runner = Runner {
+        loaded: &loaded,
+        transform: &transform,
+        config: &config.infer,
+    };
+    let report = calm::eval::held_out::rank_pairs(&runner, &pairs, &kinds, severities)?;
     calm::outln!("{}", serde_json::to_string_pretty(&report)?)?;
     Ok(())
 }

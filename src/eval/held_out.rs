@@ -314,3 +314,57 @@ fn mean_and_spread(values: &[f64]) -> (f64, f64) {
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
     (mean, variance.sqrt())
 }
+
+/// How a fine-tuned model's `infer score` ranks originals above degraded copies made on the
+/// fly (`EvalPairs`): by the default readout, and by each readout the model has.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FinetunedDegradationReport {
+    /// The default readout (`infer.score_readout`).
+    #[serde(flatten)]
+    pub score: PairwiseAccuracy,
+    pub readouts: BTreeMap<String, PairwiseAccuracy>,
+    pub kinds: Vec<String>,
+    pub severities: Vec<f32>,
+}
+
+/// Scores `pairs`' originals and copies with `runner` and ranks each pair by every readout
+/// (`numeric` counts a pair without a written number as wrong).
+pub fn rank_pairs(
+    runner: &Runner<'_>,
+    pairs: &EvalPairs,
+    kinds: &[Degradation],
+    severities: &[f32],
+) -> Result<FinetunedDegradationReport, TaskError> {
+    let images: Vec<std::sync::Arc<image::RgbImage>> = pairs
+        .originals
+        .iter()
+        .chain(pairs.copies.iter().map(|c| &c.2))
+        .map(|i| std::sync::Arc::new(i.clone()))
+        .collect();
+    let scores = runner.score(&images)?;
+    let n = pairs.originals.len();
+    let accuracy = |pick: &dyn Fn(&Score) -> Option<f64>| {
+        let values: Vec<f32> = scores
+            .iter()
+            .map(|s| pick(s).map_or(f32::NAN, |v| v as f32))
+            .collect();
+        pairwise_accuracy(&pairs.score(&values[..n], &values[n..]))
+            .unwrap_or_else(PairwiseAccuracy::empty)
+    };
+    let mut readouts = BTreeMap::new();
+    readouts.insert("levels".to_string(), accuracy(&|s| Some(s.score_levels)));
+    readouts.insert("numeric".to_string(), accuracy(&|s| s.score_numeric));
+    if scores.iter().any(|s| s.score_distribution.is_some()) {
+        readouts.insert(
+            "distribution".to_string(),
+            accuracy(&|s| s.score_distribution),
+        );
+        readouts.insert("regression".to_string(), accuracy(&|s| s.score_regression));
+    }
+    Ok(FinetunedDegradationReport {
+        score: accuracy(&|s| s.score),
+        readouts,
+        kinds: kinds.iter().map(|k| k.name().to_string()).collect(),
+        severities: severities.to_vec(),
+    })
+}
