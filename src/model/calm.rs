@@ -155,22 +155,9 @@ impl Calm {
     }
 
     /// Logits of the next token after each prompt, at the last real position of each row:
-    /// `[B, vocab]`. Rows are right-padded; `lengths` are their real lengths.
-    pub fn next_token_logits(
-        &self,
-        ids: Tensor<2, Int>,
-        attention_mask: Tensor<2>,
-        hidden_states: &[Tensor<3>],
-        slots: &[ImageSlot],
-        lengths: &[usize],
-    ) -> Tensor<2> {
-        self.next_token_outputs(ids, attention_mask, hidden_states, slots, lengths, None)
-            .0
-    }
-
-    /// As `next_token_logits`, and the score heads' outputs `[B, ...]` read at each row's
-    /// position `heads_at[row]` (the last token of a scoring prompt), when the model has heads
-    /// and `heads_at` is given.
+    /// `[B, vocab]`; rows are right-padded and `lengths` are their real lengths. With
+    /// `heads_at` and a model with heads, also the score heads' outputs `[B, ...]` read at
+    /// each row's position `heads_at[row]` (the last token of a scoring prompt).
     pub fn next_token_outputs(
         &self,
         ids: Tensor<2, Int>,
