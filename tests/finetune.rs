@@ -396,6 +396,61 @@ fn evaluate_degradations_ranks_a_finetuned_models_readouts_on_shifted_kinds() {
     );
 }
 
+/// Issue #20, item 3: `evaluate raters` puts each simulated rater's ratings of the training
+/// photos in context and scores the held-out photos; too few held-out photos for a rank
+/// correlation is a clear error.
+#[test]
+fn evaluate_raters_scores_held_out_photos_for_two_opposite_raters() {
+    let s = setup();
+    let too_few = bin("evaluate")
+        .args(["raters", "--shots", "2", "--checkpoint"])
+        .arg(&s.run)
+        .output()
+        .expect("runs");
+    assert!(!too_few.status.success());
+    let stderr = String::from_utf8_lossy(&too_few.stderr);
+    assert!(stderr.contains("2 query photos; at least 3"), "{stderr}");
+    // A pretraining run that holds out 3 photos, and a fine-tuning run from it.
+    let pretrained = s.root.join("pretrained_3");
+    ok(bin("pretrain")
+        .arg("--config")
+        .arg(&s.config)
+        .args(["--set", "pretrain.hold_out=3", "--output-dir"])
+        .arg(&pretrained)
+        .output()
+        .expect("runs"));
+    let run = s.root.join("raters_run");
+    ok(bin("finetune")
+        .arg("--config")
+        .arg(&s.config)
+        .args(["--set", "pretrain.hold_out=3", "--set"])
+        .arg(format!("finetune.pretrained={}", pretrained.display()))
+        .arg("--output-dir")
+        .arg(&run)
+        .output()
+        .expect("runs"));
+    let out = ok(bin("evaluate")
+        .args(["raters", "--shots", "3", "--checkpoint"])
+        .arg(&run)
+        .output()
+        .expect("runs"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["shots"], 3);
+    assert_eq!(report["queries"], 3);
+    let raters = report["raters"].as_array().expect("raters");
+    assert_eq!(raters.len(), 2);
+    assert_eq!(raters[0]["rater"], "bright_colourful");
+    assert_eq!(raters[1]["rater"], "dark_muted");
+    for r in raters {
+        assert_eq!(r["examples"].as_array().map(Vec::len), Some(3));
+        assert_eq!(r["scores"].as_array().map(Vec::len), Some(3));
+        // Opposite tastes: where the SRCC is defined, the other rater's is its negation.
+        if let (Some(own), Some(other)) = (r["srcc_own"].as_f64(), r["srcc_other"].as_f64()) {
+            assert!((own + other).abs() < 1e-9, "{r}");
+        }
+    }
+}
+
 #[test]
 fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     let s = setup();

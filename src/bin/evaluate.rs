@@ -97,6 +97,21 @@ enum Task {
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: DeviceSpec,
     },
+    /// Personalized assessment against two simulated raters of opposite taste (bright and
+    /// colourful, dark and muted): each rates the run's training photos, `--shots` of them go
+    /// into the conversation, and the run's held-out photos are scored; prints each rater's
+    /// SRCC with its own taste and with the other's, as JSON.
+    Raters {
+        /// A fine-tuning run directory, or one of its checkpoint folders.
+        #[arg(long, value_name = "RUN")]
+        checkpoint: PathBuf,
+        /// Rated photos in the conversation.
+        #[arg(long, default_value_t = 6)]
+        shots: usize,
+        /// Device: cpu, wgpu or cuda:N.
+        #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+        device: DeviceSpec,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -127,7 +142,52 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             kinds,
             device,
         } => degradations(&checkpoint, &images, kinds, &device),
+        Task::Raters {
+            checkpoint,
+            shots,
+            device,
+        } => raters(&checkpoint, shots, &device),
     }
+}
+
+fn raters(checkpoint: &Path, shots: usize, device: &DeviceSpec) -> anyhow::Result<()> {
+    let device = device.device()?;
+    let found = finetune::find_run(checkpoint)
+        .with_context(|| format!("reading the run {}", checkpoint.display()))?;
+    let split = pretrain::read_split(&found.pretrained.dir)?.with_context(|| {
+        format!(
+            "the pretraining run {} recorded no split of its photos",
+            found.pretrained.dir.display()
+        )
+    })?;
+    let config = &found.config;
+    let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
+    let transform = calm::data::Transform {
+        crop: calm::data::Crop::Center,
+        ..config.data.transform(&config.model.vision)
+    };
+    let runner = Runner {
+        loaded: &loaded,
+        transform: &transform,
+        config: &config.infer,
+    };
+    let read = |paths: &[PathBuf]| -> Vec<std::sync::Arc<image::RgbImage>> {
+        paths
+            .iter()
+            .filter_map(|p| match runner.load_images(std::slice::from_ref(p)) {
+                Ok(mut images) => images.pop(),
+                Err((path, reason)) => {
+                    calm::errln!("evaluate: skipping {}: {reason}", path.display());
+                    None
+                }
+            })
+            .collect()
+    };
+    let rated = read(&split.train);
+    let queries = read(&split.held_out);
+    let report = calm::eval::raters::evaluate_raters(&runner, &rated, &queries, shots)?;
+    calm::outln!("{}", serde_json::to_string_pretty(&report)?)?;
+    Ok(())
 }
 
 fn scores(pred: &Path, gt: &Path) -> anyhow::Result<()> {

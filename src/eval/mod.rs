@@ -5,5 +5,6 @@ pub mod captions;
 pub mod degradations;
 pub mod held_out;
 pub mod protocols;
+pub mod raters;
 pub mod scores;
 pub mod tasks;
