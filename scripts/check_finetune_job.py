@@ -42,12 +42,13 @@ def main(run: str, require_bar: bool) -> int:
     right, total = 0, 0
     per_kind = defaultdict(lambda: [0, 0])
     with open(os.path.join(run, "held_out", "pairs.csv"), newline="") as f:
-        for p in csv.DictReader(f):
-            ok = score[p["original"]] > score[p["degraded"]]
-            right += ok
-            total += 1
-            per_kind[p["kind"]][0] += ok
-            per_kind[p["kind"]][1] += 1
+        pairs = list(csv.DictReader(f))
+    for p in pairs:
+        ok = score[p["original"]] > score[p["degraded"]]
+        right += ok
+        total += 1
+        per_kind[p["kind"]][0] += ok
+        per_kind[p["kind"]][1] += 1
     accuracy = right / total
     with open(os.path.join(run, "summary.json")) as f:
         held = json.load(f)["held_out"]
@@ -65,8 +66,6 @@ def main(run: str, require_bar: bool) -> int:
         if all(v == "" for v in values.values()):
             continue
         value = lambda name: float(values[name]) if values[name] != "" else float("nan")
-        with open(os.path.join(run, "held_out", "pairs.csv"), newline="") as f:
-            pairs = list(csv.DictReader(f))
         hits = sum(value(p["original"]) > value(p["degraded"]) for p in pairs)
         print(f"  readout {column[6:]:13s} {hits / len(pairs):.3f}")
     if "score_gap" in held:

@@ -162,26 +162,18 @@ fn raters(checkpoint: &Path, shots: usize, device: &DeviceSpec) -> anyhow::Resul
     })?;
     let config = &found.config;
     let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
-    let transform = calm::data::Transform {
-        crop: calm::data::Crop::Center,
-        ..config.data.transform(&config.model.vision)
-    };
+    let transform = config.data.transform(&config.model.vision).centred();
     let runner = Runner {
         loaded: &loaded,
         transform: &transform,
         config: &config.infer,
     };
     let read = |paths: &[PathBuf]| -> Vec<std::sync::Arc<image::RgbImage>> {
-        paths
-            .iter()
-            .filter_map(|p| match runner.load_images(std::slice::from_ref(p)) {
-                Ok(mut images) => images.pop(),
-                Err((path, reason)) => {
-                    calm::errln!("evaluate: skipping {}: {reason}", path.display());
-                    None
-                }
-            })
-            .collect()
+        let (read, skipped) = runner.load_readable(paths);
+        for (_, reason) in skipped {
+            calm::errln!("evaluate: skipping {reason}");
+        }
+        read.into_iter().map(|(_, image)| image).collect()
     };
     let rated = read(&split.train);
     let queries = read(&split.held_out);
@@ -287,10 +279,7 @@ fn protocol(
     )?;
     let device = device_spec.device()?;
     let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
-    let transform = calm::data::Transform {
-        crop: calm::data::Crop::Center,
-        ..config.data.transform(&config.model.vision)
-    };
+    let transform = config.data.transform(&config.model.vision).centred();
     let runner = Runner {
         loaded: &loaded,
         transform: &transform,
@@ -427,10 +416,7 @@ fn finetuned_degradations(
         config.seed,
     )
     .map_err(|(i, e)| anyhow::anyhow!("photo {i}: {e}"))?;
-    let transform = calm::data::Transform {
-        crop: calm::data::Crop::Center,
-        ..transform
-    };
+    let transform = transform.centred();
     let runner = Runner {
         loaded: &loaded,
         transform: &transform,

@@ -84,10 +84,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let photos = calm::data::formats::scan_folder(&pretrained.dir.join(HELD_OUT), false)?;
-    let transform = calm::data::Transform {
-        crop: calm::data::Crop::Center,
-        ..config.data.transform(&config.model.vision)
-    };
+    let transform = config.data.transform(&config.model.vision).centred();
     let set = write_held_out_set(
         &photos,
         &transform,

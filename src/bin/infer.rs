@@ -100,10 +100,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         )?;
     }
     let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
-    let transform = calm::data::Transform {
-        crop: calm::data::Crop::Center,
-        ..found.config.data.transform(&found.config.model.vision)
-    };
+    let transform = found
+        .config
+        .data
+        .transform(&found.config.model.vision)
+        .centred();
     let runner = Runner {
         loaded: &loaded,
         transform: &transform,
@@ -203,20 +204,15 @@ fn read_images(
     paths: &[PathBuf],
     strict: bool,
 ) -> anyhow::Result<(Vec<PathBuf>, Vec<Arc<RgbImage>>)> {
-    let mut kept = Vec::with_capacity(paths.len());
-    let mut images = Vec::with_capacity(paths.len());
-    for path in paths {
-        match runner.load_images(std::slice::from_ref(path)) {
-            Ok(mut one) => {
-                kept.push(path.clone());
-                images.append(&mut one);
-            }
-            // The reason names the file.
-            Err((_, reason)) if !strict => calm::errln!("infer: skipping {reason}"),
-            Err((_, reason)) => bail!("{reason}"),
+    let (read, skipped) = runner.load_readable(paths);
+    // The reason names the file.
+    for (_, reason) in skipped {
+        if strict {
+            bail!("{reason}");
         }
+        calm::errln!("infer: skipping {reason}");
     }
-    Ok((kept, images))
+    Ok(read.into_iter().unzip())
 }
 
 /// `image,score` rows; a first line whose score is not a number is a header.

@@ -56,6 +56,15 @@ pub struct Transform {
 }
 
 impl Transform {
+    /// The same transform with a centre crop: how evaluation and inference see an image
+    /// (deterministic, whatever training drew).
+    pub fn centred(&self) -> Self {
+        Self {
+            crop: Crop::Center,
+            ..self.clone()
+        }
+    }
+
     /// Resizes, crops and normalises one image into `[3, size, size]` floats (channel-major).
     pub fn apply(&self, image: &RgbImage, rng: &mut impl Rng) -> Result<Vec<f32>, ImageError> {
         Ok(self.normalize(&self.crop(image, rng)?))

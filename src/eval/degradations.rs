@@ -134,10 +134,7 @@ impl EvalPairs {
         severities: &[f32],
         seed: u64,
     ) -> Result<Self, (usize, crate::data::image::ImageError)> {
-        let centre = crate::data::Transform {
-            crop: crate::data::Crop::Center,
-            ..transform.clone()
-        };
+        let centre = transform.centred();
         // A centre crop draws nothing from the generator.
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
         let mut originals = Vec::with_capacity(photos.len());

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::degradations::{EvalPairs, PairwiseAccuracy, ScoredPair, pairwise_accuracy};
-use super::tasks::{Runner, Score, TaskError, names_defect};
+use super::tasks::{Runner, Score, TaskError, names_defect, readouts};
 use crate::data::degrade::Degradation;
 use crate::data::instruct::prompts;
 use crate::data::transform::Transform;
@@ -230,19 +230,7 @@ pub fn evaluate(
         .accuracy(&trained_scores)
         .unwrap_or_else(PairwiseAccuracy::empty);
     let mut readout_accuracy = BTreeMap::new();
-    type Pick = fn(&Score) -> Option<f64>;
-    let readouts: [(&str, Pick); 4] = [
-        ("levels", |s| Some(s.score_levels)),
-        ("numeric", |s| s.score_numeric),
-        ("distribution", |s| s.score_distribution),
-        ("regression", |s| s.score_regression),
-    ];
-    for (name, pick) in readouts {
-        let values: Vec<Option<f64>> = after_scores.iter().map(pick).collect();
-        if name != "numeric" && values.iter().all(Option::is_none) {
-            continue;
-        }
-        let values: Vec<f64> = values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+    for (name, values) in readouts(&after_scores) {
         if let Some(a) = set.accuracy(&values) {
             readout_accuracy.insert(name.to_string(), a.pairwise_accuracy);
         }
@@ -343,27 +331,18 @@ pub fn rank_pairs(
         .collect();
     let scores = runner.score(&images)?;
     let n = pairs.originals.len();
-    let accuracy = |pick: &dyn Fn(&Score) -> Option<f64>| {
-        let values: Vec<f32> = scores
-            .iter()
-            .map(|s| pick(s).map_or(f32::NAN, |v| v as f32))
-            .collect();
+    let accuracy = |values: &[f64]| {
+        let values: Vec<f32> = values.iter().map(|&v| v as f32).collect();
         pairwise_accuracy(&pairs.score(&values[..n], &values[n..]))
             .unwrap_or_else(PairwiseAccuracy::empty)
     };
-    let mut readouts = BTreeMap::new();
-    readouts.insert("levels".to_string(), accuracy(&|s| Some(s.score_levels)));
-    readouts.insert("numeric".to_string(), accuracy(&|s| s.score_numeric));
-    if scores.iter().any(|s| s.score_distribution.is_some()) {
-        readouts.insert(
-            "distribution".to_string(),
-            accuracy(&|s| s.score_distribution),
-        );
-        readouts.insert("regression".to_string(), accuracy(&|s| s.score_regression));
-    }
+    let default: Vec<f64> = scores.iter().map(|s| s.score.unwrap_or(f64::NAN)).collect();
     Ok(FinetunedDegradationReport {
-        score: accuracy(&|s| s.score),
-        readouts,
+        score: accuracy(&default),
+        readouts: readouts(&scores)
+            .into_iter()
+            .map(|(name, values)| (name.to_string(), accuracy(&values)))
+            .collect(),
         kinds: kinds.iter().map(|k| k.name().to_string()).collect(),
         severities: severities.to_vec(),
     })

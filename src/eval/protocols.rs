@@ -293,19 +293,12 @@ fn load_readable(
     runner: &Runner<'_>,
     paths: Vec<PathBuf>,
 ) -> (Vec<(PathBuf, Arc<RgbImage>)>, Vec<Skipped>) {
-    let mut ok = Vec::with_capacity(paths.len());
-    let mut skipped = Vec::new();
-    for path in paths {
-        match runner.load_images(std::slice::from_ref(&path)) {
-            Ok(mut one) => {
-                if let Some(image) = one.pop() {
-                    ok.push((path, image));
-                }
-            }
-            Err((image, reason)) => skipped.push(Skipped { image, reason }),
-        }
-    }
-    (ok, skipped)
+    let (read, skipped) = runner.load_readable(&paths);
+    let skipped = skipped
+        .into_iter()
+        .map(|(image, reason)| Skipped { image, reason })
+        .collect();
+    (read, skipped)
 }
 
 fn ava_scoring(

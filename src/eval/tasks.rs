@@ -116,9 +116,36 @@ pub struct Score {
     pub score_regression: Option<f64>,
 }
 
+/// Images read, each with its path, and the files that could not be, each with the reason.
+pub type Readable = (
+    Vec<(std::path::PathBuf, Arc<RgbImage>)>,
+    Vec<(std::path::PathBuf, String)>,
+);
+
 /// Each prompt's answer probabilities, and the score heads' (distribution expectation,
 /// regression) per prompt where the model has heads.
 type ProbabilitiesAndHeads = (Vec<Vec<f64>>, Option<Vec<(f64, f64)>>);
+
+/// Each readout's values over `scores`, by name: `levels`, `numeric`, and the score heads'
+/// `distribution` and `regression` where the model has them. NaN where a readout gave no value
+/// (an answer without a number), so that a pair it cannot rank counts as wrong.
+pub fn readouts(scores: &[Score]) -> Vec<(&'static str, Vec<f64>)> {
+    type Pick = fn(&Score) -> Option<f64>;
+    let all: [(&str, Pick); 4] = [
+        ("levels", |s| Some(s.score_levels)),
+        ("numeric", |s| s.score_numeric),
+        ("distribution", |s| s.score_distribution),
+        ("regression", |s| s.score_regression),
+    ];
+    let heads = scores.iter().any(|s| s.score_distribution.is_some());
+    all.into_iter()
+        .filter(|(name, _)| heads || !matches!(*name, "distribution" | "regression"))
+        .map(|(name, pick)| {
+            let values = scores.iter().map(|s| pick(s).unwrap_or(f64::NAN)).collect();
+            (name, values)
+        })
+        .collect()
+}
 
 /// The runners' shared state.
 pub struct Runner<'a> {
@@ -155,6 +182,20 @@ impl Runner<'_> {
                     .map_err(|e| (p.clone(), e.to_string()))
             })
             .collect()
+    }
+
+    /// As `load_images`, one file at a time: the readable ones with their paths, and each
+    /// unreadable one with the reason (which names it), in the order given.
+    pub fn load_readable(&self, paths: &[std::path::PathBuf]) -> Readable {
+        let mut read = Vec::with_capacity(paths.len());
+        let mut skipped = Vec::new();
+        for path in paths {
+            match self.load_images(std::slice::from_ref(path)) {
+                Ok(mut one) => read.extend(one.pop().map(|image| (path.clone(), image))),
+                Err(failure) => skipped.push(failure),
+            }
+        }
+        (read, skipped)
     }
 
     fn prepare(

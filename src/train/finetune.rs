@@ -236,10 +236,14 @@ impl FinetuneConfig {
             .any(|s| s.trainable.llm == LlmTraining::Full)
     }
 
-    /// Which parameters checkpoints hold: all when the LLM's base weights train, else the
-    /// MFAM, the LoRA adapters and the score heads (`is_saved` is the same rule).
-    pub fn saved_pattern(&self) -> Option<&'static str> {
-        (!self.trains_llm_base()).then_some(r"^(mfam|llm\.lora|score_head)\.")
+    /// Which parameters checkpoints hold, as a regex over parameter paths: all (`None`) when
+    /// the LLM's base weights train, else those under `SAVED_PREFIXES`.
+    pub fn saved_pattern(&self) -> Option<String> {
+        let prefixes: Vec<String> = SAVED_PREFIXES
+            .iter()
+            .map(|p| p.replace('.', r"\."))
+            .collect();
+        (!self.trains_llm_base()).then(|| format!(r"^({})\.", prefixes.join("|")))
     }
 
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -908,7 +912,7 @@ pub fn finetune(
                 checkpoints::save_matching(
                     run,
                     &model,
-                    pattern,
+                    pattern.as_deref(),
                     &optimizer,
                     state.step,
                     &state,
@@ -919,7 +923,11 @@ pub fn finetune(
         Ok(model)
     })?;
     let train_seconds = started.elapsed().as_secs_f64();
-    crate::io::checkpoint::save_module_matching(&model, &run.join(FINAL_MODEL), pattern)?;
+    crate::io::checkpoint::save_module_matching(
+        &model,
+        &run.join(FINAL_MODEL),
+        pattern.as_deref(),
+    )?;
     let all: Vec<StepMetrics> = metrics::read(&metrics_path)?;
     let (Some(first_step), Some(last_step)) = (all.first().cloned(), all.last().cloned()) else {
         return Err(FinetuneError::Io {
@@ -998,11 +1006,16 @@ fn init_projections(
     Ok(model)
 }
 
+/// The modules a checkpoint holds when the LLM's base weights stay frozen: the MFAM, the LoRA
+/// adapters and the score heads. The one list both saving and loading read.
+const SAVED_PREFIXES: [&str; 3] = ["mfam", "llm.lora", "score_head"];
+
 /// Whether a parameter path is among those `saved_pattern` keeps.
 fn is_saved(path: &str) -> bool {
-    ["mfam.", "llm.lora.", "score_head."]
-        .iter()
-        .any(|prefix| path.starts_with(prefix))
+    SAVED_PREFIXES.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
 }
 
 type Built = Result<(PreparedBatch, Vec<String>), FinetuneError>;
