@@ -223,6 +223,17 @@ fn a_finished_run_has_its_files_and_trained_parameters_only() {
         assert!((0.0..=1.0).contains(&a), "{key} {a}");
     }
     assert_eq!(held["described"].as_array().expect("described").len(), 16);
+    // Each held-out original is described too, with the defect its words state, if any, and
+    // the share without one agrees with those records.
+    let originals = held["described_originals"].as_array().expect("originals");
+    assert_eq!(originals.len(), 2);
+    for (key, field) in [
+        ("originals_comments_without_defect", "comment_states"),
+        ("originals_suggestions_without_defect", "suggestion_states"),
+    ] {
+        let clean = originals.iter().filter(|o| o[field].is_null()).count();
+        assert_eq!(held[key].as_f64(), Some(clean as f64 / 2.0), "{key}");
+    }
     // The projections started from the least-squares fit, on 2 micro-batches of 2 images.
     assert!(
         s.stdout

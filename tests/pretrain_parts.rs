@@ -17,7 +17,7 @@ use calm::train::checkpoints::{self, TrainerState};
 use calm::train::optim::{
     OptimizerConfig, OptimizerKind, clip_global_norm, global_grad_norm, move_grads, numbered_params,
 };
-use calm::train::pretrain::{micro_batch_photos, split_photos};
+use calm::train::pretrain::{HoldOut, micro_batch_photos, split_photos};
 
 #[test]
 fn each_epoch_shows_every_photo_once_and_batches_rebuild_from_their_index() {
@@ -43,16 +43,46 @@ fn each_epoch_shows_every_photo_once_and_batches_rebuild_from_their_index() {
 #[test]
 fn the_hold_out_is_a_seeded_disjoint_draw() {
     let paths: Vec<PathBuf> = (0..10).map(|i| PathBuf::from(format!("p{i}"))).collect();
-    let a = split_photos(paths.clone(), 3, 1).expect("split");
+    let a = split_photos(paths.clone(), HoldOut::Count(3), 1).expect("split");
     assert_eq!((a.train.len(), a.held_out.len()), (7, 3));
     assert!(a.held_out.iter().all(|h| !a.train.contains(h)));
-    assert_eq!(a, split_photos(paths.clone(), 3, 1).expect("split"));
+    assert_eq!(
+        a,
+        split_photos(paths.clone(), HoldOut::Count(3), 1).expect("split")
+    );
     assert_ne!(
         a.held_out,
-        split_photos(paths.clone(), 3, 2).expect("split").held_out
+        split_photos(paths.clone(), HoldOut::Count(3), 2)
+            .expect("split")
+            .held_out
     );
-    let err = split_photos(paths, 9, 1).expect_err("1 photo left");
+    let err = split_photos(paths.clone(), HoldOut::Count(9), 1).expect_err("1 photo left");
     assert!(err.to_string().contains("10 photos found"), "{err}");
+    // A share is of the photos found, rounded up: the default third holds out 4 of 10, 10 of
+    // the 29 sample photos, 10 of 30 (not 11 by a rounding error), and always at least one.
+    let share = HoldOut::default();
+    let default = split_photos(paths.clone(), share, 1).expect("split");
+    assert_eq!((default.train.len(), default.held_out.len()), (6, 4));
+    assert_eq!((share.of(29), share.of(30), share.of(3)), (10, 10, 1));
+    assert_eq!(HoldOut::Share(0.01).of(10), 1);
+}
+
+/// `pretrain.hold_out` reads as a count or a share; a share outside (0, 1) is refused by name.
+#[test]
+fn the_hold_out_reads_as_a_count_or_a_share() {
+    let parse = |value: &str| {
+        load::<ExperimentConfig>(None, &[format!("pretrain.hold_out={value}")])
+            .map(|c| c.pretrain.hold_out)
+    };
+    assert_eq!(parse("5").expect("count"), HoldOut::Count(5));
+    assert_eq!(parse("0.25").expect("share"), HoldOut::Share(0.25));
+    for bad in ["1.5", "0.0", "-2"] {
+        let err = parse(bad).expect_err(bad);
+        assert!(
+            err.to_string().contains("pretrain.hold_out"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 /// A Linear 2 -> 1 with gradients set by hand: weight [3, 4], bias [12].

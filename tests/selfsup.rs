@@ -6,7 +6,7 @@ mod common;
 use calm::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
 use calm::data::degrade::Degradation;
 use calm::data::image::load_rgb;
-use calm::data::selfsup::{PairConfig, PairError, make_pair};
+use calm::data::selfsup::{PairConfig, PairError, TARGET_BOUND, make_pair};
 use common::sample_photo_paths;
 use image::RgbImage;
 
@@ -75,4 +75,50 @@ fn every_kind_is_drawn_and_the_sample_photos_standardise_near_zero() {
     for (name, mean) in LOW_NAMES.iter().zip(&low_sums) {
         assert!(mean.abs() < 1.0, "{name}: mean {mean}");
     }
+}
+
+/// Issue #20: heavy-tailed measures once made single targets reach thousands of units (a flat
+/// photo compressed hard: blockiness 1839). Every target stays within the bound, and
+/// blockiness still grades JPEG severity instead of saturating at it.
+#[test]
+fn targets_stay_bounded_and_blockiness_grades_jpeg_severity() {
+    let photos = photos();
+    let blockiness = LOW_NAMES
+        .iter()
+        .position(|n| *n == "blockiness")
+        .expect("named");
+    let mut median_blockiness = Vec::new();
+    for severity in [0.3f32, 0.6, 1.0] {
+        let mut at_severity = Vec::new();
+        for kind in Degradation::ALL {
+            let config = PairConfig {
+                degradations: vec![kind],
+                min_severity: severity,
+                max_severity: severity,
+            };
+            for (i, photo) in photos.iter().enumerate() {
+                let (o, d) = make_pair(photo, None, &config, i as u64).expect("pair");
+                for example in [&o, &d] {
+                    let values = example.low.iter().chain(&example.middle);
+                    for (name, v) in LOW_NAMES.iter().chain(MIDDLE_NAMES.iter()).zip(values) {
+                        assert!(
+                            v.is_finite() && v.abs() <= TARGET_BOUND,
+                            "{name} = {v} ({kind:?} at {severity}, photo {i})"
+                        );
+                    }
+                }
+                if kind == Degradation::Jpeg {
+                    at_severity.push(d.low[blockiness] - o.low[blockiness]);
+                }
+            }
+        }
+        at_severity.sort_by(f32::total_cmp);
+        median_blockiness.push(at_severity[at_severity.len() / 2]);
+    }
+    assert!(
+        median_blockiness[0] > 0.5
+            && median_blockiness.windows(2).all(|w| w[1] > w[0])
+            && median_blockiness[2] < TARGET_BOUND,
+        "median rise of blockiness at JPEG severities 0.3, 0.6, 1.0: {median_blockiness:?}"
+    );
 }

@@ -292,3 +292,30 @@ fn mix_entries_read_from_yaml_and_reject_unknown_keys() {
         .to_string();
     assert!(err.contains("imgs"), "{err}");
 }
+
+/// A comment on a good photo must state no defect; praise that shares a word with a defect
+/// ("sharp", "colours") does not count, the wordings fine-tuning teaches for a defect do.
+#[test]
+fn a_stated_defect_is_one_of_the_taught_wordings() {
+    use calm::data::degrade::Degradation;
+    use calm::eval::tasks::states_defect;
+    assert_eq!(
+        states_defect("The photo is blurred."),
+        Some(Degradation::Blur)
+    );
+    assert_eq!(
+        states_defect("THE PICTURE IS TOO DARK, raise it."),
+        Some(Degradation::Underexposure)
+    );
+    assert_eq!(
+        states_defect("The photo has Blocky JPEG artefacts."),
+        Some(Degradation::Jpeg)
+    );
+    for praise in [
+        "The photo has sharp detail and vivid colours.",
+        "It works well as it is.",
+        "",
+    ] {
+        assert_eq!(states_defect(praise), None, "{praise}");
+    }
+}

@@ -113,12 +113,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     json["held_out"] = serde_json::to_value(&report)?;
     write_summary(&run_dir, &json)?;
     calm::outln!(
-        "held-out pairwise accuracy of `infer score` {:.3} (before fine-tuning {:.3}) over {} pairs; comments name the defect in {:.0}%, suggestions in {:.0}%; summary in {}",
+        "held-out pairwise accuracy of `infer score` {:.3} (before fine-tuning {:.3}) over {} pairs; comments name the defect in {:.0}%, suggestions in {:.0}%; on the originals, comments state no defect in {:.0}%, suggestions in {:.0}%; summary in {}",
         report.pairwise_accuracy,
         report.before_pairwise_accuracy,
         report.pairs,
         100.0 * report.comments_naming_defect,
         100.0 * report.suggestions_naming_defect,
+        100.0 * report.originals_comments_without_defect,
+        100.0 * report.originals_suggestions_without_defect,
         run_dir.join(SUMMARY).display()
     )?;
     Ok(())

@@ -11,37 +11,66 @@ use super::cues::{Cues, cues};
 use super::degrade::{Degradation, SplitMix};
 use super::image::ImageError;
 
-/// How each attribute is brought to a unit scale: `(value' - centre) / scale`, where value'
-/// is log10 of the value for the heavy-tailed ones. Centre and scale are the median and the
-/// interquartile range / 1.35 (a robust standard deviation) over the sample photos at full
-/// size. Blockiness depends on resolution: it is centred on its mean over the photos resized
-/// to 224 px, where degradations are applied, with a scale of 0.05 (our choice).
-const LOW_SCALES: [(bool, f32, f32); 8] = [
-    (false, 0.45, 0.10),  // exposure
-    (false, 0.20, 0.08),  // contrast
-    (false, 0.40, 0.33),  // saturation
-    (false, 0.16, 0.15),  // colourfulness
-    (true, -2.31, 0.58),  // sharpness
-    (true, -2.35, 0.37),  // noise
-    (false, 0.05, 0.18),  // colour temperature
-    (false, 0.015, 0.05), // blockiness at 224 px: resized photos have no block grid
+/// How an attribute's raw value is mapped before centring and scaling.
+#[derive(Debug, Clone, Copy)]
+enum Warp {
+    Linear,
+    /// `log10(value)`, for the heavy-tailed, positive measures.
+    Log10,
+    /// `log10(1 + value)`, for blockiness: a ratio minus 1 that reaches the hundreds when a
+    /// heavily compressed copy has flat blocks (steps inside a block near zero).
+    Log10OnePlus,
+}
+
+/// How each attribute is brought to a unit scale: `(warp(value) - centre) / scale`. Centre
+/// and scale are the median and the interquartile range / 1.35 (a robust standard
+/// deviation) over the sample photos at full size. Blockiness depends on resolution: it is
+/// centred on the photos resized to 224 px, where degradations are applied, with a scale
+/// that puts a copy at JPEG severity 0.3 about one unit above them (median over the photos).
+const LOW_SCALES: [(Warp, f32, f32); 8] = [
+    (Warp::Linear, 0.45, 0.10),       // exposure
+    (Warp::Linear, 0.20, 0.08),       // contrast
+    (Warp::Linear, 0.40, 0.33),       // saturation
+    (Warp::Linear, 0.16, 0.15),       // colourfulness
+    (Warp::Log10, -2.31, 0.58),       // sharpness
+    (Warp::Log10, -2.35, 0.37),       // noise
+    (Warp::Linear, 0.05, 0.18),       // colour temperature
+    (Warp::Log10OnePlus, 0.005, 0.2), // blockiness at 224 px
 ];
-const MIDDLE_SCALES: [(bool, f32, f32); 6] = [
-    (false, 0.135, 0.02), // thirds distance
-    (false, 0.87, 0.13),  // symmetry
-    (false, 0.0, 2.0),    // horizon tilt (degrees)
-    (false, 0.54, 0.23),  // simplicity
-    (false, 0.24, 0.62),  // depth of field
-    (false, 0.28, 0.044), // border energy
+const MIDDLE_SCALES: [(Warp, f32, f32); 6] = [
+    (Warp::Linear, 0.135, 0.02), // thirds distance
+    (Warp::Linear, 0.87, 0.13),  // symmetry
+    (Warp::Linear, 0.0, 2.0),    // horizon tilt (degrees)
+    (Warp::Linear, 0.54, 0.23),  // simplicity
+    (Warp::Linear, 0.24, 0.62),  // depth of field
+    (Warp::Linear, 0.28, 0.044), // border energy
 ];
 
-fn standardise(values: Vec<f32>, scales: &[(bool, f32, f32)]) -> Vec<f32> {
+/// Standardised targets are clamped to this many robust standard deviations. Without it a
+/// few copies (a flat photo compressed hard, the horizon angle of a blurred photo measured
+/// on noise) reach tens to thousands of units, and their squared errors made the
+/// `attributes` loss of single steps hundreds of times its median (issue #20). Within the
+/// bound the map is unchanged, so every other target keeps its value.
+pub const TARGET_BOUND: f32 = 5.0;
+
+fn standardise(values: Vec<f32>, scales: &[(Warp, f32, f32)]) -> Vec<f32> {
     values
         .into_iter()
         .zip(scales)
-        .map(|(v, &(log, centre, scale))| {
-            let v = if log { v.max(1e-6).log10() } else { v };
-            (v - centre) / scale
+        .map(|(v, &(warp, centre, scale))| {
+            let v = match warp {
+                Warp::Linear => v,
+                Warp::Log10 => v.max(1e-6).log10(),
+                Warp::Log10OnePlus => (1.0 + v).max(1e-6).log10(),
+            };
+            let z = (v - centre) / scale;
+            // NaN cannot come from the measures (they guard their divisions); map it to the
+            // centre all the same rather than into a loss.
+            if z.is_nan() {
+                0.0
+            } else {
+                z.clamp(-TARGET_BOUND, TARGET_BOUND)
+            }
         })
         .collect()
 }

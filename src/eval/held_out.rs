@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::degradations::{EvalPairs, PairwiseAccuracy, ScoredPair, pairwise_accuracy};
-use super::tasks::{Runner, Score, TaskError, names_defect, readouts};
+use super::tasks::{Runner, Score, TaskError, names_defect, readouts, states_defect};
 use crate::data::degrade::Degradation;
 use crate::data::instruct::prompts;
 use crate::data::transform::Transform;
@@ -179,6 +179,16 @@ pub struct DescribedCopy {
     pub suggestion_names_defect: bool,
 }
 
+/// A comment and a suggestion on one held-out original, and the defect each states, if any.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DescribedOriginal {
+    pub image: String,
+    pub comment: String,
+    pub comment_states: Option<String>,
+    pub suggestion: String,
+    pub suggestion_states: Option<String>,
+}
+
 /// What the fine-tuning run reports on its held-out photos.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HeldOutReport {
@@ -203,6 +213,11 @@ pub struct HeldOutReport {
     pub comments_naming_defect: f64,
     pub suggestions_naming_defect: f64,
     pub described: Vec<DescribedCopy>,
+    /// Share of held-out originals whose comment / suggestion states no defect
+    /// (`tasks::states_defect`).
+    pub originals_comments_without_defect: f64,
+    pub originals_suggestions_without_defect: f64,
+    pub described_originals: Vec<DescribedOriginal>,
 }
 
 /// Scores every file of `set` with `after` and `before`, and has `after` comment on and
@@ -272,6 +287,30 @@ pub fn evaluate(
     let share = |f: fn(&DescribedCopy) -> bool| {
         described.iter().filter(|d| f(d)).count() as f64 / described.len().max(1) as f64
     };
+    let originals_images = &images[..n.min(images.len())];
+    let original_comments = after
+        .describe(originals_images, prompts::COMMENT)
+        .map_err(task)?;
+    let original_suggestions = after
+        .describe(originals_images, prompts::SUGGEST)
+        .map_err(task)?;
+    let stated = |text: &str| states_defect(text).map(|kind| kind.name().to_string());
+    let described_originals: Vec<DescribedOriginal> = set
+        .originals
+        .iter()
+        .zip(original_comments.into_iter().zip(original_suggestions))
+        .map(|(path, (comment, suggestion))| DescribedOriginal {
+            image: path.display().to_string(),
+            comment_states: stated(&comment),
+            suggestion_states: stated(&suggestion),
+            comment,
+            suggestion,
+        })
+        .collect();
+    let clean = |f: fn(&DescribedOriginal) -> bool| {
+        described_originals.iter().filter(|d| f(d)).count() as f64
+            / described_originals.len().max(1) as f64
+    };
     let originals = &trained_scores[..n.min(trained_scores.len())];
     let (originals_mean_score, originals_score_spread) = mean_and_spread(originals);
     let copies: Vec<f64> = chosen
@@ -292,6 +331,9 @@ pub fn evaluate(
         comments_naming_defect: share(|d| d.comment_names_defect),
         suggestions_naming_defect: share(|d| d.suggestion_names_defect),
         described,
+        originals_comments_without_defect: clean(|d| d.comment_states.is_none()),
+        originals_suggestions_without_defect: clean(|d| d.suggestion_states.is_none()),
+        described_originals,
     })
 }
 

@@ -499,6 +499,19 @@ pub fn defect_words(kind: Degradation) -> &'static [&'static str] {
     }
 }
 
+/// The first training defect that `text` states in one of the wordings fine-tuning teaches
+/// for it ("is blurred", "is too dark", ...), if any: what a comment on a good photo must not
+/// say. Wordings, not `defect_words`: those words also serve praise ("has sharp detail",
+/// "vivid colours").
+pub fn states_defect(text: &str) -> Option<Degradation> {
+    let lower = text.to_lowercase();
+    Degradation::ALL.into_iter().find(|&kind| {
+        crate::data::cues::degradation_phrase(kind)
+            .iter()
+            .any(|phrase| lower.contains(&phrase.to_lowercase()))
+    })
+}
+
 /// Whether `text` names `kind`'s defect.
 pub fn names_defect(text: &str, kind: Degradation) -> bool {
     let lower = text.to_lowercase();

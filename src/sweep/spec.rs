@@ -83,6 +83,7 @@ impl SweepCommand {
                 "held_out.pairwise_accuracy",
                 "held_out.comments_naming_defect",
                 "held_out.suggestions_naming_defect",
+                "held_out.originals_comments_without_defect",
                 "last_step.loss",
             ],
             SweepCommand::Evaluate => &["metrics.srcc", "metrics.plcc"],

@@ -77,8 +77,9 @@ pub struct PretrainConfig {
     pub checkpoint_every: usize,
     /// Checkpoints kept, the newest; 0 keeps all.
     pub keep_checkpoints: usize,
-    /// Photos held back from training (drawn with the seed) for `evaluate degradations`.
-    pub hold_out: usize,
+    /// Photos held back from training (drawn with the seed) for `evaluate degradations`: a
+    /// count (`hold_out: 5`) or a share of the photos found (`hold_out: 0.34`).
+    pub hold_out: HoldOut,
     pub qformer_init: QFormerInit,
     pub losses: LossConfig,
     pub pairs: PairConfig,
@@ -100,7 +101,7 @@ impl Default for PretrainConfig {
             max_grad_norm: Some(1.0),
             checkpoint_every: 40,
             keep_checkpoints: 2,
-            hold_out: 5,
+            hold_out: HoldOut::default(),
             qformer_init: QFormerInit::Bert,
             losses: LossConfig::default(),
             pairs: PairConfig::default(),
@@ -144,6 +145,16 @@ impl PretrainConfig {
             return Err(Invalid::new(
                 "pretrain.max_grad_norm",
                 "must be a finite positive number (or null)",
+            ));
+        }
+        if let HoldOut::Share(share) = self.hold_out
+            && !(share > 0.0 && share < 1.0)
+        {
+            return Err(Invalid::new(
+                "pretrain.hold_out",
+                format!(
+                    "{share} is neither a count of photos (a whole number) nor a share within (0, 1)"
+                ),
             ));
         }
         let p = &self.pairs;
@@ -308,6 +319,36 @@ pub fn initial_model(
     Ok(numbered_params(model))
 }
 
+/// How many photos a run holds back from training. A share is of the photos found, rounded
+/// up; the default, a third, is what issue #20 asks of an evaluation that can tell a change
+/// from noise (10 of the 29 sample photos, 160 held-out pairs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HoldOut {
+    Count(usize),
+    Share(f64),
+}
+
+impl Default for HoldOut {
+    fn default() -> Self {
+        Self::Share(1.0 / 3.0)
+    }
+}
+
+impl HoldOut {
+    /// Photos held out of `found`; a share holds out at least one.
+    pub fn of(self, found: usize) -> usize {
+        match self {
+            Self::Count(n) => n,
+            // The tolerance keeps a share that divides evenly (a third of 30) from rounding up
+            // on a last-bit error.
+            Self::Share(share) => {
+                ((found as f64 * share - 1e-9).ceil() as usize).clamp(1, found.max(1))
+            }
+        }
+    }
+}
+
 /// Which photos train and which are held back: a seeded draw of `hold_out` photos. A run
 /// records its split in `split.json` when it starts; a resumed run and the fine-tuning runs
 /// made from it read that record instead of drawing again from a folder that may have changed.
@@ -385,9 +426,10 @@ pub fn run_split(
 
 pub fn split_photos(
     mut paths: Vec<PathBuf>,
-    hold_out: usize,
+    hold_out: HoldOut,
     seed: u64,
 ) -> Result<Split, PretrainError> {
+    let hold_out = hold_out.of(paths.len());
     if paths.len() < hold_out + 2 {
         return Err(PretrainError::TooFewPhotos {
             found: paths.len(),
