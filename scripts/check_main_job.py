@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Checks the main job's summary.json against issue #5's bar: on the held-back photos, the
 pretrained checkpoint's pairwise accuracy is at least 0.85 and at least 0.2 above the random
-initialisation. From the run's metrics.jsonl it also reports, per loss, the largest ratio of a
+initialisation. From the run's metrics.jsonl it also checks, per loss, the largest ratio of a
 logged value to the median of its earlier values after the warm-up: issue #20 asks for at most
-5, which the `attributes` loss does not meet yet, so it is printed and not required. Standard
-library only.
+5 (the bounded attribute targets of `data::selfsup` keep it under 2). Standard library only.
 
     python3 scripts/check_main_job.py runs/pretrain/<run>/summary.json
 """
@@ -70,7 +69,11 @@ def main(path: str) -> int:
     if not ok:
         print("below the bar: need >= 0.85 and >= 0.2 above random init", file=sys.stderr)
     if not spikes(os.path.dirname(os.path.abspath(path))):
-        print(f"(reported, not required yet: a loss spiked above {SPIKE_RATIO:g}x its running median after warm-up)")
+        print(
+            f"unstable: a loss spiked above {SPIKE_RATIO:g}x its running median after warm-up",
+            file=sys.stderr,
+        )
+        ok = False
     return 0 if ok else 1
 
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Runs the built-in jobs (`pretrain`, then `finetune` from that run) once per seed and prints
-each figure of their held-out evaluations as the mean and sample standard deviation over the
-seeds, with every seed's value: the figures the README reports (issue #20: a figure is a mean
-over seeds, never one run). Standard library only; the release binaries must be built.
+"""Runs the built-in jobs (`pretrain`, then `finetune` from that run) once per seed, then
+`evaluate degradations --kinds shifted` (degradations no run trains on) and `evaluate raters`
+on the fine-tuned run, and prints each figure as the mean and sample standard deviation over
+the seeds, with every seed's value: the figures the README reports (issue #20: a figure is a
+mean over seeds, never one run). Then issue #20's bars, each with whether its mean holds.
+Standard library only; the release binaries must be built.
 
-    cargo build --release --bin pretrain --bin finetune
+    cargo build --release --bin pretrain --bin finetune --bin evaluate
     python3 scripts/measure_builtin.py --seeds 42 1 2 --output-dir /tmp/builtin [--json F]
 
 A seed whose runs already finished under --output-dir is read, not run again.
@@ -28,23 +30,65 @@ def run(binary, seed, out, extra):
     return summary
 
 
-def figures(pretrain_summary, finetune_summary):
-    with open(pretrain_summary) as f:
+def evaluation(args, out):
+    """`evaluate ARGS`'s JSON report, kept in OUT (read back when it is there)."""
+    if not os.path.isfile(out):
+        command = [os.path.join("target", "release", "evaluate")] + args
+        print("+", " ".join(command), flush=True)
+        result = subprocess.run(command, check=True, capture_output=True, text=True)
+        with open(out, "w") as f:
+            f.write(result.stdout)
+    with open(out) as f:
+        return json.load(f)
+
+
+def figures(pre, fine):
+    with open(os.path.join(pre, "summary.json")) as f:
         p = json.load(f)
-    with open(finetune_summary) as f:
+    with open(os.path.join(fine, "summary.json")) as f:
         h = json.load(f)["held_out"]
+    shifted = evaluation(
+        ["degradations", "--checkpoint", fine, "--images", os.path.join(pre, "held_out"),
+         "--kinds", "shifted"],
+        os.path.join(fine, "shifted.json"),
+    )
+    raters = evaluation(["raters", "--checkpoint", fine], os.path.join(fine, "raters.json"))
     out = {"pretrain ranking": p["degradations"]["pairwise_accuracy"]}
     out["finetune ranking (infer score's default readout)"] = h["pairwise_accuracy"]
     for name, value in sorted(h.get("readout_accuracy", {}).items()):
         out[f"  readout {name}"] = value
     for kind, value in sorted(h["per_kind"].items()):
         out[f"  kind {kind}"] = value
+    out["finetune ranking, shifted kinds"] = shifted["score"]["pairwise_accuracy"]
+    for kind, value in sorted(shifted["score"]["per_kind"].items()):
+        out[f"  shifted kind {kind}"] = value
+    kinds = list(h["per_kind"].values()) + list(shifted["score"]["per_kind"].values())
+    out["finetune ranking, lowest kind"] = min(kinds)
     out["comments naming the defect"] = h["comments_naming_defect"]
     out["suggestions naming the defect"] = h["suggestions_naming_defect"]
+    out["originals: comments stating no defect"] = h["originals_comments_without_defect"]
+    out["originals: suggestions stating no defect"] = h["originals_suggestions_without_defect"]
     for key in ["originals_mean_score", "originals_score_spread", "score_gap"]:
-        if key in h:
-            out[key.replace("_", " ")] = h[key]
+        out[key.replace("_", " ")] = h[key]
+    out["raters: SRCC with own taste"] = raters["mean_srcc_own"]
+    out["raters: SRCC with the other taste"] = raters["mean_srcc_other"]
+    out["raters: own minus other"] = raters["mean_srcc_own"] - raters["mean_srcc_other"]
     return out
+
+
+# Issue #20's bars on the means over seeds: (figure, at least).
+BARS = [
+    ("pretrain ranking", 0.92),
+    ("finetune ranking (infer score's default readout)", 0.90),
+    ("finetune ranking, lowest kind", 0.75),
+    ("comments naming the defect", 0.70),
+    ("suggestions naming the defect", 0.70),
+    ("originals: comments stating no defect", 0.70),
+    ("originals: suggestions stating no defect", 0.70),
+    ("score gap", 1.5),
+    ("raters: SRCC with own taste", 0.5),
+    ("raters: own minus other", 0.3),
+]
 
 
 def main():
@@ -61,18 +105,22 @@ def main():
     for seed in args.seeds:
         pre = os.path.join(args.output_dir, f"pretrain-{seed}")
         fine = os.path.join(args.output_dir, f"finetune-{seed}")
-        pre_summary = run("pretrain", seed, pre, extra)
-        fine_summary = run(
-            "finetune", seed, fine, extra + ["--set", f"finetune.pretrained={pre}"]
-        )
-        per_seed[seed] = figures(pre_summary, fine_summary)
+        run("pretrain", seed, pre, extra)
+        run("finetune", seed, fine, extra + ["--set", f"finetune.pretrained={pre}"])
+        per_seed[seed] = figures(pre, fine)
     keys = list(next(iter(per_seed.values())))
     print(f"\nmean ± sample std over seeds {', '.join(map(str, args.seeds))}:")
+    means = {}
     for key in keys:
         values = [per_seed[s][key] for s in args.seeds if key in per_seed[s]]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        means[key] = statistics.mean(values)
         each = " / ".join(f"{v:.3f}" for v in values)
-        print(f"{key:52s} {statistics.mean(values):.3f} ± {spread:.3f}   ({each})")
+        print(f"{key:52s} {means[key]:.3f} ± {spread:.3f}   ({each})")
+    print("\nissue #20's bars (on the means):")
+    for key, bar in BARS:
+        verdict = "holds" if means[key] >= bar else "below"
+        print(f"{key:52s} {means[key]:.3f}  bar {bar:g}  {verdict}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({str(k): v for k, v in per_seed.items()}, f, indent=1)

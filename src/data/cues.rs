@@ -81,10 +81,13 @@ pub(crate) fn degradation_phrase(kind: Degradation) -> Phrase {
 
 fn low_phrases(a: &LowAttributes) -> Vec<Phrase> {
     let mut p: Vec<Phrase> = Vec::new();
+    // A dark or bright photo is described, not faulted: "underexposed" and "overexposed"
+    // are the words of a degradation (`degradation_phrase`), and an original that was taught
+    // them would be scored and commented on as a degraded copy.
     if a.exposure < 0.25 {
-        p.push(&["is dark", "is underexposed", "is dimly exposed"]);
+        p.push(&["is dark", "is low-key", "is dimly lit"]);
     } else if a.exposure > 0.7 {
-        p.push(&["is very bright", "is overexposed", "is bright and airy"]);
+        p.push(&["is very bright", "is high-key", "is bright and airy"]);
     }
     if a.contrast < 0.1 {
         p.push(&["has flat, low contrast", "lacks contrast", "looks flat"]);

@@ -9,6 +9,7 @@ pub mod formats;
 pub mod image;
 pub mod instruct;
 pub mod loader;
+pub mod raters;
 pub mod selfsup;
 pub mod selfsup_instruct;
 pub mod tasks;

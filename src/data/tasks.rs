@@ -21,6 +21,7 @@ use super::instruct::{
     InstructSample, LEVELS, SampleImage, ScoreTarget, Task, format_score, level_of, prompts,
 };
 use super::loader::mix;
+use super::raters::{SimulatedRatersConfig, rating_text};
 use super::selfsup_instruct::SelfSupervisedConfig;
 use super::{CaptionSplit, DataError};
 use crate::config::{Invalid, tagged};
@@ -108,6 +109,9 @@ pub enum TaskSourceConfig {
     /// The built-in data: instructions from the training photos' degradations and measured
     /// attributes (`data::selfsup_instruct`).
     SelfSupervised(SelfSupervisedConfig),
+    /// The built-in personalized data: simulated raters of the training photos
+    /// (`data::raters`).
+    SimulatedRaters(SimulatedRatersConfig),
 }
 
 impl<'de> Deserialize<'de> for TaskSourceConfig {
@@ -118,6 +122,7 @@ impl<'de> Deserialize<'de> for TaskSourceConfig {
             "flickr_aes",
             "llava",
             "self_supervised",
+            "simulated_raters",
         ];
         let (kind, rest) = tagged::split(deserializer, KINDS)?;
         match kind {
@@ -125,7 +130,8 @@ impl<'de> Deserialize<'de> for TaskSourceConfig {
             1 => tagged::fields(rest).map(Self::AvaCaptions),
             2 => tagged::fields(rest).map(Self::FlickrAes),
             3 => tagged::fields(rest).map(Self::Llava),
-            _ => tagged::fields(rest).map(Self::SelfSupervised),
+            4 => tagged::fields(rest).map(Self::SelfSupervised),
+            _ => tagged::fields(rest).map(Self::SimulatedRaters),
         }
     }
 }
@@ -157,6 +163,17 @@ pub fn validate_mix(entries: &[MixEntry], key: &str) -> Result<(), Invalid> {
                 "must be at least 1",
             ));
         }
+        if let TaskSourceConfig::SimulatedRaters(r) = &e.task
+            && !((1..=64).contains(&r.max_shots) && (1..=5).contains(&r.max_attributes))
+        {
+            return Err(Invalid::new(
+                format!("{key}[{i}].task"),
+                format!(
+                    "max_shots {} must be within 1..=64 and max_attributes {} within 1..=5",
+                    r.max_shots, r.max_attributes
+                ),
+            ));
+        }
         if let TaskSourceConfig::SelfSupervised(s) = &e.task {
             if s.tasks.is_empty() || s.turns == 0 || s.questions == 0 {
                 return Err(Invalid::new(
@@ -182,15 +199,17 @@ pub fn validate_mix(entries: &[MixEntry], key: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// The builder of an annotated task; `None` for `self_supervised`, which the caller builds
-/// over its training photos.
+/// The builder of an annotated task; `None` for the built-in tasks (`self_supervised`,
+/// `simulated_raters`), which the caller builds over its training photos.
 pub fn build_task(config: &TaskSourceConfig) -> Result<Option<Box<dyn TaskBuilder>>, DataError> {
     Ok(Some(match config {
         TaskSourceConfig::AvaScores(c) => Box::new(AvaScores::new(c)?),
         TaskSourceConfig::AvaCaptions(c) => Box::new(AvaComments::new(c)?),
         TaskSourceConfig::FlickrAes(c) => Box::new(Personalized::new(c)?),
         TaskSourceConfig::Llava(c) => Box::new(Conversations::new(c)?),
-        TaskSourceConfig::SelfSupervised(_) => return Ok(None),
+        TaskSourceConfig::SelfSupervised(_) | TaskSourceConfig::SimulatedRaters(_) => {
+            return Ok(None);
+        }
     }))
 }
 
@@ -383,15 +402,6 @@ impl Personalized {
     }
 }
 
-/// A rating as the conversation writes it: "4" for FLICKR-AES's whole 1..5 scores.
-fn rating_text(score: f32) -> String {
-    if score.fract() == 0.0 {
-        format!("{score:.0}")
-    } else {
-        format_score(f64::from(score))
-    }
-}
-
 impl TaskBuilder for Personalized {
     fn name(&self) -> &str {
         "flickr_aes"
@@ -414,7 +424,7 @@ impl TaskBuilder for Personalized {
             let (path, score) = &ratings[i];
             images.push(SampleImage::Path(path.clone()));
             turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
-            turns.push((Role::Assistant, rating_text(*score)));
+            turns.push((Role::Assistant, rating_text(f64::from(*score))));
         }
         Ok(InstructSample {
             task: Task::Personalized,

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::scores::{MetricError, srcc};
 use super::tasks::{Runner, TaskError};
-use crate::data::attributes::low_attributes;
+pub use crate::data::raters::ratings;
+use crate::data::raters::{COLOURFULNESS, EXPOSURE, standardise_columns, taste_features};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RatersError {
@@ -50,39 +51,16 @@ pub struct RatersReport {
     pub mean_srcc_other: f64,
 }
 
-/// The bright-and-colourful taste of each image, standardised over `images`; the other
-/// rater's taste is its negation.
+/// The bright-and-colourful taste of each image: standardised exposure plus standardised
+/// colourfulness over `images` (`data::raters`); the other rater's taste is its negation.
+/// Training's simulated raters draw their tastes from the same features, one or two at a
+/// time with random weights, on other photos.
 pub fn bright_colourful_taste(images: &[Arc<RgbImage>]) -> Vec<f64> {
-    let (exposure, colour): (Vec<f64>, Vec<f64>) = images
+    let features: Vec<[f64; 5]> = images.iter().map(|i| taste_features(i)).collect();
+    standardise_columns(&features)
         .iter()
-        .map(|i| {
-            let a = low_attributes(i);
-            (f64::from(a.exposure), f64::from(a.colourfulness))
-        })
-        .unzip();
-    let z = |v: &[f64]| -> Vec<f64> {
-        let n = v.len().max(1) as f64;
-        let mean = v.iter().sum::<f64>() / n;
-        let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-        v.iter().map(|x| (x - mean) / sd.max(1e-9)).collect()
-    };
-    z(&exposure)
-        .into_iter()
-        .zip(z(&colour))
-        .map(|(e, c)| e + c)
+        .map(|f| f[EXPOSURE] + f[COLOURFULNESS])
         .collect()
-}
-
-/// Ratings 1..=5 by the rank of `taste`: five equal shares of the photos, best last.
-pub fn ratings(taste: &[f64]) -> Vec<f64> {
-    let n = taste.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| taste[a].total_cmp(&taste[b]));
-    let mut out = vec![0.0; n];
-    for (rank, &i) in order.iter().enumerate() {
-        out[i] = 1.0 + ((5 * rank) / n.max(1)) as f64;
-    }
-    out
 }
 
 /// `shots` of `rated` (spread evenly over the rater's ranking, so that every level shows)

@@ -14,9 +14,9 @@ use crate::config::Invalid;
 use crate::data::conversation::{ConversationError, tokenize_conversation};
 use crate::data::degrade::Degradation;
 use crate::data::instruct::{
-    InstructSample, LEVELS, SampleImage, Task, expected_level_score, format_score, parse_score,
-    prompts,
+    InstructSample, LEVELS, SampleImage, Task, expected_level_score, parse_score, prompts,
 };
+use crate::data::raters::rating_text;
 use crate::data::transform::Transform;
 use crate::model::chat::Role;
 use crate::model::generate::{EmbeddedPrompt, GenerateError, GenerationConfig, generate_embedded};
@@ -423,7 +423,7 @@ impl Runner<'_> {
         let mut turns = Vec::with_capacity(2 * examples.len() + 1);
         for (_, score) in examples {
             turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
-            turns.push((Role::Assistant, format_rating(*score)));
+            turns.push((Role::Assistant, rating_text(*score)));
         }
         turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
         let digits: Vec<String> = (1..=9).map(|d| d.to_string()).collect();
@@ -464,16 +464,6 @@ pub struct PersonalScore {
     pub score_numeric: Option<f64>,
     /// The expected first digit of the answer, over 1..9.
     pub score_expected: f64,
-}
-
-/// A user's rating as the personalized prompts write it: "4" for whole numbers (FLICKR-AES's
-/// 1..5 ratings), else one decimal.
-pub fn format_rating(score: f64) -> String {
-    if score.fract() == 0.0 {
-        format!("{score:.0}")
-    } else {
-        format_score(score)
-    }
 }
 
 /// Words that name each degradation's defect, to count how often a comment or suggestion

@@ -35,6 +35,7 @@ use super::schedule::ScheduleConfig;
 use super::tensorboard::{EventError, EventWriter};
 use crate::config::{ExperimentConfig, Invalid};
 use crate::data::loader::mix;
+use crate::data::raters::{SimulatedRaters, SimulatedRatersConfig};
 use crate::data::selfsup_instruct::{SelfSupervisedConfig, SelfSupervisedTasks};
 use crate::data::tasks::{Mix, MixEntry, TaskBuilder, TaskSourceConfig, build_task, validate_mix};
 use crate::data::{BadImagePolicy, DataError};
@@ -110,10 +111,18 @@ impl Default for StageConfig {
                 warmup_steps: 12,
                 min_lr_ratio: 0.0,
             },
-            mix: vec![MixEntry {
-                task: TaskSourceConfig::SelfSupervised(SelfSupervisedConfig::default()),
-                ratio: 1.0,
-            }],
+            // One conversation in ten is a simulated rater's: it holds up to seven images, so
+            // a larger share would cost more of the budget than the other tasks can spare.
+            mix: vec![
+                MixEntry {
+                    task: TaskSourceConfig::SelfSupervised(SelfSupervisedConfig::default()),
+                    ratio: 0.9,
+                },
+                MixEntry {
+                    task: TaskSourceConfig::SimulatedRaters(SimulatedRatersConfig::default()),
+                    ratio: 0.1,
+                },
+            ],
             // The pretrained MFAM stays as it is: at this learning rate Adam would wash out
             // its features within a few dozen steps (measured: every held-out photo then got
             // the same answer). The projections start from scratch and LoRA adapts the LLM.
@@ -679,6 +688,13 @@ fn build_mixes(config: &ExperimentConfig, photos: &[PathBuf]) -> Result<Vec<Mix>
                             photos: photos.to_vec(),
                             transform: transform.clone(),
                         }),
+                        TaskSourceConfig::SimulatedRaters(c) => {
+                            let raters = SimulatedRaters::new(c.clone(), photos)?;
+                            for skipped in &raters.skipped {
+                                crate::errln!("simulated raters: photo left out: {skipped}");
+                            }
+                            Box::new(raters)
+                        }
                         other => build_task(other)?.ok_or_else(|| {
                             FinetuneError::Invalid(format!(
                                 "stage `{}`: no builder for {other:?}",
