@@ -75,6 +75,8 @@ finetune:
       mix:
         - ratio: 1.0
           task: {{kind: self_supervised, turns: 2}}
+        - ratio: 0.5
+          task: {{kind: simulated_raters, max_shots: 2}}
 ",
         pretrained.display(),
         STEPS - 2
