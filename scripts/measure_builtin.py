@@ -31,13 +31,16 @@ def run(binary, seed, out, extra):
 
 
 def evaluation(args, out):
-    """`evaluate ARGS`'s JSON report, kept in OUT (read back when it is there)."""
+    """`evaluate ARGS`'s JSON report, kept in OUT (read back when it is there). Only a
+    complete report is kept: it is parsed before it is written, and renamed into place."""
     if not os.path.isfile(out):
         command = [os.path.join("target", "release", "evaluate")] + args
         print("+", " ".join(command), flush=True)
-        result = subprocess.run(command, check=True, capture_output=True, text=True)
-        with open(out, "w") as f:
-            f.write(result.stdout)
+        result = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
+        report = json.loads(result.stdout)
+        with open(out + ".tmp", "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(out + ".tmp", out)
     with open(out) as f:
         return json.load(f)
 
@@ -59,17 +62,23 @@ def figures(pre, fine):
         out[f"  readout {name}"] = value
     for kind, value in sorted(h["per_kind"].items()):
         out[f"  kind {kind}"] = value
-    out["finetune ranking, shifted kinds"] = shifted["score"]["pairwise_accuracy"]
-    for kind, value in sorted(shifted["score"]["per_kind"].items()):
+    out["finetune ranking, shifted kinds"] = shifted["pairwise_accuracy"]
+    for kind, value in sorted(shifted["per_kind"].items()):
         out[f"  shifted kind {kind}"] = value
-    kinds = list(h["per_kind"].values()) + list(shifted["score"]["per_kind"].values())
+    kinds = list(h["per_kind"].values()) + list(shifted["per_kind"].values())
     out["finetune ranking, lowest kind"] = min(kinds)
     out["comments naming the defect"] = h["comments_naming_defect"]
     out["suggestions naming the defect"] = h["suggestions_naming_defect"]
-    out["originals: comments stating no defect"] = h["originals_comments_without_defect"]
-    out["originals: suggestions stating no defect"] = h["originals_suggestions_without_defect"]
-    for key in ["originals_mean_score", "originals_score_spread", "score_gap"]:
-        out[key.replace("_", " ")] = h[key]
+    # Runs made before a figure existed lack it: it is left out of their seed's figures.
+    for name, key in [
+        ("originals: comments stating no defect", "originals_comments_without_defect"),
+        ("originals: suggestions stating no defect", "originals_suggestions_without_defect"),
+        ("originals mean score", "originals_mean_score"),
+        ("originals score spread", "originals_score_spread"),
+        ("score gap", "score_gap"),
+    ]:
+        if h.get(key) is not None:
+            out[name] = h[key]
     out["raters: SRCC with own taste"] = raters["mean_srcc_own"]
     out["raters: SRCC with the other taste"] = raters["mean_srcc_other"]
     out["raters: own minus other"] = raters["mean_srcc_own"] - raters["mean_srcc_other"]
@@ -110,15 +119,23 @@ def main():
         per_seed[seed] = figures(pre, fine)
     keys = list(next(iter(per_seed.values())))
     print(f"\nmean ± sample std over seeds {', '.join(map(str, args.seeds))}:")
+    keys += [k for s in args.seeds for k in per_seed[s] if k not in keys]
     means = {}
     for key in keys:
-        values = [per_seed[s][key] for s in args.seeds if key in per_seed[s]]
+        # A figure the report could not compute is null (NaN in Rust): left out, and said.
+        values = [per_seed[s][key] for s in args.seeds if per_seed[s].get(key) is not None]
+        if not values:
+            print(f"{key:52s} (no value)")
+            continue
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         means[key] = statistics.mean(values)
         each = " / ".join(f"{v:.3f}" for v in values)
         print(f"{key:52s} {means[key]:.3f} ± {spread:.3f}   ({each})")
     print("\nissue #20's bars (on the means):")
     for key, bar in BARS:
+        if key not in means:
+            print(f"{key:52s} (no value)  bar {bar:g}")
+            continue
         verdict = "holds" if means[key] >= bar else "below"
         print(f"{key:52s} {means[key]:.3f}  bar {bar:g}  {verdict}")
     if args.json:

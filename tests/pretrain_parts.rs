@@ -76,7 +76,7 @@ fn the_hold_out_reads_as_a_count_or_a_share() {
     };
     assert_eq!(parse("5").expect("count"), HoldOut::Count(5));
     assert_eq!(parse("0.25").expect("share"), HoldOut::Share(0.25));
-    for bad in ["1.5", "0.0", "-2"] {
+    for bad in ["1.5", "0.0", "-2", "0", "5.0"] {
         let err = parse(bad).expect_err(bad);
         assert!(
             err.to_string().contains("pretrain.hold_out"),

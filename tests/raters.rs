@@ -37,6 +37,7 @@ fn ratings_split_the_ranking_into_five_equal_levels() {
 /// `max_shots` rated training photos and asks for one more, all rated by one drawn taste.
 #[test]
 fn simulated_rater_conversations_rate_every_photo_by_one_drawn_taste() {
+    use calm::data::BadImagePolicy;
     use calm::data::instruct::{SampleImage, Task, prompts};
     use calm::data::raters::{SimulatedRaters, SimulatedRatersConfig};
     use calm::data::tasks::TaskBuilder;
@@ -59,7 +60,8 @@ fn simulated_rater_conversations_rate_every_photo_by_one_drawn_taste() {
         max_shots: 4,
         max_attributes: 2,
     };
-    let raters = SimulatedRaters::new(config.clone(), &paths).expect("raters");
+    let raters =
+        SimulatedRaters::new(config.clone(), &paths, BadImagePolicy::Skip).expect("raters");
     assert_eq!(raters.len(), 12, "the unreadable photo is left out");
     assert!(
         raters.skipped[0].contains("broken.png"),
@@ -107,11 +109,18 @@ fn simulated_rater_conversations_rate_every_photo_by_one_drawn_taste() {
     // The same photo gets different ratings from different raters: only the examples tell
     // which rater is asking.
     assert!(answers_to_one_query.len() >= 3, "{answers_to_one_query:?}");
-    let too_few = SimulatedRaters::new(config, &paths[..5])
+    let fail = SimulatedRaters::new(config.clone(), &paths, BadImagePolicy::Fail)
+        .err()
+        .expect("the broken photo stops it");
+    assert!(fail.to_string().contains("broken.png"), "{fail}");
+    // Fewer photos than max_shots + 2: fewer shots, never all the photos in one conversation.
+    let few =
+        SimulatedRaters::new(config.clone(), &paths[..4], BadImagePolicy::Skip).expect("4 photos");
+    for seed in 0..10 {
+        assert!(few.sample(0, seed).expect("sample").images.len() <= 3);
+    }
+    let too_few = SimulatedRaters::new(config, &paths[..2], BadImagePolicy::Skip)
         .err()
         .expect("too few");
-    assert!(
-        too_few.to_string().contains("5 readable photos"),
-        "{too_few}"
-    );
+    assert!(too_few.to_string().contains("2 readable"), "{too_few}");
 }

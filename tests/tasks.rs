@@ -258,18 +258,36 @@ fn a_mix_is_deterministic_and_follows_its_ratios() {
     let mix = Mix::new(vec![(scores, 3.0), (personal, 1.0)]).expect("mix");
     let n = 4000;
     let personal = (0..n)
-        .filter(|&i| mix.sample(i, 5).expect("sample").task == Task::Personalized)
+        .filter(|&i| mix.sample(i, 1, 5).expect("sample").task == Task::Personalized)
         .count();
     let share = personal as f64 / n as f64;
     assert!((share - 0.25).abs() < 0.03, "personalized share {share}");
     for i in [0, 17, 999] {
-        let (a, b) = (mix.sample(i, 5).expect("a"), mix.sample(i, 5).expect("b"));
+        let (a, b) = (
+            mix.sample(i, 1, 5).expect("a"),
+            mix.sample(i, 1, 5).expect("b"),
+        );
         assert_eq!(a.turns, b.turns);
         assert_eq!(a.images.len(), b.images.len());
     }
-    let differs =
-        (0..50).any(|i| mix.sample(i, 5).expect("a").turns != mix.sample(i, 6).expect("b").turns);
+    let differs = (0..50)
+        .any(|i| mix.sample(i, 1, 5).expect("a").turns != mix.sample(i, 1, 6).expect("b").turns);
     assert!(differs, "the seed changes the stream");
+    // In groups (micro-batches) of 4, the task is drawn once a group, by the same ratio; the
+    // items within a group still differ.
+    let tasks: Vec<Task> = (0..n)
+        .map(|i| mix.sample(i, 4, 5).expect("sample").task)
+        .collect();
+    assert!(tasks.chunks(4).all(|g| g.iter().all(|t| *t == g[0])));
+    let share = tasks.iter().filter(|t| **t == Task::Personalized).count() as f64 / n as f64;
+    assert!(
+        (share - 0.25).abs() < 0.05,
+        "personalized share in groups {share}"
+    );
+    let group: Vec<_> = (0..4)
+        .map(|i| mix.sample(i, 4, 5).expect("sample").turns)
+        .collect();
+    assert!(group.iter().any(|t| *t != group[0]), "{group:?}");
 }
 
 #[test]

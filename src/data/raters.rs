@@ -5,7 +5,8 @@
 //! or two attributes, each with a sign and a weight), shows `shots` of the training photos with
 //! that rater's ratings (2 to `max_shots` of them) and asks for the rating of one more: a model can only answer by
 //! reading the taste off the examples, as CALM's personalized assessment asks. Evaluation
-//! (`eval::raters`) uses two fixed tastes on photos no conversation showed.
+//! (`eval::raters`) uses two fixed tastes, with training photos as the rated examples and
+//! photos no conversation showed as the queries.
 
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ use super::DataError;
 use super::attributes::low_attributes;
 use super::image::load_rgb;
 use super::instruct::{InstructSample, SampleImage, Task, format_score, prompts};
-use super::loader::mix;
+use super::loader::{BadImagePolicy, mix};
 use super::tasks::TaskBuilder;
 use crate::model::chat::Role;
 
@@ -48,15 +49,25 @@ pub fn taste_features(image: &RgbImage) -> [f64; 5] {
     .map(f64::from)
 }
 
-/// Each column of `rows` standardised to mean 0 and standard deviation 1 over the rows.
+/// Each column of `rows` standardised to mean 0 and standard deviation 1 over the rows'
+/// finite values; a non-finite value becomes 0 (the mean) rather than spoiling its column.
 pub fn standardise_columns(rows: &[[f64; 5]]) -> Vec<[f64; 5]> {
-    let n = rows.len().max(1) as f64;
     let mut out = rows.to_vec();
     for c in 0..5 {
-        let mean = rows.iter().map(|r| r[c]).sum::<f64>() / n;
-        let sd = (rows.iter().map(|r| (r[c] - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let finite: Vec<f64> = rows
+            .iter()
+            .map(|r| r[c])
+            .filter(|v| v.is_finite())
+            .collect();
+        let n = finite.len().max(1) as f64;
+        let mean = finite.iter().sum::<f64>() / n;
+        let sd = (finite.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
         for r in &mut out {
-            r[c] = (r[c] - mean) / sd.max(1e-9);
+            r[c] = if r[c].is_finite() {
+                (r[c] - mean) / sd.max(1e-9)
+            } else {
+                0.0
+            };
         }
     }
     out
@@ -87,8 +98,8 @@ pub fn rating_text(score: f64) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimulatedRatersConfig {
-    /// Rated examples before each query, drawn from 2 to this many (at least 1); evaluation
-    /// (`evaluate raters --shots`) shows 6.
+    /// Rated examples before each query, drawn from 2 to this many (1..=12; fewer when the
+    /// photos are too few); evaluation (`evaluate raters --shots`) shows 6.
     pub max_shots: usize,
     /// A drawn taste weighs at most this many of `TASTE_NAMES` (at least one).
     pub max_attributes: usize,
@@ -105,7 +116,7 @@ impl Default for SimulatedRatersConfig {
 
 /// Conversations of simulated raters over `photos` (the training photos). The photos'
 /// features are measured once, when the task is built; a photo that cannot be read then is
-/// left out (and named in `skipped`).
+/// left out and named in `skipped` (or stops the run, with `BadImagePolicy::Fail`).
 pub struct SimulatedRaters {
     config: SimulatedRatersConfig,
     photos: Vec<PathBuf>,
@@ -115,7 +126,11 @@ pub struct SimulatedRaters {
 }
 
 impl SimulatedRaters {
-    pub fn new(config: SimulatedRatersConfig, paths: &[PathBuf]) -> Result<Self, DataError> {
+    pub fn new(
+        config: SimulatedRatersConfig,
+        paths: &[PathBuf],
+        policy: BadImagePolicy,
+    ) -> Result<Self, DataError> {
         let mut photos = Vec::with_capacity(paths.len());
         let mut raw = Vec::with_capacity(paths.len());
         let mut skipped = Vec::new();
@@ -125,17 +140,25 @@ impl SimulatedRaters {
                     raw.push(taste_features(&image));
                     photos.push(path.clone());
                 }
-                Err(e) => skipped.push(format!("{}: {e}", path.display())),
+                Err(e) => match policy {
+                    BadImagePolicy::Skip => skipped.push(format!("{}: {e}", path.display())),
+                    BadImagePolicy::Fail => {
+                        return Err(DataError::BadSample {
+                            what: path.display().to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                },
             }
         }
-        if photos.len() < config.max_shots + 2 {
+        // Ratings are ranks among the photos, so a conversation shows fewer than all of them:
+        // the query's rating must not follow from the ones shown.
+        if photos.len() < 3 {
             return Err(DataError::BadSample {
                 what: "simulated raters".into(),
                 reason: format!(
-                    "{} readable photos; {} shots and a query need at least {} (ratings need more than the photos shown)",
-                    photos.len(),
-                    config.max_shots,
-                    config.max_shots + 2
+                    "{} readable training photos; a rated example and a query need at least 3",
+                    photos.len()
                 ),
             });
         }
@@ -185,7 +208,8 @@ impl TaskBuilder for SimulatedRaters {
         let rating = ratings(&taste);
         let mut others: Vec<usize> = (0..n).filter(|&i| i != query).collect();
         others.shuffle(&mut rng);
-        let shots = rng.random_range(2.min(self.config.max_shots)..=self.config.max_shots);
+        let most = self.config.max_shots.clamp(1, n - 2);
+        let shots = rng.random_range(2.min(most)..=most);
         others.truncate(shots);
         let mut images = Vec::with_capacity(others.len() + 1);
         let mut turns = Vec::with_capacity(2 * others.len() + 2);

@@ -64,8 +64,8 @@ fn standardise(values: Vec<f32>, scales: &[(Warp, f32, f32)]) -> Vec<f32> {
                 Warp::Log10OnePlus => (1.0 + v).max(1e-6).log10(),
             };
             let z = (v - centre) / scale;
-            // NaN cannot come from the measures (they guard their divisions); map it to the
-            // centre all the same rather than into a loss.
+            // The measures guard their divisions, so NaN is not expected; should one come, it
+            // lands at a bound (the log warps) or the centre, never in the loss.
             if z.is_nan() {
                 0.0
             } else {

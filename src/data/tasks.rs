@@ -164,12 +164,12 @@ pub fn validate_mix(entries: &[MixEntry], key: &str) -> Result<(), Invalid> {
             ));
         }
         if let TaskSourceConfig::SimulatedRaters(r) = &e.task
-            && !((1..=64).contains(&r.max_shots) && (1..=5).contains(&r.max_attributes))
+            && !((1..=12).contains(&r.max_shots) && (1..=5).contains(&r.max_attributes))
         {
             return Err(Invalid::new(
                 format!("{key}[{i}].task"),
                 format!(
-                    "max_shots {} must be within 1..=64 and max_attributes {} within 1..=5",
+                    "max_shots {} must be within 1..=12 (thirteen images fill the built-in 512 tokens) and max_attributes {} within 1..=5",
                     r.max_shots, r.max_attributes
                 ),
             ));
@@ -559,18 +559,28 @@ impl Mix {
         self.len() == 0
     }
 
-    /// Sample `index` of the stream: its task drawn by ratio, its item uniformly from that
-    /// task's items (with replacement, as LLaVA's sampler over a concatenated set is close
-    /// to), both from `seed` and `index` alone.
-    pub fn sample(&self, index: usize, seed: u64) -> Result<InstructSample, DataError> {
-        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 23));
-        let u: f64 = rng.random();
+    /// Sample `index` of the stream: its task drawn by ratio, the same for the `group`
+    /// consecutive samples of one micro-batch, and its item uniformly from that task's items
+    /// (with replacement, as LLaVA's sampler over a concatenated set is close to), all from
+    /// `seed` and `index` alone. One task a micro-batch because a batch is padded to its
+    /// longest conversation, and tasks differ in length several times over (a simulated
+    /// rater's seven images against one): mixed, most batches would be padded to a rater's
+    /// length (measured: three times the tokens of the built-in job's steps).
+    pub fn sample(
+        &self,
+        index: usize,
+        group: usize,
+        seed: u64,
+    ) -> Result<InstructSample, DataError> {
+        let mut task_rng = StdRng::seed_from_u64(mix(seed, (index / group.max(1)) as u64, 23));
+        let u: f64 = task_rng.random();
         let b = self
             .cumulative
             .iter()
             .position(|&c| u < c)
             .unwrap_or(self.builders.len() - 1);
         let builder = &self.builders[b];
+        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 24));
         let item = rng.random_range(0..builder.len());
         builder.sample(item, mix(seed, index as u64, 25))
     }

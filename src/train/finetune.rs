@@ -101,7 +101,8 @@ pub struct StageConfig {
 }
 
 impl Default for StageConfig {
-    /// The built-in stage: the sample photos' self-supervised instructions.
+    /// The built-in stage: the sample photos' self-supervised instructions and simulated
+    /// raters.
     fn default() -> Self {
         Self {
             name: "self_supervised".into(),
@@ -689,7 +690,11 @@ fn build_mixes(config: &ExperimentConfig, photos: &[PathBuf]) -> Result<Vec<Mix>
                             transform: transform.clone(),
                         }),
                         TaskSourceConfig::SimulatedRaters(c) => {
-                            let raters = SimulatedRaters::new(c.clone(), photos)?;
+                            let raters = SimulatedRaters::new(
+                                c.clone(),
+                                photos,
+                                config.data.loader.bad_images,
+                            )?;
                             for skipped in &raters.skipped {
                                 crate::errln!("simulated raters: photo left out: {skipped}");
                             }
@@ -1058,7 +1063,7 @@ fn build_micro_batch(
             break;
         }
         let made = mix_
-            .sample(sample_index, seed)
+            .sample(sample_index, batch, seed)
             .map_err(|e| e.to_string())
             .and_then(|sample| {
                 let images = sample

@@ -147,15 +147,22 @@ impl PretrainConfig {
                 "must be a finite positive number (or null)",
             ));
         }
-        if let HoldOut::Share(share) = self.hold_out
-            && !(share > 0.0 && share < 1.0)
-        {
-            return Err(Invalid::new(
-                "pretrain.hold_out",
-                format!(
-                    "{share} is neither a count of photos (a whole number) nor a share within (0, 1)"
-                ),
-            ));
+        match self.hold_out {
+            HoldOut::Count(0) => {
+                return Err(Invalid::new(
+                    "pretrain.hold_out",
+                    "must hold out at least 1 photo: the run is evaluated on them",
+                ));
+            }
+            HoldOut::Share(share) if !(share > 0.0 && share < 1.0) => {
+                return Err(Invalid::new(
+                    "pretrain.hold_out",
+                    format!(
+                        "{share:?} is neither a count of photos (a whole number: 5, not 5.0) nor a share within (0, 1)"
+                    ),
+                ));
+            }
+            _ => {}
         }
         let p = &self.pairs;
         if p.degradations.is_empty() {
