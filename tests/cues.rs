@@ -143,3 +143,40 @@ fn at_most_three_statements_and_a_proper_list() {
         "the degradation comes first: {c}"
     );
 }
+
+/// An original's comment in fine-tuning: one wording per look, never a degradation's words.
+#[test]
+fn an_originals_plain_description_has_one_wording_and_states_no_defect() {
+    use calm::data::cues::plain_description;
+    use calm::eval::tasks::states_defect;
+    let (low, _) = ordinary();
+    assert_eq!(
+        plain_description(&low),
+        "The photo is well exposed with natural colours."
+    );
+    let mut dark = low;
+    dark.exposure = 0.1;
+    dark.saturation = 0.05;
+    assert_eq!(
+        plain_description(&dark),
+        "The photo is dark and has muted colours."
+    );
+    for exposure in [0.1, 0.45, 0.9] {
+        for contrast in [0.05, 0.2, 0.4] {
+            for sharpness in [0.0005, 0.005, 0.05] {
+                for noise in [0.004, 0.03] {
+                    let a = LowAttributes {
+                        exposure,
+                        contrast,
+                        sharpness,
+                        noise,
+                        ..low
+                    };
+                    let text = plain_description(&a);
+                    assert_eq!(states_defect(&text), None, "{text}");
+                    assert!(text.starts_with("The photo ") && text.ends_with('.'));
+                }
+            }
+        }
+    }
+}

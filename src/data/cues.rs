@@ -170,22 +170,45 @@ const NEUTRAL_MIDDLE: Phrase = &[
     "has a plain, steady composition",
 ];
 
-/// "The photo is dark, has muted colours and is grainy." from the chosen wordings; at most
-/// `MAX_PHRASES` statements, the first ones kept (degradations come first).
+/// At most this many statements a sentence, the first ones kept (degradations come first).
+const MAX_PHRASES: usize = 3;
+
+/// "The photo is dark, has muted colours and is grainy." from the chosen wordings.
 fn sentence(phrases: &[Phrase], rng: &mut SplitMix) -> String {
-    const MAX_PHRASES: usize = 3;
     let opener = OPENERS[(rng.next() % OPENERS.len() as u64) as usize];
     let chosen: Vec<&str> = phrases
         .iter()
         .take(MAX_PHRASES)
         .map(|p| p[(rng.next() % p.len() as u64) as usize])
         .collect();
-    let body = match chosen.as_slice() {
+    join(opener, &chosen)
+}
+
+fn join(opener: &str, chosen: &[&str]) -> String {
+    let body = match chosen {
         [] => String::new(),
         [one] => (*one).to_string(),
         [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     };
     format!("{opener} {body}.")
+}
+
+/// The low-level description of an original in its plainest wording: "The photo" and the
+/// first wording of each statement, "The photo is dark and has muted colours." Fine-tuning
+/// teaches this as an original's comment, one sentence per look, as it teaches a copy's
+/// defect in one wording: with the cues' varied wording the few originals a run shows were
+/// too few to learn it from (measured: every held-out original was given a defect).
+pub fn plain_description(low: &LowAttributes) -> String {
+    let mut phrases = low_phrases(low);
+    if phrases.is_empty() {
+        phrases.push(NEUTRAL_LOW);
+    }
+    let chosen: Vec<&str> = phrases
+        .iter()
+        .take(MAX_PHRASES)
+        .filter_map(|p| p.first().copied())
+        .collect();
+    join(OPENERS[0], &chosen)
 }
 
 /// The three cues of one image. `degradation` is the one applied to make it (none for an

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DataError;
 use super::attributes::{LowAttributes, MiddleAttributes, low_attributes, middle_attributes};
-use super::cues::{cues, degradation_phrase};
+use super::cues::{degradation_phrase, plain_description};
 use super::degrade::{Degradation, rotation_degrees, tilt_degrees};
 use super::image::load_rgb;
 use super::instruct::{
@@ -111,7 +111,6 @@ pub fn answers(
     config: &SelfSupervisedConfig,
     image: &RgbImage,
     degradation: Option<(Degradation, f32, u64)>,
-    seed: u64,
 ) -> Answers {
     let low = low_attributes(image);
     let middle = middle_attributes(image);
@@ -122,12 +121,12 @@ pub fn answers(
             config.original_score - config.score_drop * f64::from(severity.clamp(0.0, 1.0))
         }
     };
-    // A copy's comment names its defect in the plainest wording: the model has a few hundred
-    // conversations to learn from, and varied wording would spread them thin. An original's
-    // comment says what its pixels measure.
+    // A comment is in the plainest wording: the model has a few hundred conversations to
+    // learn from, and varied wording would spread them thin. A copy's names its defect; an
+    // original's says what its pixels measure.
     let comment = match kind {
         Some(kind) => format!("The photo {}.", degradation_phrase(kind)[0]),
-        None => cues(&low, &middle, None, None, seed).low,
+        None => plain_description(&low),
     };
     // The diagnosis first, then the fix: a suggestion is only as good as what it notices,
     // and a bare fix would let the commonest advice win whatever the photo shows.
@@ -246,7 +245,7 @@ impl TaskBuilder for SelfSupervisedTasks {
                 .map_err(|e| bad(e.to_string()))?,
             None => crop,
         };
-        let a = answers(c, &image, degradation, rng.random());
+        let a = answers(c, &image, degradation);
         let mut tasks = c.tasks.clone();
         tasks.shuffle(&mut rng);
         let turns = c.turns.max(1);
