@@ -530,7 +530,12 @@ fn bad_photos_are_skipped_in_training_held_out_and_evaluation() {
     // A seed whose draw holds out two bad photos and one good one.
     let seed = (0..1000)
         .find(|&seed| {
-            let split = calm::train::pretrain::split_photos(paths.clone(), 3, seed).expect("split");
+            let split = calm::train::pretrain::split_photos(
+                paths.clone(),
+                calm::train::pretrain::HoldOut::Count(3),
+                seed,
+            )
+            .expect("split");
             split.held_out.iter().filter(|p| bad(p)).count() == 2
         })
         .expect("a seed");
@@ -567,7 +572,12 @@ fn bad_photos_are_skipped_in_training_held_out_and_evaluation() {
         .iter()
         .filter_map(|s| s.as_str())
         .collect();
-    let split = calm::train::pretrain::split_photos(paths.clone(), 3, seed).expect("split");
+    let split = calm::train::pretrain::split_photos(
+        paths.clone(),
+        calm::train::pretrain::HoldOut::Count(3),
+        seed,
+    )
+    .expect("split");
     for p in split.held_out.iter().filter(|p| bad(p)) {
         let name = p.display().to_string();
         assert!(
