@@ -109,9 +109,9 @@ fn simulated_rater_conversations_rate_every_photo_by_one_drawn_taste() {
     // The same photo gets different ratings from different raters: only the examples tell
     // which rater is asking.
     assert!(answers_to_one_query.len() >= 3, "{answers_to_one_query:?}");
-    let fail = SimulatedRaters::new(config.clone(), &paths, BadImagePolicy::Fail)
-        .err()
-        .expect("the broken photo stops it");
+    let Err(fail) = SimulatedRaters::new(config.clone(), &paths, BadImagePolicy::Fail) else {
+        panic!("the broken photo stops it")
+    };
     assert!(fail.to_string().contains("broken.png"), "{fail}");
     // Fewer photos than max_shots + 2: fewer shots, never all the photos in one conversation.
     let few =
@@ -119,8 +119,8 @@ fn simulated_rater_conversations_rate_every_photo_by_one_drawn_taste() {
     for seed in 0..10 {
         assert!(few.sample(0, seed).expect("sample").images.len() <= 3);
     }
-    let too_few = SimulatedRaters::new(config, &paths[..2], BadImagePolicy::Skip)
-        .err()
-        .expect("too few");
+    let Err(too_few) = SimulatedRaters::new(config, &paths[..2], BadImagePolicy::Skip) else {
+        panic!("too few")
+    };
     assert!(too_few.to_string().contains("2 readable"), "{too_few}");
 }
