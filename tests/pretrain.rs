@@ -135,7 +135,7 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     let summary = json(&killed.join("summary.json"));
     let from = summary["resumed_from"].as_u64().expect("resumed_from") as usize;
     assert!(
-        from > 0 && from < STEPS && from % 3 == 0,
+        from > 0 && from < STEPS && from.is_multiple_of(3),
         "resumed from {from}"
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pairwise accuracy"));

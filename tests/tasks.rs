@@ -305,8 +305,7 @@ fn mix_entries_read_from_yaml_and_reject_unknown_keys() {
     assert!(matches!(&entries[1].task, TaskSourceConfig::FlickrAes(f) if f.shots == 10));
     let bad = "- ratio: 1.0\n  task: {kind: ava_captions, json: c.json, imgs: x}\n";
     let err = serde_saphyr::from_str::<Vec<MixEntry>>(bad)
-        .err()
-        .expect("unknown key")
+        .expect_err("unknown key")
         .to_string();
     assert!(err.contains("imgs"), "{err}");
 }

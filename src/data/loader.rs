@@ -308,14 +308,14 @@ impl<S: SampleSource> Epoch<S> {
     }
 
     fn dispatch(&mut self) {
-        if let Mode::Threads(t) = &mut self.mode {
-            if t.sent < self.plan.len() {
-                if let Some(jobs) = &t.jobs {
-                    // A send fails only if every worker is gone, which `next` then reports.
-                    let _ = jobs.send((t.sent, self.plan[t.sent].clone()));
-                }
-                t.sent += 1;
+        if let Mode::Threads(t) = &mut self.mode
+            && t.sent < self.plan.len()
+        {
+            if let Some(jobs) = &t.jobs {
+                // A send fails only if every worker is gone, which `next` then reports.
+                let _ = jobs.send((t.sent, self.plan[t.sent].clone()));
             }
+            t.sent += 1;
         }
     }
 

@@ -69,7 +69,7 @@ fn hidden_act(name: &str, path: &Path) -> Result<HiddenAct, CheckpointError> {
 
 /// As HF refuses it: attention splits `hidden_size` evenly over the heads.
 fn heads_divide(hidden: usize, heads: usize, path: &Path) -> Result<(), CheckpointError> {
-    if heads == 0 || hidden % heads != 0 {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(CheckpointError::Format {
             path: path.to_path_buf(),
             message: format!(

@@ -161,7 +161,7 @@ pub(crate) fn divisible(
     heads_key: &str,
     heads: usize,
 ) -> Result<(), Invalid> {
-    if heads == 0 || hidden % heads != 0 {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(Invalid::new(
             heads_key,
             format!("{hidden_key} = {hidden} is not divisible by {heads_key} = {heads}"),

@@ -278,7 +278,7 @@ impl QFormerConfig {
 
     /// HF's rule: layer `i` cross-attends iff `i % cross_attention_frequency == 0`.
     pub fn has_cross_attention(&self, layer: usize) -> bool {
-        self.cross_attention_frequency > 0 && layer % self.cross_attention_frequency == 0
+        self.cross_attention_frequency > 0 && layer.is_multiple_of(self.cross_attention_frequency)
     }
 
     /// BLIP-2's initialisation from a BERT: self-attention and the text feed-forward from

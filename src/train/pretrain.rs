@@ -639,7 +639,7 @@ pub fn pretrain(
             };
             log_step(&mut events, &mut metrics, &metrics_path, &line)?;
             progress.step(step, total, lr, line.images_per_second);
-            let due = p.checkpoint_every > 0 && state.step % p.checkpoint_every == 0;
+            let due = p.checkpoint_every > 0 && state.step.is_multiple_of(p.checkpoint_every);
             if due || state.step == p.steps {
                 events.flush()?;
                 checkpoints::save(run, &model, &optimizer, &state, p.keep_checkpoints)?;

@@ -32,7 +32,7 @@ impl Progress {
     /// Reports that step `step` (0-based) is done.
     pub fn step(&self, step: usize, loss: f64, lr: f64, throughput: f64) {
         let done = step + 1;
-        if !self.terminal && done % self.every != 0 && done != self.total {
+        if !self.terminal && !done.is_multiple_of(self.every) && done != self.total {
             return;
         }
         let line = self.line(done, loss, lr, throughput);

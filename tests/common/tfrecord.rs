@@ -5,7 +5,7 @@
 pub fn records(bytes: &[u8]) -> Vec<&[u8]> {
     let masked = |b: &[u8]| {
         let c = crc32c::crc32c(b);
-        ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+        c.rotate_right(15).wrapping_add(0xa282_ead8)
     };
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
     let mut out = Vec::new();
