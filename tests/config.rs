@@ -410,7 +410,7 @@ fn every_kind_round_trips_through_yaml() {
     ];
     for text in sources {
         let set = format!("data.source={text}");
-        let config: ExperimentConfig = load(None, &[set.clone()]).expect(&set);
+        let config: ExperimentConfig = load(None, std::slice::from_ref(&set)).expect(&set);
         let yaml = calm::config::to_yaml(&config.data.source).expect("yaml");
         let kind = text
             .split(',')

@@ -559,13 +559,14 @@ fn inspect_forward_refuses_inconsistent_inputs_in_one_line() {
     let rand = |shape: [usize; 3]| Tensor::<3>::random(shape, Distribution::Default, &device);
     // (expected message, query_embeds shape, encoder_hidden_states shape, mask, query_length);
     // the checkpoint's hidden_size is 32 and its encoder_hidden_size 24.
-    let cases: Vec<(
-        &str,
+    type Case = (
+        &'static str,
         [usize; 3],
         [usize; 3],
         Option<Tensor<2>>,
         Option<Tensor<1>>,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             "encoder_hidden_size is 24",
             [2, 5, 32],

@@ -21,6 +21,9 @@ use calm::train::finetune;
 use calm::train::pretrain::{self, Frozen};
 use clap::{Parser, Subcommand};
 
+/// A score distribution over the ten score bins.
+type Bins = [f64; 10];
+
 /// Evaluate predictions or a model; results are JSON on stdout.
 #[derive(Debug, Parser)]
 #[command(version)]
@@ -190,7 +193,7 @@ fn scores(pred: &Path, gt: &Path) -> anyhow::Result<()> {
     report_unmatched("ground-truth images without a prediction", &m.only_gt);
     let (pred_scores, gt_scores): (Vec<f64>, Vec<f64>) =
         m.pairs.iter().map(|(p, g)| (p.score, g.score)).unzip();
-    let distributions: Option<(Vec<[f64; 10]>, Vec<[f64; 10]>)> = m
+    let distributions: Option<(Vec<Bins>, Vec<Bins>)> = m
         .pairs
         .iter()
         .map(|(p, g)| Some((p.distribution?, g.distribution?)))

@@ -257,9 +257,12 @@ impl<S: SampleSource> BatchJob<S> {
     }
 }
 
+/// The queue the workers share: each job is a batch's position and its sample indices.
+type JobQueue = Arc<Mutex<Receiver<(usize, Vec<usize>)>>>;
+
 fn worker<S: SampleSource>(
     job: BatchJob<S>,
-    jobs: Arc<Mutex<Receiver<(usize, Vec<usize>)>>>,
+    jobs: JobQueue,
     out: SyncSender<(usize, BatchResult<S::Item>)>,
     cancel: Arc<AtomicBool>,
 ) {

@@ -520,7 +520,7 @@ pub struct Mix {
 impl Mix {
     pub fn new(builders: Vec<(Box<dyn TaskBuilder>, f64)>) -> Result<Self, DataError> {
         let total: f64 = builders.iter().map(|(_, r)| r).sum();
-        if builders.is_empty() || !(total > 0.0) {
+        if builders.is_empty() || total.is_nan() || total <= 0.0 {
             return Err(DataError::BadSample {
                 what: "a data mix".into(),
                 reason: "has no tasks".into(),

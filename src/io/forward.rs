@@ -12,6 +12,9 @@ use super::pytorch::load_efficientnet_lite0;
 use crate::model::EfficientNetLite0Config;
 use crate::model::bert::padding_bias;
 
+/// A tensor's values as f64 and its shape.
+type Values<const D: usize> = (Vec<f64>, [usize; D]);
+
 /// An inputs file with tensors of any numeric dtype: masks and ids come as integers, bools or
 /// floats, depending on who wrote them.
 struct Inputs {
@@ -49,10 +52,7 @@ impl Inputs {
 
     /// `key`'s values as f64 with its shape, or `None` if absent; any other rank than `D` is
     /// an error.
-    fn values<const D: usize>(
-        &self,
-        key: &str,
-    ) -> Result<Option<(Vec<f64>, [usize; D])>, CheckpointError> {
+    fn values<const D: usize>(&self, key: &str) -> Result<Option<Values<D>>, CheckpointError> {
         let file = self.file()?;
         let Ok(view) = file.tensor(key) else {
             return Ok(None);

@@ -16,6 +16,9 @@ use plotters::style::{FontStyle, register_font};
 use super::summary::{ConfigRow, RunOutcome, Summary};
 use crate::train::tensorboard::read_curve;
 
+/// A plotted point: x, the mean and the spread around it.
+type Point = (f64, f64, f64);
+
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (960, 600);
 
@@ -342,7 +345,7 @@ fn against_key(summary: &Summary, m: usize, k: usize, path: &Path) -> Result<(),
     let metric = &summary.metrics[m];
     let key = &summary.keys[k];
     let mut categories: Vec<String> = Vec::new();
-    let mut groups: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    let mut groups: Vec<(String, Vec<Point>)> = Vec::new();
     for c in &summary.configs {
         let value = &c.values[k];
         if !categories.contains(value) {

@@ -54,10 +54,10 @@ impl OptimizerConfig {
                 ));
             }
         }
-        if !(self.epsilon > 0.0) {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
             return Err(Invalid::new(format!("{key}.epsilon"), "must be positive"));
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(Invalid::new(
                 format!("{key}.weight_decay"),
                 "must be 0 or more",

@@ -315,7 +315,7 @@ fn cholesky(a: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
             if i == j {
                 let d = a[i][i] - s;
                 // Also refuses NaN.
-                if !(d > 0.0) {
+                if d.is_nan() || d <= 0.0 {
                     return None;
                 }
                 l[i][j] = d.sqrt();
