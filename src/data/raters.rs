@@ -85,8 +85,23 @@ pub fn ratings(taste: &[f64]) -> Vec<f64> {
     out
 }
 
+/// The turns of a personalized conversation, one question and its rating per image, as both
+/// training (`flickr_aes`, `simulated_raters`) and `eval::tasks::Runner::personalize` write
+/// them; the query is the last image (evaluation leaves its answer out).
+pub fn rated_turns(ratings: impl IntoIterator<Item = f64>) -> Vec<(Role, String)> {
+    ratings
+        .into_iter()
+        .flat_map(|r| {
+            [
+                (Role::User, prompts::PERSONAL_EXAMPLE.to_string()),
+                (Role::Assistant, rating_text(r)),
+            ]
+        })
+        .collect()
+}
+
 /// A rating as the personalized conversations write it: "4" for whole numbers.
-pub fn rating_text(score: f64) -> String {
+fn rating_text(score: f64) -> String {
     if score.fract() == 0.0 {
         format!("{score:.0}")
     } else {
@@ -211,17 +226,14 @@ impl TaskBuilder for SimulatedRaters {
         let most = self.config.max_shots.clamp(1, n - 2);
         let shots = rng.random_range(2.min(most)..=most);
         others.truncate(shots);
-        let mut images = Vec::with_capacity(others.len() + 1);
-        let mut turns = Vec::with_capacity(2 * others.len() + 2);
-        for &i in others.iter().chain(std::iter::once(&query)) {
-            images.push(SampleImage::Path(self.photos[i].clone()));
-            turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
-            turns.push((Role::Assistant, rating_text(rating[i])));
-        }
+        others.push(query);
         Ok(InstructSample {
             task: Task::Personalized,
-            images,
-            turns,
+            images: others
+                .iter()
+                .map(|&i| SampleImage::Path(self.photos[i].clone()))
+                .collect(),
+            turns: rated_turns(others.iter().map(|&i| rating[i])),
             branches: Vec::new(),
             score: None,
         })

@@ -21,7 +21,7 @@ use super::instruct::{
     InstructSample, LEVELS, SampleImage, ScoreTarget, Task, format_score, level_of, prompts,
 };
 use super::loader::mix;
-use super::raters::{SimulatedRatersConfig, rating_text};
+use super::raters::{SimulatedRatersConfig, rated_turns};
 use super::selfsup_instruct::SelfSupervisedConfig;
 use super::{CaptionSplit, DataError};
 use crate::config::{Invalid, tagged};
@@ -418,18 +418,14 @@ impl TaskBuilder for Personalized {
         let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 22));
         others.shuffle(&mut rng);
         others.truncate(self.shots);
-        let mut images = Vec::with_capacity(self.shots + 1);
-        let mut turns = Vec::with_capacity(2 * self.shots + 2);
-        for &i in others.iter().chain(std::iter::once(&q)) {
-            let (path, score) = &ratings[i];
-            images.push(SampleImage::Path(path.clone()));
-            turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
-            turns.push((Role::Assistant, rating_text(f64::from(*score))));
-        }
+        others.push(q);
         Ok(InstructSample {
             task: Task::Personalized,
-            images,
-            turns,
+            images: others
+                .iter()
+                .map(|&i| SampleImage::Path(ratings[i].0.clone()))
+                .collect(),
+            turns: rated_turns(others.iter().map(|&i| f64::from(ratings[i].1))),
             branches: Vec::new(),
             score: None,
         })

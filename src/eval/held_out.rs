@@ -284,9 +284,6 @@ pub fn evaluate(
             }
         })
         .collect();
-    let share = |f: fn(&DescribedCopy) -> bool| {
-        described.iter().filter(|d| f(d)).count() as f64 / described.len().max(1) as f64
-    };
     let originals_images = &images[..n.min(images.len())];
     let original_comments = after
         .describe(originals_images, prompts::COMMENT)
@@ -307,10 +304,6 @@ pub fn evaluate(
             suggestion,
         })
         .collect();
-    let clean = |f: fn(&DescribedOriginal) -> bool| {
-        described_originals.iter().filter(|d| f(d)).count() as f64
-            / described_originals.len().max(1) as f64
-    };
     let originals = &trained_scores[..n.min(trained_scores.len())];
     let (originals_mean_score, originals_score_spread) = mean_and_spread(originals);
     let copies: Vec<f64> = chosen
@@ -328,13 +321,22 @@ pub fn evaluate(
         before_pairwise_accuracy: untrained.pairwise_accuracy,
         before_per_kind: untrained.per_kind,
         pairs: trained.pairs,
-        comments_naming_defect: share(|d| d.comment_names_defect),
-        suggestions_naming_defect: share(|d| d.suggestion_names_defect),
+        comments_naming_defect: share(&described, |d| d.comment_names_defect),
+        suggestions_naming_defect: share(&described, |d| d.suggestion_names_defect),
         described,
-        originals_comments_without_defect: clean(|d| d.comment_states.is_none()),
-        originals_suggestions_without_defect: clean(|d| d.suggestion_states.is_none()),
+        originals_comments_without_defect: share(&described_originals, |d| {
+            d.comment_states.is_none()
+        }),
+        originals_suggestions_without_defect: share(&described_originals, |d| {
+            d.suggestion_states.is_none()
+        }),
         described_originals,
     })
+}
+
+/// The share of `items` for which `f` holds; 0 for none.
+fn share<T>(items: &[T], f: impl Fn(&T) -> bool) -> f64 {
+    items.iter().filter(|i| f(i)).count() as f64 / items.len().max(1) as f64
 }
 
 /// Mean and (population) standard deviation; NaN for no values.

@@ -16,7 +16,7 @@ use crate::data::degrade::Degradation;
 use crate::data::instruct::{
     InstructSample, LEVELS, SampleImage, Task, expected_level_score, parse_score, prompts,
 };
-use crate::data::raters::rating_text;
+use crate::data::raters::rated_turns;
 use crate::data::transform::Transform;
 use crate::model::chat::Role;
 use crate::model::generate::{EmbeddedPrompt, GenerateError, GenerationConfig, generate_embedded};
@@ -420,11 +420,7 @@ impl Runner<'_> {
         examples: &[(Arc<RgbImage>, f64)],
         queries: &[Arc<RgbImage>],
     ) -> Result<Vec<PersonalScore>, TaskError> {
-        let mut turns = Vec::with_capacity(2 * examples.len() + 1);
-        for (_, score) in examples {
-            turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
-            turns.push((Role::Assistant, rating_text(*score)));
-        }
+        let mut turns = rated_turns(examples.iter().map(|(_, score)| *score));
         turns.push((Role::User, prompts::PERSONAL_EXAMPLE.to_string()));
         let digits: Vec<String> = (1..=9).map(|d| d.to_string()).collect();
         let digits: Vec<&str> = digits.iter().map(String::as_str).collect();
