@@ -265,7 +265,8 @@ pub struct TooFew {
 /// What one protocol produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProtocolResult {
-    AvaScoring(AvaScoringResult),
+    /// Boxed: its five inline score reports make it several times the size of the others.
+    AvaScoring(Box<AvaScoringResult>),
     AvaCaptions(AvaCaptionsResult),
     FlickrAes(FlickrAesResult),
 }
@@ -276,9 +277,8 @@ pub fn run_protocol(
     runner: &Runner<'_>,
 ) -> Result<ProtocolResult, ProtocolError> {
     match config.protocol.as_ref().ok_or(ProtocolError::NoProtocol)? {
-        Protocol::AvaScoring(p) => {
-            ava_scoring(p, config.max_images, runner).map(ProtocolResult::AvaScoring)
-        }
+        Protocol::AvaScoring(p) => ava_scoring(p, config.max_images, runner)
+            .map(|r| ProtocolResult::AvaScoring(Box::new(r))),
         Protocol::AvaCaptions(p) => {
             ava_captions(p, config.max_images, runner).map(ProtocolResult::AvaCaptions)
         }

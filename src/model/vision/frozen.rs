@@ -10,6 +10,8 @@ use super::clip::ClipVision;
 use super::efficientnet::EfficientNetLite0;
 
 /// An encoder with its weights loaded.
+// One value per run, moved only while loading: boxing the larger variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Encoder {
     EfficientnetLite0(EfficientNetLite0),
