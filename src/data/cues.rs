@@ -1,6 +1,6 @@
 //! Text cues: sentences generated from the measured pseudo-attributes and the applied
 //! degradation, one per MFAM level, which the frozen text encoder embeds as targets for each
-//! Q-Former's contrastive alignment (DESIGN.md section 2). Several wordings per statement, so
+//! Q-Former's contrastive alignment (docs/design.md §2). Several wordings per statement, so
 //! that alignment learns the meaning rather than one string; the wording is a function of a
 //! seed, so a sample's cues can be made again.
 //!

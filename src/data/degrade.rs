@@ -1,4 +1,4 @@
-//! Controlled degradations with a known sign (DESIGN.md section 2): each makes a photo worse
+//! Controlled degradations with a known sign (docs/design.md §2): each makes a photo worse
 //! in one respect, at a severity in (0, 1], and belongs to the MFAM level whose attributes it
 //! changes. Pretraining ranks every original above its degraded copies.
 //!

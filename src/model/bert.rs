@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::HiddenAct;
 
-/// HF `BertConfig` fields; the default is MiniLM-L6-H384 (all-MiniLM-L6-v2, DESIGN.md 4).
+/// HF `BertConfig` fields; the default is MiniLM-L6-H384 (all-MiniLM-L6-v2, docs/design.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BertConfig {

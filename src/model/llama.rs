@@ -31,7 +31,7 @@ pub enum RopeScaling {
     },
 }
 
-/// HF `LlamaConfig` fields; the default is SmolLM2-135M (DESIGN.md section 4).
+/// HF `LlamaConfig` fields; the default is SmolLM2-135M (docs/design.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LlamaConfig {

@@ -3,7 +3,7 @@
 //! branch that projects the final layer. The LLM sees the groups as `<low> <middle> <high>
 //! <thematic>`.
 //!
-//! Our choices where the paper is silent (DESIGN.md 2): each level concatenates the tokens of
+//! Our choices where the paper is silent (docs/design.md §2): each level concatenates the tokens of
 //! the encoder depths it reads along the sequence axis; depths narrower or wider than the
 //! encoder's final layer first pass through a linear adapter to that width, so one
 //! cross-attention shape serves every level (and weights can be shared across levels). Each

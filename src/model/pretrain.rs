@@ -1,4 +1,4 @@
-//! The MFAM with the heads its pretraining needs (DESIGN.md section 2): per level, a projection
+//! The MFAM with the heads its pretraining needs (docs/design.md §2): per level, a projection
 //! of the Q-Former outputs into the text encoder's space (BLIP-2's `vision_proj`, for ITC);
 //! attribute regressors on the low and middle levels; and a quality head on the visual tokens
 //! the LLM will read, which ranks originals above their degraded copies. After pretraining

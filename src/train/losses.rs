@@ -1,4 +1,4 @@
-//! The pretraining losses (DESIGN.md section 2): per-level image-text contrastive alignment
+//! The pretraining losses (docs/design.md §2): per-level image-text contrastive alignment
 //! as BLIP-2's ITC (Li et al., 2023: the similarity of an image to a text is the largest over
 //! the image's query outputs; in-batch negatives; symmetric cross-entropy), attribute
 //! regression, and a margin ranking of originals above their degraded copies. Each returns a

@@ -1,6 +1,6 @@
 //! Frozen image encoders. Which one is used is a closed choice (`kind` in YAML); every encoder
 //! returns a list of hidden states, one per depth, which the MFAM's three Q-Formers read.
-//! Full scale follows HF `CLIPVisionModel`; offline and on CPU, EfficientNet-Lite0 (DESIGN.md 2).
+//! Full scale follows HF `CLIPVisionModel`; offline and on CPU, EfficientNet-Lite0 (docs/design.md §2).
 
 pub mod clip;
 pub mod efficientnet;
