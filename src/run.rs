@@ -10,10 +10,93 @@ use serde::Serialize;
 
 use crate::config::{ConfigError, to_yaml};
 
-pub const RESOLVED_CONFIG: &str = "config.resolved.yaml";
-pub const RUN_RECORD: &str = "run.json";
-/// Held locked by the process that writes a run (`RunLock`).
-pub const LOCK: &str = "run.lock";
+/// Every file name of a run directory, in one place: the training loop, the commands that
+/// read runs and `sweep` all find a run's files through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLayout {
+    root: PathBuf,
+}
+
+impl RunLayout {
+    /// The config after every layer and override.
+    pub const RESOLVED_CONFIG: &str = "config.resolved.yaml";
+    /// Command line, seed, git state, device, version, time (`RunRecord`).
+    pub const RUN_RECORD: &str = "run.json";
+    /// Held locked by the process that writes a run (`RunLock`).
+    pub const LOCK: &str = "run.lock";
+    /// One JSON line per optimiser step.
+    pub const METRICS: &str = "metrics.jsonl";
+    /// TensorBoard event files.
+    pub const EVENTS: &str = "events";
+    /// The trained weights when the run finished.
+    pub const FINAL_MODEL: &str = "model.safetensors";
+    pub const SUMMARY: &str = "summary.json";
+    /// Copies of the photos a pretraining run held out.
+    pub const HELD_OUT: &str = "held_out";
+    /// The photos a pretraining run trains on and holds out, recorded when it starts.
+    pub const SPLIT: &str = "split.json";
+    /// Where a fine-tuning run records the pretraining run it started from.
+    pub const PRETRAINED: &str = "pretrained.json";
+    /// `checkpoints/step-NNNNNNNN/` folders and the `latest` pointer.
+    pub const CHECKPOINTS: &str = "checkpoints";
+    /// What an `evaluate` run measured.
+    pub const EVAL_METRICS: &str = "metrics.json";
+
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn resolved_config(&self) -> PathBuf {
+        self.root.join(Self::RESOLVED_CONFIG)
+    }
+
+    pub fn run_record(&self) -> PathBuf {
+        self.root.join(Self::RUN_RECORD)
+    }
+
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join(Self::METRICS)
+    }
+
+    pub fn events(&self) -> PathBuf {
+        self.root.join(Self::EVENTS)
+    }
+
+    pub fn final_model(&self) -> PathBuf {
+        self.root.join(Self::FINAL_MODEL)
+    }
+
+    pub fn summary(&self) -> PathBuf {
+        self.root.join(Self::SUMMARY)
+    }
+
+    pub fn held_out(&self) -> PathBuf {
+        self.root.join(Self::HELD_OUT)
+    }
+
+    pub fn split(&self) -> PathBuf {
+        self.root.join(Self::SPLIT)
+    }
+
+    pub fn pretrained(&self) -> PathBuf {
+        self.root.join(Self::PRETRAINED)
+    }
+
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join(Self::CHECKPOINTS)
+    }
+}
+
+// Short names for the messages and helpers below.
+const RESOLVED_CONFIG: &str = RunLayout::RESOLVED_CONFIG;
+const RUN_RECORD: &str = RunLayout::RUN_RECORD;
+const LOCK: &str = RunLayout::LOCK;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -249,7 +249,7 @@ fn protocol(
     let mut found = finetune::find_run(checkpoint)
         .with_context(|| format!("reading the run {}", checkpoint.display()))?;
     let mut layers = Layers::from_defaults::<ExperimentConfig>()?;
-    layers.merge_file(&found.dir.join(calm::run::RESOLVED_CONFIG))?;
+    layers.merge_file(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG))?;
     layers.merge_file(eval_config)?;
     for arg in set {
         layers.merge_set(arg)?;
@@ -352,7 +352,7 @@ fn protocol(
         "metrics": metrics,
     });
     let text = serde_json::to_string_pretty(&metrics)?;
-    write(&out.join("metrics.json"), text.as_bytes())?;
+    write(&out.join(calm::run::RunLayout::EVAL_METRICS), text.as_bytes())?;
     calm::outln!("{text}")?;
     Ok(())
 }

@@ -15,8 +15,9 @@ use calm::config::ExperimentConfig;
 use calm::eval::held_out::{self, write_held_out_set};
 use calm::eval::tasks::Runner;
 use calm::run::{RunDir, RunRecord};
-use calm::train::finetune::{self, SUMMARY};
-use calm::train::pretrain::{self, HELD_OUT, PretrainedRun};
+use calm::run::RunLayout;
+use calm::train::finetune;
+use calm::train::pretrain::{self, PretrainedRun};
 use clap::Parser;
 
 /// Instruction-tune the MFAM and the LLM for aesthetic scoring, commenting, suggesting and
@@ -58,7 +59,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             }
             let run = args.common.start_run_with("finetune", &config, |dir| {
                 finetune::write_pretrained(dir, &pretrained).map_err(|e| calm::run::RunError::Io {
-                    path: dir.join(finetune::PRETRAINED),
+                    path: dir.join(calm::run::RunLayout::PRETRAINED),
                     source: std::io::Error::other(e.to_string()),
                 })
             })?;
@@ -83,7 +84,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if args.no_eval {
         return Ok(());
     }
-    let photos = calm::data::formats::scan_folder(&pretrained.dir.join(HELD_OUT), false)?;
+    let photos = calm::data::formats::scan_folder(&pretrained.dir.join(RunLayout::HELD_OUT), false)?;
     let transform = config.data.transform(&config.model.vision).centred();
     let set = write_held_out_set(
         &photos,
@@ -91,7 +92,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         &config.pretrain.pairs.degradations,
         &config.pretrain.evaluation.severities,
         config.seed,
-        &run_dir.join(HELD_OUT),
+        &run_dir.join(RunLayout::HELD_OUT),
         config.data.loader.bad_images,
     )?;
     for skipped in &set.skipped {
@@ -121,7 +122,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         100.0 * report.suggestions_naming_defect,
         100.0 * report.originals_comments_without_defect,
         100.0 * report.originals_suggestions_without_defect,
-        run_dir.join(SUMMARY).display()
+        run_dir.join(RunLayout::SUMMARY).display()
     )?;
     Ok(())
 }
@@ -159,7 +160,7 @@ fn pretrained_run(config: &ExperimentConfig, common: &CommonArgs) -> anyhow::Res
 }
 
 fn write_summary(run_dir: &Path, json: &serde_json::Value) -> anyhow::Result<()> {
-    let path = run_dir.join(SUMMARY);
+    let path = run_dir.join(RunLayout::SUMMARY);
     calm::io::atomic::write_atomic(&path, serde_json::to_string_pretty(json)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }

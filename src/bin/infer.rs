@@ -95,7 +95,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading the run {}", inputs.checkpoint.display()))?;
     if !inputs.set.is_empty() {
         found.config = calm::config::load(
-            Some(&found.dir.join(calm::run::RESOLVED_CONFIG)),
+            Some(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG)),
             &inputs.set,
         )?;
     }

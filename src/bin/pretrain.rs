@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use calm::cli::CommonArgs;
-use calm::train::pretrain::{self, SUMMARY};
+use calm::run::RunLayout;
+use calm::train::pretrain;
 use clap::Parser;
 
 /// Pretrain the Multi-scale Feature Alignment Module on unlabeled photos, guided by text cues
@@ -51,7 +52,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         report.pairwise_accuracy,
         report.random_init_pairwise_accuracy,
         report.pairs,
-        run_dir.join(SUMMARY).display()
+        run_dir.join(RunLayout::SUMMARY).display()
     )?;
     Ok(())
 }

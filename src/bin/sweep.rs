@@ -25,7 +25,7 @@ use std::process::{Command, ExitCode};
 use anyhow::Context;
 use calm::config::to_yaml;
 use calm::device::DeviceSpec;
-use calm::run::RESOLVED_CONFIG;
+use calm::run::RunLayout;
 use calm::sweep::plots::draw_all;
 use calm::sweep::runner::{RunState, Start, resumable, run_all, run_state};
 use calm::sweep::summary::{RunOutcome, collect};
@@ -198,7 +198,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// file or a default changed), when it holds something worth keeping (a success or a
 /// checkpoint): a sweep must not tabulate or resume it under the new config.
 fn stale(dir: &Path, resolved: &str, command: SweepCommand) -> Option<RunState> {
-    let path = dir.join(RESOLVED_CONFIG);
+    let path = dir.join(RunLayout::RESOLVED_CONFIG);
     let existing = calm::files::read_string(&path, calm::files::MAX_CONFIG_BYTES).ok()?;
     if command.read_part(&existing) == command.read_part(resolved) {
         return None;

@@ -261,20 +261,20 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), CheckpointE
     save_module_matching(module, path, None)
 }
 
-/// `save_module` restricted to the parameters whose path matches `pattern` (a regex), e.g.
+/// `save_module` restricted to the parameters for which `holds(path, container)` is true, e.g.
 /// the trained parts of a model whose frozen rest is loaded from its own checkpoint.
 pub fn save_module_matching<M: Module>(
     module: &M,
     path: &Path,
-    pattern: Option<&str>,
+    holds: Option<fn(&str, &str) -> bool>,
 ) -> Result<(), CheckpointError> {
     let format = |message: String| CheckpointError::Format {
         path: path.to_path_buf(),
         message,
     };
     let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
-    if let Some(pattern) = pattern {
-        store = store.with_regex(pattern);
+    if let Some(holds) = holds {
+        store = store.with_predicate(holds);
     }
     module
         .save_into(&mut store)

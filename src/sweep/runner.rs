@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{PlannedRun, SweepError};
-use crate::run::{RESOLVED_CONFIG, RUN_RECORD, utc_timestamp};
+use crate::run::{RunLayout, utc_timestamp};
 use crate::train::checkpoints;
 
 pub const STATUS: &str = "sweep_status.json";
@@ -85,7 +85,7 @@ pub fn run_state(dir: &Path) -> RunState {
     match read_status(dir) {
         Some(s) if s.status == Status::Succeeded => RunState::Succeeded,
         Some(s) => RunState::Failed(s.error.unwrap_or_default()),
-        None if dir.join(RUN_RECORD).is_file() || dir.join(RESOLVED_CONFIG).is_file() => {
+        None if dir.join(RunLayout::RUN_RECORD).is_file() || dir.join(RunLayout::RESOLVED_CONFIG).is_file() => {
             RunState::Interrupted {
                 resumable: resumable(dir),
             }
@@ -165,7 +165,7 @@ pub fn run_all(
                 // A run started again starts clean, as `--overwrite` would leave it: nothing
                 // of the earlier attempt (metrics, events, held-out photos, a status that
                 // would make a killed process look finished) but the log of every attempt.
-                crate::run::clear(&dir, &[LOG, crate::run::LOCK]).map_err(|e| SweepError::Io {
+                crate::run::clear(&dir, &[LOG, RunLayout::LOCK]).map_err(|e| SweepError::Io {
                     path: dir.clone(),
                     source: std::io::Error::other(e.to_string()),
                 })?;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{ConfigError, ExperimentConfig, Layers};
-use crate::run::RESOLVED_CONFIG;
+use crate::run::RunLayout;
 
 /// What each run of a sweep executes: the code of the binary of the same name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +70,8 @@ impl SweepCommand {
     /// The JSON file of a finished run that holds its metrics.
     pub fn metrics_file(self) -> &'static str {
         match self {
-            SweepCommand::Pretrain | SweepCommand::Finetune => "summary.json",
-            SweepCommand::Evaluate => "metrics.json",
+            SweepCommand::Pretrain | SweepCommand::Finetune => RunLayout::SUMMARY,
+            SweepCommand::Evaluate => RunLayout::EVAL_METRICS,
         }
     }
 
@@ -487,23 +487,24 @@ impl Sweep {
         };
         let mut layers = Layers::from_defaults::<ExperimentConfig>().map_err(err)?;
         if let Some(checkpoint) = self.checkpoint() {
-            let run_dir = if checkpoint.join(RESOLVED_CONFIG).is_file() {
+            let run_dir = if checkpoint.join(RunLayout::RESOLVED_CONFIG).is_file() {
                 checkpoint
             } else {
                 // A checkpoint folder `RUN/checkpoints/step-N`.
                 checkpoint
                     .ancestors()
-                    .find(|d| d.join(RESOLVED_CONFIG).is_file())
+                    .find(|d| d.join(RunLayout::RESOLVED_CONFIG).is_file())
                     .map(Path::to_path_buf)
                     .ok_or_else(|| {
                         self.invalid(format!(
-                            "checkpoint {}: no {RESOLVED_CONFIG} in it or above it",
-                            checkpoint.display()
+                            "checkpoint {}: no {} in it or above it",
+                            checkpoint.display(),
+                            RunLayout::RESOLVED_CONFIG
                         ))
                     })?
             };
             layers
-                .merge_file(&run_dir.join(RESOLVED_CONFIG))
+                .merge_file(&run_dir.join(RunLayout::RESOLVED_CONFIG))
                 .map_err(err)?;
         }
         if let Some(base) = &run.base {

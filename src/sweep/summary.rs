@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::runner::{Status, read_status};
 use super::spec::{BASE_KEY, PlannedRun, Sweep, SweepError};
 use crate::data::formats::csv_field;
-use crate::run::RESOLVED_CONFIG;
+use crate::run::RunLayout;
 
 pub const SUMMARY_CSV: &str = "summary.csv";
 pub const SUMMARY_MD: &str = "summary.md";
@@ -87,7 +87,7 @@ pub fn collect(sweep: &Sweep, plan: &[PlannedRun], results: &Path) -> Summary {
                 Some(Status::Failed) => RunOutcome::Failed,
                 None => RunOutcome::Pending,
             };
-            let resolved = read_yaml(&dir.join(RESOLVED_CONFIG));
+            let resolved = read_yaml(&dir.join(RunLayout::RESOLVED_CONFIG));
             let values = keys
                 .iter()
                 .map(|key| {

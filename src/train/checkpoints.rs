@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use crate::io::atomic::{AtomicWriteError, write_atomic};
 use crate::io::checkpoint::{CheckpointError, load_module_except, save_module_matching};
 
-pub const CHECKPOINTS: &str = "checkpoints";
 pub const LATEST: &str = "latest";
 pub const MODEL: &str = "model.safetensors";
 pub const OPTIMIZER: &str = "optimizer.bpk";
@@ -56,7 +55,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainCheckpointError + '_ {
 }
 
 /// Where the loop stands after the last optimiser step of a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrainerState {
     /// Optimiser steps completed.
     pub step: usize,
@@ -64,6 +63,45 @@ pub struct TrainerState {
     pub micro_batches: usize,
     /// Images that failed to load so far.
     pub skipped: Vec<String>,
+}
+
+/// Which parameters a checkpoint holds: the one rule that saving and loading both read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// Every parameter.
+    All,
+    /// What fine-tuning trains when the LLM's base stays frozen: the MFAM, the LoRA adapters
+    /// and the score heads. The base (540 MB for SmolLM2-135M in f32, 27 GB for Vicuna-7B) is
+    /// read again from its own file.
+    Trained,
+}
+
+/// The modules `Kept::Trained` holds, by the first parts of their parameter paths.
+const TRAINED_PREFIXES: [&str; 3] = ["mfam", "llm.lora", "score_head"];
+
+fn is_trained(path: &str) -> bool {
+    TRAINED_PREFIXES.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+impl Kept {
+    /// Whether the checkpoint holds the parameter at `path` (e.g. `mfam.low.query_tokens`).
+    pub fn holds(self, path: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Trained => is_trained(path),
+        }
+    }
+
+    /// `holds` as the filter of a safetensors store (path, container path); `None` for all.
+    pub fn predicate(self) -> Option<fn(&str, &str) -> bool> {
+        match self {
+            Self::All => None,
+            Self::Trained => Some(|path, _| is_trained(path)),
+        }
+    }
 }
 
 fn step_name(step: usize) -> String {
@@ -85,28 +123,27 @@ pub fn save<M: Module>(
     state: &TrainerState,
     keep: usize,
 ) -> Result<PathBuf, TrainCheckpointError> {
-    save_matching(run, model, None, optimizer, state.step, state, keep)
+    save_matching(run, model, Kept::All, optimizer, state, keep)
 }
 
-/// `save` keeping only the parameters whose path matches `pattern` (the trained ones).
-pub fn save_matching<M: Module, S: Serialize>(
+/// `save` keeping only the parameters `kept` holds.
+pub fn save_matching<M: Module>(
     run: &Path,
     model: &M,
-    pattern: Option<&str>,
+    kept: Kept,
     optimizer: &ModuleOptimizer,
-    step: usize,
-    state: &S,
+    state: &TrainerState,
     keep: usize,
 ) -> Result<PathBuf, TrainCheckpointError> {
-    let root = run.join(CHECKPOINTS);
+    let root = run.join(crate::run::RunLayout::CHECKPOINTS);
     std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let name = step_name(step);
+    let name = step_name(state.step);
     let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-    save_module_matching(model, &tmp.join(MODEL), pattern)?;
+    save_module_matching(model, &tmp.join(MODEL), kept.predicate())?;
     let optimizer_path = tmp.join(OPTIMIZER);
     let bytes = optimizer
         .into_bytes()
@@ -173,12 +210,12 @@ pub fn locate(path: &Path, final_model: &str) -> Result<(PathBuf, PathBuf), Trai
 /// Deletes the debris a killed run left in `run` and its checkpoints folder
 /// (`run::remove_debris`); the number of entries removed.
 pub fn remove_debris(run: &Path) -> Result<usize, crate::run::RunError> {
-    Ok(crate::run::remove_debris(run)? + crate::run::remove_debris(&run.join(CHECKPOINTS))?)
+    Ok(crate::run::remove_debris(run)? + crate::run::remove_debris(&run.join(crate::run::RunLayout::CHECKPOINTS))?)
 }
 
 /// The checkpoint `latest` names, if any.
 pub fn latest(run: &Path) -> Result<Option<PathBuf>, TrainCheckpointError> {
-    let root = run.join(CHECKPOINTS);
+    let root = run.join(crate::run::RunLayout::CHECKPOINTS);
     let pointer = root.join(LATEST);
     if !pointer.is_file() {
         return Ok(None);
@@ -209,18 +246,18 @@ pub fn load<M: Module>(
     model: &mut M,
     optimizer: ModuleOptimizer,
 ) -> Result<(ModuleOptimizer, TrainerState), TrainCheckpointError> {
-    load_matching(dir, model, optimizer, |_| false)
+    load_matching(dir, model, optimizer, Kept::All)
 }
 
-/// `load` for a checkpoint of `save_matching`: parameters for which `kept(path)` holds were
-/// not saved and keep the values `model` has.
-pub fn load_matching<M: Module, S: serde::de::DeserializeOwned>(
+/// `load` for a checkpoint of `save_matching`: parameters `kept` does not hold were not saved
+/// and keep the values `model` has.
+pub fn load_matching<M: Module>(
     dir: &Path,
     model: &mut M,
     optimizer: ModuleOptimizer,
-    kept: impl Fn(&str) -> bool,
-) -> Result<(ModuleOptimizer, S), TrainCheckpointError> {
-    let report = load_module_except(model, &dir.join(MODEL), kept)?;
+    kept: Kept,
+) -> Result<(ModuleOptimizer, TrainerState), TrainCheckpointError> {
+    let report = load_module_except(model, &dir.join(MODEL), |path| !kept.holds(path))?;
     if !report.unexpected.is_empty() {
         return Err(TrainCheckpointError::State {
             path: dir.join(MODEL),

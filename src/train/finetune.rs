@@ -1,4 +1,4 @@
-//! Stage 2 of CALM: instruction tuning (DESIGN.md section 2). The pretrained MFAM's visual
+//! Stage 2 of CALM: instruction tuning (docs/design.md §2). The pretrained MFAM's visual
 //! tokens go into the LLM in place of each `<image>`; stages, each with its data mix,
 //! learning-rate schedule and trainable parts (MFAM, projector, LLM full or LoRA; the image
 //! encoder is always frozen), run one after another. The loop is `pretrain`'s: Adam or AdamW,
@@ -12,27 +12,23 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::sync_channel;
-use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::Device;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoints::{self, TrainCheckpointError};
+use super::checkpoints::{self, Kept, TrainCheckpointError};
 use super::instruct_batch::{PrepareError, PreparedBatch, Preparer};
-use super::metrics::{self, MetricsError, StepLine};
-use super::optim::{
-    OptimizerConfig, clip_global_norm, global_grad_norm, move_grads, numbered_params,
-};
+use super::metrics::{MetricsError, StepLine};
+use super::optim::{OptimizerConfig, move_grads, numbered_params};
 use super::pretrain::{self, Frozen, PretrainError, PretrainedRun};
-use super::progress::Progress;
 use super::projector_init::{
     FitError, ProjectorInitConfig, ProjectorInitKind, fit_level_projections,
 };
 use super::schedule::ScheduleConfig;
-use super::tensorboard::{EventError, EventWriter};
+use super::tensorboard::EventError;
+use super::trainer::{self, Job, LoggedStep, LoopSettings, Tally, Trainer, TrainerError};
 use crate::config::{ExperimentConfig, Invalid};
 use crate::data::loader::mix;
 use crate::data::raters::SimulatedRaters;
@@ -48,13 +44,10 @@ use crate::model::lora::LoraConfig;
 use crate::model::mfam::Mfam;
 use crate::model::score_head::ScoreHead;
 use crate::model::vision::frozen::FrozenEncoder;
+use crate::run::RunLayout;
 
-pub const METRICS: &str = "metrics.jsonl";
-pub const EVENTS: &str = "events";
-pub const FINAL_MODEL: &str = "model.safetensors";
-pub const SUMMARY: &str = "summary.json";
-/// Where a fine-tuning run records the pretraining run it started from.
-pub const PRETRAINED: &str = "pretrained.json";
+// A short name for the messages below.
+const PRETRAINED: &str = RunLayout::PRETRAINED;
 
 /// How the LLM trains in a stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,9 +70,13 @@ pub struct Trainable {
 }
 
 impl Default for Trainable {
+    /// The built-in stage's. The pretrained MFAM stays as it is: at the stage's learning rate
+    /// Adam would wash out its features within a few dozen steps (measured: every held-out
+    /// photo then got the same answer). The projections start from scratch and LoRA adapts
+    /// the LLM.
     fn default() -> Self {
         Self {
-            mfam: true,
+            mfam: false,
             projector: true,
             llm: LlmTraining::Lora,
         }
@@ -119,14 +116,7 @@ impl Default for StageConfig {
                 task: TaskSourceConfig::SelfSupervised(SelfSupervisedConfig::default()),
                 ratio: 1.0,
             }],
-            // The pretrained MFAM stays as it is: at this learning rate Adam would wash out
-            // its features within a few dozen steps (measured: every held-out photo then got
-            // the same answer). The projections start from scratch and LoRA adapts the LLM.
-            trainable: Trainable {
-                mfam: false,
-                projector: true,
-                llm: LlmTraining::Lora,
-            },
+            trainable: Trainable::default(),
             mfam_lr_scale: 1.0,
         }
     }
@@ -200,12 +190,7 @@ impl Default for FinetuneConfig {
             max_grad_norm: Some(1.0),
             checkpoint_every: 40,
             keep_checkpoints: 2,
-            lora: LoraConfig {
-                rank: 8,
-                alpha: 16.0,
-                dropout: 0.0,
-                ..LoraConfig::default()
-            },
+            lora: LoraConfig::default(),
             projector_init: ProjectorInitConfig::default(),
             score_heads: ScoreHeadsConfig::default(),
         }
@@ -241,14 +226,29 @@ impl FinetuneConfig {
             .any(|s| s.trainable.llm == LlmTraining::Full)
     }
 
-    /// Which parameters checkpoints hold, as a regex over parameter paths: all (`None`) when
-    /// the LLM's base weights train, else those under `SAVED_PREFIXES`.
-    pub fn saved_pattern(&self) -> Option<String> {
-        let prefixes: Vec<String> = SAVED_PREFIXES
-            .iter()
-            .map(|p| p.replace('.', r"\."))
-            .collect();
-        (!self.trains_llm_base()).then(|| format!(r"^({})\.", prefixes.join("|")))
+    /// Which parameters checkpoints hold: all when the LLM's base weights train, else the
+    /// trained parts alone.
+    pub fn kept(&self) -> Kept {
+        if self.trains_llm_base() {
+            Kept::All
+        } else {
+            Kept::Trained
+        }
+    }
+
+    /// The training loop's settings for this section.
+    pub fn loop_settings(&self, config: &ExperimentConfig) -> LoopSettings {
+        LoopSettings {
+            steps: self.total_steps(),
+            gradient_accumulation: self.gradient_accumulation,
+            max_grad_norm: self.max_grad_norm,
+            checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: self.keep_checkpoints,
+            prefetch_batches: config.data.loader.prefetch_batches,
+            kept: self.kept(),
+            lr_key: "the stage's schedule.peak_lr",
+            throughput_unit: "tok/s",
+        }
     }
 
     pub fn validate(&self) -> Result<(), Invalid> {
@@ -419,10 +419,8 @@ pub enum FinetuneError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the batch-building thread stopped unexpectedly")]
-    WorkerLost,
-    #[error("the loss became {value} at step {step}; lower the stage's schedule.peak_lr?")]
-    NotFinite { step: usize, value: f64 },
+    #[error(transparent)]
+    Trainer(#[from] TrainerError),
     #[error(
         "the pretraining run {run} was made with another {what} than this config's; fine-tune with the run's model settings"
     )]
@@ -645,12 +643,26 @@ impl StepLine for StepMetrics {
     }
 }
 
-/// What a checkpoint records besides the weights.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FinetuneState {
-    pub step: usize,
-    pub micro_batches: usize,
-    pub skipped: Vec<String>,
+impl LoggedStep for StepMetrics {
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn grad_norm(&self) -> f64 {
+        self.grad_norm
+    }
+
+    fn losses(&self) -> &BTreeMap<String, f64> {
+        &self.losses
+    }
+
+    fn throughput(&self) -> (&'static str, f64) {
+        ("tokens_per_second", self.tokens_per_second)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -720,8 +732,7 @@ pub fn finetune(
     resume: bool,
 ) -> Result<FinetuneSummary, FinetuneError> {
     let f = &config.finetune;
-    let _lock = crate::run::RunLock::acquire(run)?;
-    checkpoints::remove_debris(run)?;
+    let mut trainer = Trainer::open(run, f.loop_settings(config), f.optimizer.init(), resume)?;
     if !resume {
         write_pretrained(run, pretrained)?;
     }
@@ -730,230 +741,28 @@ pub fn finetune(
     let mixes = build_mixes(config, &split.train)?;
     let train_device = device.clone().autodiff();
     let mut loaded = initial_model(config, pretrained, device, &train_device)?;
-    let mut optimizer = f.optimizer.init();
-    let mut state = FinetuneState {
-        step: 0,
-        micro_batches: 0,
-        skipped: Vec::new(),
-    };
-    let pattern = f.saved_pattern();
-    let kept = |path: &str| pattern.is_some() && !is_saved(path);
-    let mut resumed_from = None;
-    // A run killed before its first checkpoint resumes from step 0.
-    let checkpoint = if resume {
-        checkpoints::latest(run)?
-    } else {
-        None
-    };
-    if let Some(dir) = &checkpoint {
-        (optimizer, state) = checkpoints::load_matching(dir, &mut loaded.model, optimizer, kept)?;
-        resumed_from = Some(state.step);
-    }
-    if resume {
-        metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
-    }
-    let events_dir = run.join(EVENTS);
-    std::fs::create_dir_all(&events_dir).map_err(io_error(&events_dir))?;
-    let mut events = EventWriter::create(&events_dir)?;
-    let metrics_path = run.join(METRICS);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(io_error(&metrics_path))?;
-
+    let resumed_from = trainer.restore::<_, StepMetrics>(&mut loaded.model)?;
     let transform = config.data.transform(&config.model.vision);
     let preparer = loaded.preparer(&transform, f.max_length);
-    let total_steps = f.total_steps();
-    let accumulation = f.gradient_accumulation;
-    let total_micro = total_steps * accumulation;
-    let first_micro = state.micro_batches;
-    let policy = config.data.loader.bad_images;
-    let prefetch = config.data.loader.prefetch_batches.max(1);
-    let seed = config.seed;
-    let progress = Progress::new(total_steps, state.step, "tok/s");
-    let started = Instant::now();
-    let mut model = match (checkpoint.is_some(), f.projector_init.kind, mixes.first()) {
-        (false, ProjectorInitKind::LeastSquares, Some(first)) => {
+    let model = match (resumed_from, f.projector_init.kind, mixes.first()) {
+        (None, ProjectorInitKind::LeastSquares, Some(first)) => {
             init_projections(config, &preparer, loaded.model.clone(), first, device)?
         }
         _ => loaded.model.clone(),
     };
-    let mut current_stage = None;
-
-    let model = std::thread::scope(|scope| -> Result<Calm, FinetuneError> {
-        let (sender, receiver) = sync_channel(prefetch);
-        let preparer = &preparer;
-        let mixes = &mixes;
-        scope.spawn(move || {
-            for index in first_micro..total_micro {
-                let step = index / accumulation;
-                let Some((stage, _)) = f.stage_at(step) else {
-                    break;
-                };
-                let built = build_micro_batch(
-                    preparer,
-                    &mixes[stage],
-                    f.batch_size,
-                    mix(seed, stage as u64, 11),
-                    index,
-                    policy,
-                    device,
-                );
-                if sender.send(built).is_err() {
-                    break;
-                }
-            }
-        });
-        for step in state.step..total_steps {
-            let Some((stage_index, in_stage)) = f.stage_at(step) else {
-                break;
-            };
-            let stage = &f.stages[stage_index];
-            if current_stage != Some(stage_index) {
-                model = set_trainable(model, &stage.trainable);
-                current_stage = Some(stage_index);
-            }
-            let t0 = Instant::now();
-            let lr = stage.schedule.lr_at(in_stage, stage.steps);
-            let mut accumulator = GradientsAccumulator::new();
-            let mut sums: BTreeMap<String, (f64, usize)> = BTreeMap::new();
-            let mut total_loss = 0.0;
-            let mut tokens = 0;
-            let mut micro = Vec::with_capacity(accumulation);
-            for _ in 0..accumulation {
-                let (prepared, skipped) =
-                    receiver.recv().map_err(|_| FinetuneError::WorkerLost)??;
-                pretrain::note_skipped(&mut state.skipped, skipped);
-                micro.push(prepared);
-            }
-            let step_tokens: usize = micro
-                .iter()
-                .map(|p| p.target_tasks().len())
-                .sum::<usize>()
-                .max(1);
-            let step_scores: usize = micro
-                .iter()
-                .map(|p| p.scores.iter().flatten().count())
-                .sum::<usize>()
-                .max(1);
-            let weights = &f.score_heads;
-            let mut score_total = 0.0;
-            for prepared in &micro {
-                let batch = prepared.to_device(&train_device, true);
-                let losses = model.losses(&batch, !weights.train_model);
-                let token_losses = losses.tokens;
-                let values: Vec<f32> = token_losses.clone().into_data().iter::<f32>().collect();
-                for (task, value) in prepared.target_tasks().into_iter().zip(&values) {
-                    let entry = sums.entry(task.name().to_string()).or_default();
-                    entry.0 += f64::from(*value);
-                    entry.1 += 1;
-                    total_loss += f64::from(*value) / step_tokens as f64;
-                }
-                tokens += values.len();
-                // Token-weighted over the whole step, as one large batch would be.
-                let mut loss = token_losses.sum() / step_tokens as f64;
-                if let Some((emd, squared)) = losses.scores {
-                    for (name, part, weight) in [
-                        ("score_emd", emd, weights.distribution_weight),
-                        ("score_regression", squared, weights.regression_weight),
-                    ] {
-                        let values: Vec<f32> = part.clone().into_data().iter::<f32>().collect();
-                        let entry = sums.entry(name.to_string()).or_default();
-                        entry.0 += values.iter().map(|&v| f64::from(v)).sum::<f64>();
-                        entry.1 += values.len();
-                        score_total += weight * values.iter().map(|&v| f64::from(v)).sum::<f64>()
-                            / step_scores as f64;
-                        // Averaged over the step's scoring answers, as the tokens are.
-                        loss = loss + part.sum() * (weight / step_scores as f64);
-                    }
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                accumulator.accumulate(&model, grads);
-            }
-            if !(total_loss.is_finite() && score_total.is_finite()) {
-                return Err(FinetuneError::NotFinite {
-                    step,
-                    value: total_loss + score_total,
-                });
-            }
-            let mut grads = accumulator.grads();
-            // Heads that do not train the model are stepped apart, clipped on their own: in
-            // the global norm they would rescale the model's step, and the words would no
-            // longer be those a run without heads learns.
-            let mut head_grads = GradientsParams::new();
-            if let (false, Some(head)) = (weights.train_model, &model.score_head) {
-                move_grads(head, &mut grads, &mut head_grads);
-                if let Some(max) = f.max_grad_norm {
-                    clip_global_norm(head, &mut head_grads, max);
-                }
-            }
-            let grad_norm = match f.max_grad_norm {
-                Some(max) => clip_global_norm(&model, &mut grads, max),
-                None => global_grad_norm(&model, &grads),
-            };
-            if !head_grads.is_empty() {
-                model = optimizer.step(lr, model, head_grads);
-            }
-            if stage.trainable.mfam && stage.mfam_lr_scale != 1.0 {
-                let mfam_grads = take_qformer_grads(&model.mfam, &mut grads);
-                model = optimizer.step(lr * stage.mfam_lr_scale, model, mfam_grads);
-            }
-            model = optimizer.step(lr, model, grads);
-            state.step = step + 1;
-            state.micro_batches += accumulation;
-            let seconds = t0.elapsed().as_secs_f64();
-            let line = StepMetrics {
-                step,
-                stage: stage.name.clone(),
-                lr,
-                loss: total_loss,
-                losses: sums
-                    .into_iter()
-                    .map(|(k, (s, n))| (k, s / n.max(1) as f64))
-                    .collect(),
-                grad_norm,
-                tokens,
-                tokens_per_second: micro
-                    .iter()
-                    .map(|p| p.rows.iter().map(|r| r.len()).sum::<usize>())
-                    .sum::<usize>() as f64
-                    / seconds.max(1e-9),
-            };
-            log_step(&mut events, &mut metrics, &metrics_path, &line)?;
-            progress.step(step, total_loss, lr, line.tokens_per_second);
-            let due = f.checkpoint_every > 0 && state.step.is_multiple_of(f.checkpoint_every);
-            if due || state.step == total_steps {
-                events.flush()?;
-                checkpoints::save_matching(
-                    run,
-                    &model,
-                    pattern.as_deref(),
-                    &optimizer,
-                    state.step,
-                    &state,
-                    f.keep_checkpoints,
-                )?;
-            }
-        }
-        Ok(model)
-    })?;
-    let train_seconds = started.elapsed().as_secs_f64();
-    crate::io::checkpoint::save_module_matching(
-        &model,
-        &run.join(FINAL_MODEL),
-        pattern.as_deref(),
-    )?;
-    let all: Vec<StepMetrics> = metrics::read(&metrics_path)?;
-    let (Some(first_step), Some(last_step)) = (all.first().cloned(), all.last().cloned()) else {
-        return Err(FinetuneError::Io {
-            path: metrics_path,
-            source: std::io::Error::other("no steps recorded"),
-        });
+    let job = FinetuneJob {
+        config: f,
+        preparer: &preparer,
+        mixes: &mixes,
+        seed: config.seed,
+        policy: config.data.loader.bad_images,
+        device,
+        train_device,
     };
+    let trained = trainer.run(&job, model)?;
     Ok(FinetuneSummary {
-        steps: total_steps,
-        resumed_from,
+        steps: f.total_steps(),
+        resumed_from: trained.resumed_from,
         pretrained: pretrained.model.display().to_string(),
         train_photos: split.train.len(),
         held_out: split
@@ -961,11 +770,208 @@ pub fn finetune(
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
-        first_step,
-        last_step,
-        train_seconds,
-        skipped: state.skipped,
+        first_step: trained.first_step,
+        last_step: trained.last_step,
+        train_seconds: trained.train_seconds,
+        skipped: trained.skipped,
     })
+}
+
+/// Instruction tuning as the trainer sees it: micro-batches of conversations from each
+/// stage's mix, the cross-entropy over the answers' tokens (plus the score heads' losses),
+/// and per stage, which parts train and at which learning rate.
+struct FinetuneJob<'a> {
+    config: &'a FinetuneConfig,
+    preparer: &'a Preparer<'a>,
+    mixes: &'a [Mix],
+    seed: u64,
+    policy: BadImagePolicy,
+    device: &'a Device,
+    train_device: Device,
+}
+
+impl FinetuneJob<'_> {
+    fn stage(&self, step: usize) -> (usize, usize, &StageConfig) {
+        // Every step of the run lies in a stage: the run's steps are the stages' sum.
+        let (index, in_stage) = self.config.stage_at(step).unwrap_or((0, 0));
+        (index, in_stage, &self.config.stages[index])
+    }
+}
+
+/// What a step's losses are averaged over: its supervised tokens and its scoring answers.
+struct StepScale {
+    tokens: usize,
+    scores: usize,
+}
+
+#[derive(Default)]
+struct FinetuneTally {
+    /// Per task (and score loss): the sum and the count.
+    sums: BTreeMap<String, (f64, usize)>,
+    /// Mean cross-entropy over the step's supervised tokens.
+    token_loss: f64,
+    /// The score heads' weighted losses.
+    score_loss: f64,
+    tokens: usize,
+    /// Every token the step read, prompts included.
+    read: usize,
+    conversations: usize,
+}
+
+impl Tally for FinetuneTally {
+    fn total(&self) -> f64 {
+        self.token_loss + self.score_loss
+    }
+
+    fn examples(&self) -> usize {
+        self.conversations
+    }
+}
+
+impl Job for FinetuneJob<'_> {
+    type Model = Calm;
+    type Batch = PreparedBatch;
+    type Scale = StepScale;
+    type Tally = FinetuneTally;
+    type Line = StepMetrics;
+    type Error = FinetuneError;
+
+    fn micro_batch(&self, index: usize) -> Built {
+        let f = self.config;
+        let (stage, _, _) = self.stage(index / f.gradient_accumulation);
+        build_micro_batch(
+            self.preparer,
+            &self.mixes[stage],
+            f.batch_size,
+            mix(self.seed, stage as u64, 11),
+            index,
+            self.policy,
+            self.device,
+        )
+    }
+
+    fn lr(&self, step: usize) -> f64 {
+        let (_, in_stage, stage) = self.stage(step);
+        stage.schedule.lr_at(in_stage, stage.steps)
+    }
+
+    fn begin_step(&self, model: Calm, step: usize, first: bool) -> Calm {
+        let (index, _, stage) = self.stage(step);
+        let previous = step.checked_sub(1).map(|s| self.stage(s).0);
+        if first || previous != Some(index) {
+            set_trainable(model, &stage.trainable)
+        } else {
+            model
+        }
+    }
+
+    fn scale(&self, batches: &[PreparedBatch]) -> StepScale {
+        StepScale {
+            tokens: batches
+                .iter()
+                .map(|p| p.target_tasks().len())
+                .sum::<usize>()
+                .max(1),
+            scores: batches
+                .iter()
+                .map(|p| p.scores.iter().flatten().count())
+                .sum::<usize>()
+                .max(1),
+        }
+    }
+
+    fn loss(
+        &self,
+        model: &Calm,
+        prepared: PreparedBatch,
+        scale: &StepScale,
+        tally: &mut FinetuneTally,
+    ) -> Tensor<1> {
+        let weights = &self.config.score_heads;
+        let batch = prepared.to_device(&self.train_device, true);
+        let losses = model.losses(&batch, !weights.train_model);
+        let token_losses = losses.tokens;
+        let values: Vec<f32> = token_losses.clone().into_data().iter::<f32>().collect();
+        for (task, value) in prepared.target_tasks().into_iter().zip(&values) {
+            let entry = tally.sums.entry(task.name().to_string()).or_default();
+            entry.0 += f64::from(*value);
+            entry.1 += 1;
+            tally.token_loss += f64::from(*value) / scale.tokens as f64;
+        }
+        tally.tokens += values.len();
+        tally.read += prepared.rows.iter().map(|r| r.len()).sum::<usize>();
+        tally.conversations += prepared.rows.len();
+        // Token-weighted over the whole step, as one large batch would be.
+        let mut loss = token_losses.sum() / scale.tokens as f64;
+        if let Some((emd, squared)) = losses.scores {
+            for (name, part, weight) in [
+                ("score_emd", emd, weights.distribution_weight),
+                ("score_regression", squared, weights.regression_weight),
+            ] {
+                let values: Vec<f32> = part.clone().into_data().iter::<f32>().collect();
+                let entry = tally.sums.entry(name.to_string()).or_default();
+                entry.0 += values.iter().map(|&v| f64::from(v)).sum::<f64>();
+                entry.1 += values.len();
+                tally.score_loss += weight * values.iter().map(|&v| f64::from(v)).sum::<f64>()
+                    / scale.scores as f64;
+                // Averaged over the step's scoring answers, as the tokens are.
+                loss = loss + part.sum() * (weight / scale.scores as f64);
+            }
+        }
+        loss
+    }
+
+    /// Heads that do not train the model are stepped apart, clipped on their own: in the
+    /// global norm they would rescale the model's step, and the words would no longer be
+    /// those a run without heads learns.
+    fn clipped_apart(&self, model: &Calm, grads: &mut GradientsParams) -> Option<GradientsParams> {
+        let head = model.score_head.as_ref()?;
+        if self.config.score_heads.train_model {
+            return None;
+        }
+        let mut apart = GradientsParams::new();
+        move_grads(head, grads, &mut apart);
+        Some(apart)
+    }
+
+    fn lr_groups(
+        &self,
+        model: &Calm,
+        step: usize,
+        grads: &mut GradientsParams,
+    ) -> Vec<(f64, GradientsParams)> {
+        let (_, _, stage) = self.stage(step);
+        if stage.trainable.mfam && stage.mfam_lr_scale != 1.0 {
+            vec![(stage.mfam_lr_scale, take_qformer_grads(&model.mfam, grads))]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn line(
+        &self,
+        step: usize,
+        lr: f64,
+        grad_norm: f64,
+        tally: FinetuneTally,
+        seconds: f64,
+    ) -> StepMetrics {
+        let (_, _, stage) = self.stage(step);
+        StepMetrics {
+            step,
+            stage: stage.name.clone(),
+            lr,
+            loss: tally.token_loss,
+            losses: tally
+                .sums
+                .into_iter()
+                .map(|(k, (s, n))| (k, s / n.max(1) as f64))
+                .collect(),
+            grad_norm,
+            tokens: tally.tokens,
+            tokens_per_second: tally.read as f64 / seconds.max(1e-9),
+        }
+    }
 }
 
 /// The photos the pretraining run trained on and held out: the split it recorded, else (a run
@@ -1022,18 +1028,6 @@ fn init_projections(
     Ok(model)
 }
 
-/// The modules a checkpoint holds when the LLM's base weights stay frozen: the MFAM, the LoRA
-/// adapters and the score heads. The one list both saving and loading read.
-const SAVED_PREFIXES: [&str; 3] = ["mfam", "llm.lora", "score_head"];
-
-/// Whether a parameter path is among those `saved_pattern` keeps.
-fn is_saved(path: &str) -> bool {
-    SAVED_PREFIXES.iter().any(|prefix| {
-        path.strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('.'))
-    })
-}
-
 type Built = Result<(PreparedBatch, Vec<String>), FinetuneError>;
 
 fn build_micro_batch(
@@ -1052,7 +1046,7 @@ fn build_micro_batch(
     // of its index; an epoch's worth of failures past the batch's own means the data is
     // unusable.
     let start = index * batch;
-    let end = start + pretrain::replacement_budget(batch, mix_.len());
+    let end = start + trainer::replacement_budget(batch, mix_.len());
     for sample_index in start..end {
         if samples.len() == batch {
             break;
@@ -1076,7 +1070,7 @@ fn build_micro_batch(
         match made {
             Ok(s) => samples.push(s),
             Err(reason) => match policy {
-                BadImagePolicy::Skip => pretrain::note_skipped(&mut skipped, vec![reason]),
+                BadImagePolicy::Skip => trainer::note_skipped(&mut skipped, vec![reason]),
                 BadImagePolicy::Fail => {
                     return Err(FinetuneError::EmptyBatch {
                         index,
@@ -1096,27 +1090,6 @@ fn build_micro_batch(
         .prepare(&samples, false, device)
         .map_err(|source| FinetuneError::Batch { index, source })?;
     Ok((prepared, skipped))
-}
-
-fn log_step(
-    events: &mut EventWriter,
-    metrics: &mut std::fs::File,
-    path: &Path,
-    line: &StepMetrics,
-) -> Result<(), FinetuneError> {
-    let step = line.step as i64;
-    events.scalar("loss/total", step, line.loss as f32)?;
-    for (name, value) in &line.losses {
-        events.scalar(&format!("loss/{name}"), step, *value as f32)?;
-    }
-    events.scalar("lr", step, line.lr as f32)?;
-    events.scalar("grad_norm", step, line.grad_norm as f32)?;
-    events.scalar(
-        "throughput/tokens_per_second",
-        step,
-        line.tokens_per_second as f32,
-    )?;
-    Ok(metrics::append(metrics, path, line)?)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1152,7 +1125,7 @@ pub struct FinetunedRun {
 
 /// Finds a run from its directory or one of its checkpoint folders.
 pub fn find_run(path: &Path) -> Result<FinetunedRun, FinetuneError> {
-    let (dir, model) = checkpoints::locate(path, FINAL_MODEL)?;
+    let (dir, model) = checkpoints::locate(path, RunLayout::FINAL_MODEL)?;
     let (config, pretrained) = run_record(&dir)?;
     Ok(FinetunedRun {
         dir,
@@ -1170,7 +1143,7 @@ pub fn run_record(dir: &Path) -> Result<(ExperimentConfig, PretrainedRun), Finet
             path: dir.to_path_buf(),
             source: std::io::Error::other(format!(
                 "not a fine-tuning run: its {} says `{other}` made it",
-                crate::run::RUN_RECORD
+                crate::run::RunLayout::RUN_RECORD
             )),
         });
     }
@@ -1189,7 +1162,7 @@ pub fn run_record(dir: &Path) -> Result<(ExperimentConfig, PretrainedRun), Finet
         path: record_path.clone(),
         source: std::io::Error::other(e),
     })?;
-    let config_path = dir.join(crate::run::RESOLVED_CONFIG);
+    let config_path = dir.join(crate::run::RunLayout::RESOLVED_CONFIG);
     let mut config = crate::config::load(Some(&config_path), &[]).map_err(PretrainError::from)?;
     keep_unpooled_levels(&mut config, &config_path)?;
     let pretrained = pretrain::find_run(&resolve_relative(&record.run, dir))?;
@@ -1237,10 +1210,11 @@ fn resolve_relative(recorded: &Path, run: &Path) -> PathBuf {
 /// The fine-tuned model of a run, on `device`, ready for inference.
 pub fn load_finetuned(run: &FinetunedRun, device: &Device) -> Result<Loaded, FinetuneError> {
     let mut loaded = initial_model(&run.config, &run.pretrained, device, device)?;
-    let pattern = run.config.finetune.saved_pattern();
-    let report = crate::io::checkpoint::load_module_except(&mut loaded.model, &run.model, |p| {
-        pattern.is_some() && !is_saved(p)
-    })?;
+    let kept = run.config.finetune.kept();
+    let report =
+        crate::io::checkpoint::load_module_except(&mut loaded.model, &run.model, |p| {
+            !kept.holds(p)
+        })?;
     if !report.unexpected.is_empty() {
         return Err(FinetuneError::Io {
             path: run.model.clone(),

@@ -13,3 +13,4 @@ pub mod progress;
 pub mod projector_init;
 pub mod schedule;
 pub mod tensorboard;
+pub mod trainer;

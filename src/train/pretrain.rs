@@ -1,5 +1,5 @@
 //! Stage 1 of CALM: text-guided multi-scale self-supervised pretraining of the MFAM on
-//! unlabeled photos (DESIGN.md section 2). Each micro-batch pairs photos with degraded copies
+//! unlabeled photos (docs/design.md §2). Each micro-batch pairs photos with degraded copies
 //! (`train::batch`); the loss (`train::objective`) aligns each level with its text cues,
 //! regresses pixel attributes and ranks originals above copies. The loop follows CALM's
 //! recipe (Adam, linear warm-up then cosine decay) with what long runs need: gradient
@@ -10,23 +10,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
-use std::time::Instant;
-
-use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{BatchBuilder, BatchContents, BatchError};
-use super::checkpoints::{self, TrainCheckpointError, TrainerState};
-use super::metrics::{self, MetricsError, StepLine};
+use super::checkpoints::{self, Kept, TrainCheckpointError};
+use super::metrics::{MetricsError, StepLine};
 use super::objective::{LossConfig, losses};
-use super::optim::{OptimizerConfig, clip_global_norm, global_grad_norm, numbered_params};
-use super::progress::Progress;
+use super::optim::{OptimizerConfig, numbered_params};
 use super::schedule::ScheduleConfig;
-use super::tensorboard::{EventError, EventWriter};
+use super::tensorboard::EventError;
+use super::trainer::{self, Job, LoggedStep, LoopSettings, Tally, Trainer, TrainerError};
 use crate::config::{ExperimentConfig, Invalid};
 use crate::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
 use crate::data::image::load_rgb;
@@ -41,14 +37,11 @@ use crate::model::pretrain::{PretrainHeadsConfig, PretrainModel};
 use crate::model::qformer::QFormerError;
 use crate::model::text::TextEncoder;
 use crate::model::vision::frozen::FrozenEncoder;
+use crate::run::RunLayout;
 
-pub const METRICS: &str = "metrics.jsonl";
-pub const EVENTS: &str = "events";
-pub const HELD_OUT: &str = "held_out";
-pub const FINAL_MODEL: &str = "model.safetensors";
-pub const SUMMARY: &str = "summary.json";
-/// The photos a run trains on and holds out, recorded when it starts (`Split`).
-pub const SPLIT: &str = "split.json";
+// Short names for the messages below.
+const HELD_OUT: &str = RunLayout::HELD_OUT;
+const SPLIT: &str = RunLayout::SPLIT;
 
 /// How the Q-Formers start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +104,21 @@ impl Default for PretrainConfig {
 }
 
 impl PretrainConfig {
+    /// The training loop's settings for this section.
+    pub fn loop_settings(&self, config: &ExperimentConfig) -> LoopSettings {
+        LoopSettings {
+            steps: self.steps,
+            gradient_accumulation: self.gradient_accumulation,
+            max_grad_norm: self.max_grad_norm,
+            checkpoint_every: self.checkpoint_every,
+            keep_checkpoints: self.keep_checkpoints,
+            prefetch_batches: config.data.loader.prefetch_batches,
+            kept: Kept::All,
+            lr_key: "pretrain.schedule.peak_lr",
+            throughput_unit: "img/s",
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Invalid> {
         use crate::train::schedule::{MAX_ACCUMULATION, MAX_STEPS};
         crate::model::size_within("pretrain.steps", self.steps, MAX_STEPS)?;
@@ -256,16 +264,14 @@ pub enum PretrainError {
         "micro-batch {index}: no photo could be read in a whole epoch's worth of attempts (see the skipped photos)"
     )]
     EmptyBatch { index: usize },
-    #[error("the batch-building thread stopped unexpectedly")]
-    WorkerLost,
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Run(#[from] crate::run::RunError),
     #[error("no photos to evaluate")]
     NoPhotos,
-    #[error("the loss became {value} at step {step}; lower pretrain.schedule.peak_lr?")]
-    NotFinite { step: usize, value: f64 },
+    #[error(transparent)]
+    Trainer(#[from] TrainerError),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PretrainError + '_ {
@@ -497,6 +503,28 @@ impl StepLine for StepMetrics {
     }
 }
 
+impl LoggedStep for StepMetrics {
+    fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn grad_norm(&self) -> f64 {
+        self.grad_norm
+    }
+
+    fn losses(&self) -> &BTreeMap<String, f64> {
+        &self.losses
+    }
+
+    fn throughput(&self) -> (&'static str, f64) {
+        ("images_per_second", self.images_per_second)
+    }
+}
+
 /// What `summary.json` holds after training; the binary adds the evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct PretrainSummary {
@@ -525,172 +553,143 @@ pub fn pretrain(
     resume: bool,
 ) -> Result<PretrainSummary, PretrainError> {
     let p = &config.pretrain;
-    let _lock = crate::run::RunLock::acquire(run)?;
-    checkpoints::remove_debris(run)?;
+    let mut trainer = Trainer::open(run, p.loop_settings(config), p.optimizer.init(), resume)?;
     let split = run_split(config, run, resume)?;
     let policy = config.data.loader.bad_images;
-    let mut state = TrainerState {
-        step: 0,
-        micro_batches: 0,
-        skipped: Vec::new(),
-    };
-    let held_out = copy_held_out(&split.held_out, &run.join(HELD_OUT), policy)?;
-    state.skipped.extend(held_out.skipped.iter().cloned());
+    let held_out = copy_held_out(&split.held_out, &RunLayout::new(run).held_out(), policy)?;
+    trainer.note_skipped(held_out.skipped.clone());
     let train_device = device.clone().autodiff();
     let mut model = initial_model(config, frozen, &train_device)?;
-    let mut optimizer = p.optimizer.init();
-    let mut resumed_from = None;
-    // A run killed before its first checkpoint resumes from step 0.
-    let checkpoint = if resume {
-        checkpoints::latest(run)?
-    } else {
-        None
-    };
-    if let Some(dir) = checkpoint {
-        (optimizer, state) = checkpoints::load(&dir, &mut model, optimizer)?;
-        resumed_from = Some(state.step);
-    }
-    if resume {
-        metrics::keep_before::<StepMetrics>(&run.join(METRICS), state.step)?;
-    }
-    let events_dir = run.join(EVENTS);
-    std::fs::create_dir_all(&events_dir).map_err(io_error(&events_dir))?;
-    let mut events = EventWriter::create(&events_dir)?;
-    let metrics_path = run.join(METRICS);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(io_error(&metrics_path))?;
-
+    trainer.restore::<_, StepMetrics>(&mut model)?;
     let transform = config.data.transform(&config.model.vision);
-    let builder = BatchBuilder {
-        encoder: &frozen.encoder,
-        text: &frozen.text,
-        transform: &transform,
-        pairs: &p.pairs,
+    let job = PretrainJob {
+        config: p,
+        builder: BatchBuilder {
+            encoder: &frozen.encoder,
+            text: &frozen.text,
+            transform: &transform,
+            pairs: &p.pairs,
+        },
+        train: &split.train,
+        batch_photos: config.data.loader.batch_size,
+        seed: config.seed,
+        policy,
+        device,
     };
-    let accumulation = p.gradient_accumulation;
-    let total_micro = p.steps * accumulation;
-    let first_micro = state.micro_batches;
-    let batch_photos = config.data.loader.batch_size;
-    let prefetch = config.data.loader.prefetch_batches.max(1);
-    let train = &split.train;
-    let seed = config.seed;
-    let progress = Progress::new(p.steps, state.step, "img/s");
-    let started = Instant::now();
-    let mut images_seen = 0;
-
-    let model = std::thread::scope(|scope| -> Result<PretrainModel, PretrainError> {
-        let (sender, receiver) = sync_channel(prefetch);
-        let builder = &builder;
-        scope.spawn(move || {
-            for index in first_micro..total_micro {
-                let built =
-                    build_micro_batch(builder, train, batch_photos, seed, index, policy, device);
-                if sender.send(built).is_err() {
-                    break;
-                }
-            }
-        });
-        for step in state.step..p.steps {
-            let t0 = Instant::now();
-            let lr = p.schedule.lr_at(step, p.steps);
-            let mut accumulator = GradientsAccumulator::new();
-            let mut named: BTreeMap<String, f64> = BTreeMap::new();
-            let mut total = 0.0;
-            let mut images = 0;
-            for _ in 0..accumulation {
-                let (contents, skipped) =
-                    receiver.recv().map_err(|_| PretrainError::WorkerLost)??;
-                note_skipped(&mut state.skipped, skipped);
-                images += contents.examples.len();
-                let batch = contents.batch.autodiff();
-                let l = losses(&model, &batch, &p.losses);
-                for (name, value) in &l.named {
-                    *named.entry((*name).to_string()).or_default() +=
-                        f64::from(value.clone().into_scalar::<f32>()) / accumulation as f64;
-                }
-                let scaled = l.total / accumulation as f64;
-                total += f64::from(scaled.clone().into_scalar::<f32>());
-                let grads = GradientsParams::from_grads(scaled.backward(), &model);
-                accumulator.accumulate(&model, grads);
-            }
-            if !total.is_finite() {
-                return Err(PretrainError::NotFinite { step, value: total });
-            }
-            let mut grads = accumulator.grads();
-            let grad_norm = match p.max_grad_norm {
-                Some(max) => clip_global_norm(&model, &mut grads, max),
-                None => global_grad_norm(&model, &grads),
-            };
-            model = optimizer.step(lr, model, grads);
-            state.step = step + 1;
-            state.micro_batches += accumulation;
-            images_seen += images;
-            let seconds = t0.elapsed().as_secs_f64();
-            let line = StepMetrics {
-                step,
-                lr,
-                loss: total,
-                losses: named,
-                grad_norm,
-                images_per_second: images as f64 / seconds.max(1e-9),
-            };
-            log_step(&mut events, &mut metrics, &metrics_path, &line)?;
-            progress.step(step, total, lr, line.images_per_second);
-            let due = p.checkpoint_every > 0 && state.step.is_multiple_of(p.checkpoint_every);
-            if due || state.step == p.steps {
-                events.flush()?;
-                checkpoints::save(run, &model, &optimizer, &state, p.keep_checkpoints)?;
-            }
-        }
-        Ok(model)
-    })?;
-    let train_seconds = started.elapsed().as_secs_f64();
-    crate::io::checkpoint::save_module(&model, &run.join(FINAL_MODEL))?;
-    let all: Vec<StepMetrics> = metrics::read(&metrics_path)?;
-    let (Some(first_step), Some(last_step)) = (all.first().cloned(), all.last().cloned()) else {
-        return Err(PretrainError::Io {
-            path: metrics_path,
-            source: std::io::Error::other("no steps recorded"),
-        });
-    };
+    let trained = trainer.run(&job, model)?;
     Ok(PretrainSummary {
         steps: p.steps,
-        resumed_from,
+        resumed_from: trained.resumed_from,
         train_photos: split.train.len(),
         held_out: held_out
             .copied
             .iter()
             .map(|p| p.display().to_string())
             .collect(),
-        images_seen,
-        first_step,
-        last_step,
-        train_seconds,
-        skipped: state.skipped,
+        images_seen: trained.examples_seen,
+        first_step: trained.first_step,
+        last_step: trained.last_step,
+        train_seconds: trained.train_seconds,
+        skipped: trained.skipped,
     })
 }
 
-type Built = Result<(BatchContents, Vec<String>), PretrainError>;
-
-/// How many draws of the stream a micro-batch of `batch` may make when items fail to load:
-/// its own and a whole epoch's worth (`items`) more, after which the data is unusable. Both
-/// training loops use it.
-pub(crate) fn replacement_budget(batch: usize, items: usize) -> usize {
-    batch.saturating_add(items)
+/// Pretraining as the trainer sees it: micro-batches of photos and their degraded copies,
+/// the objective of `train::objective`, every MFAM parameter trained.
+struct PretrainJob<'a> {
+    config: &'a PretrainConfig,
+    builder: BatchBuilder<'a>,
+    train: &'a [PathBuf],
+    batch_photos: usize,
+    seed: u64,
+    policy: BadImagePolicy,
+    device: &'a Device,
 }
 
-/// Adds the photos a micro-batch skipped to a run's list, each once, however many epochs
-/// meet it.
-pub(crate) fn note_skipped(list: &mut Vec<String>, skipped: Vec<String>) {
-    for s in skipped {
-        if !list.contains(&s) {
-            list.push(s);
+#[derive(Default)]
+struct PretrainTally {
+    /// Each loss, unweighted, averaged over the step's micro-batches.
+    named: BTreeMap<String, f64>,
+    total: f64,
+    images: usize,
+}
+
+impl Tally for PretrainTally {
+    fn total(&self) -> f64 {
+        self.total
+    }
+
+    fn examples(&self) -> usize {
+        self.images
+    }
+}
+
+impl Job for PretrainJob<'_> {
+    type Model = PretrainModel;
+    type Batch = BatchContents;
+    type Scale = ();
+    type Tally = PretrainTally;
+    type Line = StepMetrics;
+    type Error = PretrainError;
+
+    fn micro_batch(&self, index: usize) -> Built {
+        build_micro_batch(
+            &self.builder,
+            self.train,
+            self.batch_photos,
+            self.seed,
+            index,
+            self.policy,
+            self.device,
+        )
+    }
+
+    fn lr(&self, step: usize) -> f64 {
+        self.config.schedule.lr_at(step, self.config.steps)
+    }
+
+    fn scale(&self, _: &[BatchContents]) {}
+
+    fn loss(
+        &self,
+        model: &PretrainModel,
+        contents: BatchContents,
+        _: &(),
+        tally: &mut PretrainTally,
+    ) -> Tensor<1> {
+        let accumulation = self.config.gradient_accumulation as f64;
+        tally.images += contents.examples.len();
+        let batch = contents.batch.autodiff();
+        let l = losses(model, &batch, &self.config.losses);
+        for (name, value) in &l.named {
+            *tally.named.entry((*name).to_string()).or_default() +=
+                f64::from(value.clone().into_scalar::<f32>()) / accumulation;
+        }
+        let scaled = l.total / accumulation;
+        tally.total += f64::from(scaled.clone().into_scalar::<f32>());
+        scaled
+    }
+
+    fn line(
+        &self,
+        step: usize,
+        lr: f64,
+        grad_norm: f64,
+        tally: PretrainTally,
+        seconds: f64,
+    ) -> StepMetrics {
+        StepMetrics {
+            step,
+            lr,
+            loss: tally.total,
+            losses: tally.named,
+            grad_norm,
+            images_per_second: tally.images as f64 / seconds.max(1e-9),
         }
     }
 }
+
+type Built = Result<(BatchContents, Vec<String>), PretrainError>;
 
 fn build_micro_batch(
     builder: &BatchBuilder<'_>,
@@ -707,7 +706,7 @@ fn build_micro_batch(
     // keeps its size (a batch of one bad photo would otherwise be empty) and stays a function
     // of its index; after a whole epoch's worth of failures in a row the data is unusable.
     let start = index * batch_photos;
-    let end = start + replacement_budget(batch_photos, train.len());
+    let end = start + trainer::replacement_budget(batch_photos, train.len());
     let mut position = start;
     while images.len() < batch_photos && position < end {
         let path = &train[photo_at(train.len(), seed, position)];
@@ -733,27 +732,6 @@ fn build_micro_batch(
         .build(&photos, mix(seed, 2, index as u64), device)
         .map_err(|source| PretrainError::Batch { index, source })?;
     Ok((contents, skipped))
-}
-
-fn log_step(
-    events: &mut EventWriter,
-    metrics: &mut std::fs::File,
-    path: &Path,
-    line: &StepMetrics,
-) -> Result<(), PretrainError> {
-    let step = line.step as i64;
-    events.scalar("loss/total", step, line.loss as f32)?;
-    for (name, value) in &line.losses {
-        events.scalar(&format!("loss/{name}"), step, *value as f32)?;
-    }
-    events.scalar("lr", step, line.lr as f32)?;
-    events.scalar("grad_norm", step, line.grad_norm as f32)?;
-    events.scalar(
-        "throughput/images_per_second",
-        step,
-        line.images_per_second as f32,
-    )?;
-    Ok(metrics::append(metrics, path, line)?)
 }
 
 /// What `copy_held_out` did.
@@ -866,7 +844,7 @@ pub struct PretrainedRun {
 
 /// Finds a run from its directory, or from one of its checkpoint folders.
 pub fn find_run(path: &Path) -> Result<PretrainedRun, PretrainError> {
-    let (run, model) = checkpoints::locate(path, FINAL_MODEL)?;
+    let (run, model) = checkpoints::locate(path, RunLayout::FINAL_MODEL)?;
     Ok(PretrainedRun {
         config: run_config(&run)?,
         dir: run,
@@ -878,7 +856,7 @@ pub fn find_run(path: &Path) -> Result<PretrainedRun, PretrainError> {
 /// when the run was killed before its first checkpoint. Only a run `pretrain` made: resuming
 /// a fine-tuning run or an evaluation as pretraining would write over it.
 pub fn run_config(run: &Path) -> Result<ExperimentConfig, PretrainError> {
-    let config_path = run.join(crate::run::RESOLVED_CONFIG);
+    let config_path = run.join(crate::run::RunLayout::RESOLVED_CONFIG);
     let not_a_run = |why: String| PretrainError::Io {
         path: run.to_path_buf(),
         source: std::io::Error::new(
@@ -891,13 +869,13 @@ pub fn run_config(run: &Path) -> Result<ExperimentConfig, PretrainError> {
         Some(other) => {
             return Err(not_a_run(format!(
                 "its {} says `{other}` made it",
-                crate::run::RUN_RECORD
+                crate::run::RunLayout::RUN_RECORD
             )));
         }
         None => {
             return Err(not_a_run(format!(
                 "its {} is missing or unreadable",
-                crate::run::RUN_RECORD
+                crate::run::RunLayout::RUN_RECORD
             )));
         }
     }
@@ -991,7 +969,7 @@ pub fn pretrain_and_evaluate(
 ) -> Result<crate::eval::degradations::DegradationReport, PretrainError> {
     let frozen = Frozen::load(config, device)?;
     let summary = pretrain(config, &frozen, run_dir, device, resume)?;
-    let summary_path = run_dir.join(SUMMARY);
+    let summary_path = RunLayout::new(run_dir).summary();
     let to_json = |e: serde_json::Error| PretrainError::Io {
         path: summary_path.clone(),
         source: std::io::Error::other(e),
@@ -1044,7 +1022,7 @@ pub fn find_matching_run(config: &ExperimentConfig, runs: &Path) -> Option<Pretr
     let entries = std::fs::read_dir(runs).ok()?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(FINAL_MODEL).is_file() && p.join(SUMMARY).is_file())
+        .filter(|p| p.join(RunLayout::FINAL_MODEL).is_file() && p.join(RunLayout::SUMMARY).is_file())
         .collect();
     // Run names start with their UTC time, so the newest sorts last.
     dirs.sort();
