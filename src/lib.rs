@@ -17,5 +17,6 @@ pub mod files;
 pub mod io;
 pub mod model;
 pub mod run;
+pub mod streams;
 pub mod sweep;
 pub mod train;

@@ -352,7 +352,10 @@ fn protocol(
         "metrics": metrics,
     });
     let text = serde_json::to_string_pretty(&metrics)?;
-    write(&out.join(calm::run::RunLayout::EVAL_METRICS), text.as_bytes())?;
+    write(
+        &out.join(calm::run::RunLayout::EVAL_METRICS),
+        text.as_bytes(),
+    )?;
     calm::outln!("{text}")?;
     Ok(())
 }

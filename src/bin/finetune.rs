@@ -14,8 +14,8 @@ use calm::cli::CommonArgs;
 use calm::config::ExperimentConfig;
 use calm::eval::held_out::{self, write_held_out_set};
 use calm::eval::tasks::Runner;
-use calm::run::{RunDir, RunRecord};
 use calm::run::RunLayout;
+use calm::run::{RunDir, RunRecord};
 use calm::train::finetune;
 use calm::train::pretrain::{self, PretrainedRun};
 use clap::Parser;
@@ -84,7 +84,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if args.no_eval {
         return Ok(());
     }
-    let photos = calm::data::formats::scan_folder(&pretrained.dir.join(RunLayout::HELD_OUT), false)?;
+    let photos =
+        calm::data::formats::scan_folder(&pretrained.dir.join(RunLayout::HELD_OUT), false)?;
     let transform = config.data.transform(&config.model.vision).centred();
     let set = write_held_out_set(
         &photos,

@@ -18,6 +18,7 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use super::DataError;
+use crate::streams::Stream;
 
 /// What to do with an image that cannot be read or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -127,7 +128,9 @@ impl<S: SampleSource> Loader<S> {
     pub fn plan(&self, epoch: u64) -> Vec<Vec<usize>> {
         let mut order: Vec<usize> = (0..self.source.len()).collect();
         if self.config.shuffle {
-            order.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, epoch, u64::MAX)));
+            order.shuffle(&mut StdRng::seed_from_u64(
+                Stream::LoaderOrder.seed(self.seed, epoch),
+            ));
         }
         let size = self.config.batch_size.max(1);
         order
@@ -227,7 +230,9 @@ impl<S: SampleSource> BatchJob<S> {
             skipped: Vec::new(),
         };
         for &index in indices {
-            let mut rng = StdRng::seed_from_u64(mix(self.seed, self.epoch, index as u64));
+            let mut rng = StdRng::seed_from_u64(
+                Stream::LoaderSample { epoch: self.epoch }.seed(self.seed, index as u64),
+            );
             // A decoder that panics on one hostile file costs that file, not the run.
             let loaded = catch_unwind(AssertUnwindSafe(|| self.source.load(index, &mut rng)))
                 .unwrap_or_else(|_| {
@@ -376,14 +381,4 @@ impl<S: SampleSource> Drop for Epoch<S> {
             }
         }
     }
-}
-
-/// SplitMix64 over the three words, so nearby seeds give unrelated streams.
-pub(crate) fn mix(seed: u64, epoch: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

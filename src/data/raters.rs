@@ -20,9 +20,10 @@ use super::DataError;
 use super::attributes::low_attributes;
 use super::image::load_rgb;
 use super::instruct::{InstructSample, SampleImage, Task, format_score, prompts};
-use super::loader::{BadImagePolicy, mix};
+use super::loader::BadImagePolicy;
 use super::tasks::TaskBuilder;
 use crate::model::chat::Role;
+use crate::streams::Stream;
 
 /// The measures a taste may weigh: what a photo looks like at a glance.
 pub const TASTE_NAMES: [&str; 5] = [
@@ -213,7 +214,7 @@ impl TaskBuilder for SimulatedRaters {
     fn sample(&self, index: usize, seed: u64) -> Result<InstructSample, DataError> {
         let n = self.photos.len();
         let query = index % n;
-        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 31));
+        let mut rng = StdRng::seed_from_u64(Stream::SimulatedRater.seed(seed, index as u64));
         let weights = self.draw_taste(&mut rng);
         let taste: Vec<f64> = self
             .features

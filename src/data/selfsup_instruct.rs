@@ -20,10 +20,10 @@ use super::instruct::{
     IMAGE_PLACEHOLDER, InstructSample, LEVELS, SampleImage, ScoreTarget, Task, format_score,
     level_of, prompts,
 };
-use super::loader::mix;
 use super::tasks::TaskBuilder;
 use super::transform::Transform;
 use crate::model::chat::Role;
+use crate::streams::Stream;
 
 /// The questions a self-supervised sample can ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,7 +226,7 @@ impl TaskBuilder for SelfSupervisedTasks {
             reason,
         };
         let photo = load_rgb(path).map_err(|e| bad(e.to_string()))?;
-        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 7));
+        let mut rng = StdRng::seed_from_u64(Stream::SelfSupervisedCrop.seed(seed, index as u64));
         let crop = self
             .transform
             .crop(&photo, &mut rng)

@@ -20,12 +20,12 @@ use super::formats::llava::{self, read_llava};
 use super::instruct::{
     InstructSample, LEVELS, SampleImage, ScoreTarget, Task, format_score, level_of, prompts,
 };
-use super::loader::mix;
 use super::raters::{SimulatedRatersConfig, rated_turns};
 use super::selfsup_instruct::SelfSupervisedConfig;
 use super::{CaptionSplit, DataError};
 use crate::config::{Invalid, tagged};
 use crate::model::chat::Role;
+use crate::streams::Stream;
 
 /// Makes the samples of one task.
 pub trait TaskBuilder: Send + Sync {
@@ -341,7 +341,7 @@ impl TaskBuilder for AvaComments {
     fn sample(&self, index: usize, seed: u64) -> Result<InstructSample, DataError> {
         let (path, comments) = &self.items[index % self.items.len()];
         let usable: Vec<&String> = comments.iter().filter(|t| !t.trim().is_empty()).collect();
-        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 21));
+        let mut rng = StdRng::seed_from_u64(Stream::CommentChoice.seed(seed, index as u64));
         let comment = usable
             .choose(&mut rng)
             .map(|t| t.trim().to_string())
@@ -415,7 +415,7 @@ impl TaskBuilder for Personalized {
         let (w, q) = self.queries[index % self.queries.len()];
         let ratings = &self.raters[w];
         let mut others: Vec<usize> = (0..ratings.len()).filter(|&i| i != q).collect();
-        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 22));
+        let mut rng = StdRng::seed_from_u64(Stream::PersonalShots.seed(seed, index as u64));
         others.shuffle(&mut rng);
         others.truncate(self.shots);
         others.push(q);
@@ -568,7 +568,8 @@ impl Mix {
         group: usize,
         seed: u64,
     ) -> Result<InstructSample, DataError> {
-        let mut task_rng = StdRng::seed_from_u64(mix(seed, (index / group.max(1)) as u64, 23));
+        let mut task_rng =
+            StdRng::seed_from_u64(Stream::TaskChoice.seed(seed, (index / group.max(1)) as u64));
         let u: f64 = task_rng.random();
         let b = self
             .cumulative
@@ -576,8 +577,8 @@ impl Mix {
             .position(|&c| u < c)
             .unwrap_or(self.builders.len() - 1);
         let builder = &self.builders[b];
-        let mut rng = StdRng::seed_from_u64(mix(seed, index as u64, 24));
+        let mut rng = StdRng::seed_from_u64(Stream::ItemChoice.seed(seed, index as u64));
         let item = rng.random_range(0..builder.len());
-        builder.sample(item, mix(seed, index as u64, 25))
+        builder.sample(item, Stream::TaskSample.seed(seed, index as u64))
     }
 }

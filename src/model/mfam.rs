@@ -159,7 +159,8 @@ impl Default for MfamConfig {
 }
 
 /// The four token groups, in the order the LLM sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Group {
     Low,
     Middle,
@@ -170,6 +171,7 @@ pub enum Group {
 impl Group {
     pub const ALL: [Group; 4] = [Group::Low, Group::Middle, Group::High, Group::Thematic];
 
+    /// Its key in configs and reports, as serde writes it.
     pub fn name(self) -> &'static str {
         match self {
             Self::Low => "low",
@@ -180,12 +182,19 @@ impl Group {
     }
 }
 
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl MfamConfig {
-    pub fn levels(&self) -> [(&'static str, &LevelConfig); 3] {
+    /// The three depth levels with their groups (whose `name` is their config key).
+    pub fn levels(&self) -> [(Group, &LevelConfig); 3] {
         [
-            ("low", &self.low),
-            ("middle", &self.middle),
-            ("high", &self.high),
+            (Group::Low, &self.low),
+            (Group::Middle, &self.middle),
+            (Group::High, &self.high),
         ]
     }
 
@@ -341,10 +350,10 @@ impl MfamConfig {
             self.llm_hidden_size,
             limits::WIDTH,
         )?;
-        for (name, level) in self.levels() {
+        for (group, level) in self.levels() {
             if level.enabled {
                 size_within(
-                    &format!("model.mfam.{name}.num_query_tokens"),
+                    &format!("model.mfam.{}.num_query_tokens", group.name()),
                     level.num_query_tokens,
                     limits::QUERY_TOKENS,
                 )?;
@@ -376,7 +385,8 @@ impl MfamConfig {
             ));
         }
         let depth = vision.num_hidden_states();
-        for (name, level) in self.levels() {
+        for (group, level) in self.levels() {
+            let name = group.name();
             if !level.enabled {
                 continue;
             }

@@ -30,7 +30,6 @@ use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
 use super::trainer::{self, Job, LoggedStep, LoopSettings, Tally, Trainer, TrainerError};
 use crate::config::{ExperimentConfig, Invalid};
-use crate::data::loader::mix;
 use crate::data::raters::SimulatedRaters;
 use crate::data::selfsup_instruct::{SelfSupervisedConfig, SelfSupervisedTasks};
 use crate::data::tasks::{Mix, MixEntry, TaskBuilder, TaskSourceConfig, build_task, validate_mix};
@@ -41,10 +40,11 @@ use crate::io::models::{FetchedModel, ModelsError, ensure_fetched};
 use crate::model::calm::Calm;
 use crate::model::chat::{ChatTemplate, LlmTokenizer};
 use crate::model::lora::LoraConfig;
-use crate::model::mfam::Mfam;
+use crate::model::mfam::{Group, Mfam};
 use crate::model::score_head::ScoreHead;
 use crate::model::vision::frozen::FrozenEncoder;
 use crate::run::RunLayout;
+use crate::streams::Stream;
 
 // A short name for the messages below.
 const PRETRAINED: &str = RunLayout::PRETRAINED;
@@ -843,7 +843,7 @@ impl Job for FinetuneJob<'_> {
             self.preparer,
             &self.mixes[stage],
             f.batch_size,
-            mix(self.seed, stage as u64, 11),
+            Stream::StageSamples.seed(self.seed, stage as u64),
             index,
             self.policy,
             self.device,
@@ -1005,7 +1005,7 @@ fn init_projections(
                 preparer,
                 first,
                 f.batch_size,
-                mix(config.seed, 0, 13),
+                Stream::ProjectorFit.seed(config.seed, 0),
                 index,
                 policy,
                 device,
@@ -1060,8 +1060,18 @@ fn build_micro_batch(
                     .iter()
                     .enumerate()
                     .map(|(k, image)| {
+                        let image_stream = u8::try_from(k)
+                            .ok()
+                            .filter(|&k| k < Stream::MAX_SAMPLE_IMAGES)
+                            .map(|image| Stream::SampleImage { image })
+                            .ok_or_else(|| {
+                                format!(
+                                    "a sample holds more than {} images",
+                                    Stream::MAX_SAMPLE_IMAGES
+                                )
+                            })?;
                         preparer
-                            .image(image, mix(seed, sample_index as u64, k as u64))
+                            .image(image, image_stream.seed(seed, sample_index as u64))
                             .map_err(|e| e.to_string())
                     })
                     .collect::<Result<Vec<Arc<_>>, String>>()?;
@@ -1182,12 +1192,12 @@ fn keep_unpooled_levels(config: &mut ExperimentConfig, path: &Path) -> Result<()
             source: std::io::Error::other(crate::config::yaml_error_line(&e.to_string())),
         })?;
     let mfam = &mut config.model.mfam;
-    for (name, level) in [
-        ("low", &mut mfam.low),
-        ("middle", &mut mfam.middle),
-        ("high", &mut mfam.high),
+    for (group, level) in [
+        (Group::Low, &mut mfam.low),
+        (Group::Middle, &mut mfam.middle),
+        (Group::High, &mut mfam.high),
     ] {
-        if saved["model"]["mfam"][name].get("pool").is_none() {
+        if saved["model"]["mfam"][group.name()].get("pool").is_none() {
             level.pool = None;
         }
     }
@@ -1211,10 +1221,9 @@ fn resolve_relative(recorded: &Path, run: &Path) -> PathBuf {
 pub fn load_finetuned(run: &FinetunedRun, device: &Device) -> Result<Loaded, FinetuneError> {
     let mut loaded = initial_model(&run.config, &run.pretrained, device, device)?;
     let kept = run.config.finetune.kept();
-    let report =
-        crate::io::checkpoint::load_module_except(&mut loaded.model, &run.model, |p| {
-            !kept.holds(p)
-        })?;
+    let report = crate::io::checkpoint::load_module_except(&mut loaded.model, &run.model, |p| {
+        !kept.holds(p)
+    })?;
     if !report.unexpected.is_empty() {
         return Err(FinetuneError::Io {
             path: run.model.clone(),

@@ -8,12 +8,12 @@
 //! every micro-batch is a pure function of the seed and its index, and parameter ids are
 //! numbered, so a resumed run computes the same losses as one never stopped.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use super::batch::{BatchBuilder, BatchContents, BatchError};
 use super::checkpoints::{self, Kept, TrainCheckpointError};
@@ -26,7 +26,6 @@ use super::trainer::{self, Job, LoggedStep, LoopSettings, Tally, Trainer, Traine
 use crate::config::{ExperimentConfig, Invalid};
 use crate::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
 use crate::data::image::load_rgb;
-use crate::data::loader::mix;
 use crate::data::selfsup::PairConfig;
 use crate::data::{BadImagePolicy, DataError};
 use crate::eval::degradations::DegradationEvalConfig;
@@ -38,6 +37,7 @@ use crate::model::qformer::QFormerError;
 use crate::model::text::TextEncoder;
 use crate::model::vision::frozen::FrozenEncoder;
 use crate::run::RunLayout;
+use crate::streams::Stream;
 
 // Short names for the messages below.
 const HELD_OUT: &str = RunLayout::HELD_OUT;
@@ -449,7 +449,7 @@ pub fn split_photos(
             hold_out,
         });
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(mix(seed, u64::MAX, 0));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(Stream::HoldOut.seed(seed, 0));
     let mut order: Vec<usize> = (0..paths.len()).collect();
     order.shuffle(&mut rng);
     let mut held: Vec<usize> = order[..hold_out].to_vec();
@@ -478,7 +478,9 @@ pub fn micro_batch_photos(photos: usize, batch: usize, seed: u64, index: usize) 
 fn photo_at(photos: usize, seed: u64, position: usize) -> usize {
     let epoch = (position / photos) as u64;
     let mut order: Vec<usize> = (0..photos).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(seed, epoch, 1)));
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+        Stream::PhotoOrder.seed(seed, epoch),
+    ));
     order[position % photos]
 }
 
@@ -729,7 +731,11 @@ fn build_micro_batch(
     }
     let photos: Vec<_> = images.iter().map(|image| (image, None)).collect();
     let contents = builder
-        .build(&photos, mix(seed, 2, index as u64), device)
+        .build(
+            &photos,
+            Stream::Degradations.seed(seed, index as u64),
+            device,
+        )
         .map_err(|source| PretrainError::Batch { index, source })?;
     Ok((contents, skipped))
 }
@@ -1022,7 +1028,9 @@ pub fn find_matching_run(config: &ExperimentConfig, runs: &Path) -> Option<Pretr
     let entries = std::fs::read_dir(runs).ok()?;
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join(RunLayout::FINAL_MODEL).is_file() && p.join(RunLayout::SUMMARY).is_file())
+        .filter(|p| {
+            p.join(RunLayout::FINAL_MODEL).is_file() && p.join(RunLayout::SUMMARY).is_file()
+        })
         .collect();
     // Run names start with their UTC time, so the newest sorts last.
     dirs.sort();

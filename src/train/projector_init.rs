@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instruct_batch::PreparedBatch;
 use crate::model::calm::Calm;
-use crate::model::mfam::Branch;
+use crate::model::mfam::{Branch, Group};
 
 /// How the level projections start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ pub struct FitReport {
     pub images: usize,
     /// Share of the centred targets' sum of squares the fitted projection explains, for the
     /// low, middle and high levels (absent when a level is disabled).
-    pub r_squared: Vec<(String, f64)>,
+    pub r_squared: Vec<(Group, f64)>,
 }
 
 /// One image with its features per level and its target.
@@ -187,11 +187,10 @@ pub fn fit_level_projections(
                 .collect()
         })
         .collect();
-    let names = ["low", "middle", "high"];
-    let enabled: Vec<&str> = [&model.mfam.low, &model.mfam.middle, &model.mfam.high]
+    let enabled: Vec<Group> = [&model.mfam.low, &model.mfam.middle, &model.mfam.high]
         .into_iter()
-        .zip(names)
-        .filter_map(|(b, name)| b.as_ref().map(|_| name))
+        .zip([Group::Low, Group::Middle, Group::High])
+        .filter_map(|(b, group)| b.as_ref().map(|_| group))
         .collect();
     let mut fitted = Vec::new();
     let mut r_squared = Vec::new();
@@ -214,7 +213,7 @@ pub fn fit_level_projections(
             .map(|j| bias[j] - (0..width).map(|i| weight[i][j] * mean[i]).sum::<f64>())
             .collect();
         fitted.push((weight, offset));
-        r_squared.push((name.to_string(), r2));
+        r_squared.push((*name, r2));
     }
     let mut model = model;
     let mut fits = fitted.into_iter();
