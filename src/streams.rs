@@ -1,7 +1,7 @@
 //! The named random streams of a run. Every draw calm makes is a function of a base seed (the
 //! run's, or one a stream derived from it), the stream, and an index within it (an epoch, a
 //! micro-batch, a sample), so that a resumed run draws what an unbroken one would and two
-//! uses of randomness never share their numbers by accident (docs/design.md §3).
+//! uses of randomness never share their numbers by accident (docs/design.md §3.1).
 //!
 //! The derivations are those of the runs whose figures the documentation reports; changing
 //! one changes every run made with it, so a new stream takes a new tag.

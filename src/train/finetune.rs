@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoints::{self, Kept, TrainCheckpointError};
 use super::instruct_batch::{PrepareError, PreparedBatch, Preparer};
-use super::metrics::{MetricsError, StepLine};
+use super::metrics::MetricsError;
 use super::optim::{OptimizerConfig, move_grads, numbered_params};
 use super::pretrain::{self, Frozen, PretrainError, PretrainedRun};
 use super::projector_init::{
@@ -28,7 +28,9 @@ use super::projector_init::{
 };
 use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
-use super::trainer::{self, Job, LoggedStep, LoopSettings, Tally, Trainer, TrainerError};
+use super::trainer::{
+    self, Job, LoopSettings, StepFields, StepRecord, Tally, Trainer, TrainerError,
+};
 use crate::config::{ExperimentConfig, Invalid};
 use crate::data::raters::SimulatedRaters;
 use crate::data::selfsup_instruct::{SelfSupervisedConfig, SelfSupervisedTasks};
@@ -620,46 +622,23 @@ pub fn set_trainable(mut model: Calm, trainable: &Trainable) -> Calm {
     model
 }
 
-/// One line of `metrics.jsonl` per optimiser step.
+/// One line of `metrics.jsonl` per optimiser step. Its `losses` hold the mean cross-entropy
+/// per task, over the tokens of that task's conversations; with score heads, also `score_emd`
+/// and `score_regression`, each the mean over the step's scoring answers (unweighted; the
+/// step's loss adds them times their `score_heads` weights).
+pub type StepMetrics = StepRecord<FinetuneFields>;
+
+/// Fine-tuning's own fields of a metrics line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepMetrics {
-    pub step: usize,
+pub struct FinetuneFields {
     pub stage: String,
-    pub lr: f64,
-    /// Mean cross-entropy over the step's supervised tokens.
-    pub loss: f64,
-    /// The same per task, over the tokens of that task's conversations; with score heads,
-    /// also `score_emd` and `score_regression`, each the mean over the step's scoring answers
-    /// (unweighted; the step's loss adds them times their `score_heads` weights).
-    pub losses: BTreeMap<String, f64>,
-    pub grad_norm: f64,
+    /// Supervised tokens.
     pub tokens: usize,
+    /// Every token read, prompts included.
     pub tokens_per_second: f64,
 }
 
-impl StepLine for StepMetrics {
-    fn step(&self) -> usize {
-        self.step
-    }
-}
-
-impl LoggedStep for StepMetrics {
-    fn loss(&self) -> f64 {
-        self.loss
-    }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn grad_norm(&self) -> f64 {
-        self.grad_norm
-    }
-
-    fn losses(&self) -> &BTreeMap<String, f64> {
-        &self.losses
-    }
-
+impl StepFields for FinetuneFields {
     fn throughput(&self) -> (&'static str, f64) {
         ("tokens_per_second", self.tokens_per_second)
     }
@@ -833,7 +812,7 @@ impl Job for FinetuneJob<'_> {
     type Batch = PreparedBatch;
     type Scale = StepScale;
     type Tally = FinetuneTally;
-    type Line = StepMetrics;
+    type Fields = FinetuneFields;
     type Error = FinetuneError;
 
     fn micro_batch(&self, index: usize) -> Built {
@@ -959,7 +938,6 @@ impl Job for FinetuneJob<'_> {
         let (_, _, stage) = self.stage(step);
         StepMetrics {
             step,
-            stage: stage.name.clone(),
             lr,
             loss: tally.token_loss,
             losses: tally
@@ -968,8 +946,11 @@ impl Job for FinetuneJob<'_> {
                 .map(|(k, (s, n))| (k, s / n.max(1) as f64))
                 .collect(),
             grad_norm,
-            tokens: tally.tokens,
-            tokens_per_second: tally.read as f64 / seconds.max(1e-9),
+            fields: FinetuneFields {
+                stage: stage.name.clone(),
+                tokens: tally.tokens,
+                tokens_per_second: tally.read as f64 / seconds.max(1e-9),
+            },
         }
     }
 }

@@ -17,12 +17,14 @@ use std::path::{Path, PathBuf};
 
 use super::batch::{BatchBuilder, BatchContents, BatchError};
 use super::checkpoints::{self, Kept, TrainCheckpointError};
-use super::metrics::{MetricsError, StepLine};
+use super::metrics::MetricsError;
 use super::objective::{LossConfig, losses};
 use super::optim::{OptimizerConfig, numbered_params};
 use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
-use super::trainer::{self, Job, LoggedStep, LoopSettings, Tally, Trainer, TrainerError};
+use super::trainer::{
+    self, Job, LoopSettings, StepFields, StepRecord, Tally, Trainer, TrainerError,
+};
 use crate::config::{ExperimentConfig, Invalid};
 use crate::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
 use crate::data::image::load_rgb;
@@ -485,43 +487,15 @@ fn photo_at(photos: usize, seed: u64, position: usize) -> usize {
 }
 
 /// One line of `metrics.jsonl` per optimiser step.
+pub type StepMetrics = StepRecord<PretrainFields>;
+
+/// Pretraining's own fields of a metrics line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepMetrics {
-    /// 0-based optimiser step.
-    pub step: usize,
-    pub lr: f64,
-    /// The weighted total that was minimised.
-    pub loss: f64,
-    /// Each loss, unweighted, averaged over the step's micro-batches.
-    pub losses: BTreeMap<String, f64>,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
+pub struct PretrainFields {
     pub images_per_second: f64,
 }
 
-impl StepLine for StepMetrics {
-    fn step(&self) -> usize {
-        self.step
-    }
-}
-
-impl LoggedStep for StepMetrics {
-    fn loss(&self) -> f64 {
-        self.loss
-    }
-
-    fn lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn grad_norm(&self) -> f64 {
-        self.grad_norm
-    }
-
-    fn losses(&self) -> &BTreeMap<String, f64> {
-        &self.losses
-    }
-
+impl StepFields for PretrainFields {
     fn throughput(&self) -> (&'static str, f64) {
         ("images_per_second", self.images_per_second)
     }
@@ -631,7 +605,7 @@ impl Job for PretrainJob<'_> {
     type Batch = BatchContents;
     type Scale = ();
     type Tally = PretrainTally;
-    type Line = StepMetrics;
+    type Fields = PretrainFields;
     type Error = PretrainError;
 
     fn micro_batch(&self, index: usize) -> Built {
@@ -686,7 +660,9 @@ impl Job for PretrainJob<'_> {
             loss: tally.total,
             losses: tally.named,
             grad_norm,
-            images_per_second: tally.images as f64 / seconds.max(1e-9),
+            fields: PretrainFields {
+                images_per_second: tally.images as f64 / seconds.max(1e-9),
+            },
         }
     }
 }

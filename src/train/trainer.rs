@@ -10,7 +10,7 @@
 //! function of the seed and `k`, so a resumed run computes the same losses as one never
 //! stopped), its loss, which parameters train in a step and with which learning rate. The
 //! replicas of data-parallel training meet in `Replicas::reduce`, the one call between
-//! accumulation and clipping (docs/design.md, "Training loop").
+//! accumulation and clipping (docs/design.md §3.1).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,6 +21,8 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::checkpoints::{self, Kept, TrainCheckpointError, TrainerState};
 use super::metrics::{self, MetricsError, StepLine};
@@ -87,15 +89,34 @@ pub trait Tally: Default {
     fn examples(&self) -> usize;
 }
 
-/// A line of `metrics.jsonl` that also feeds TensorBoard.
-pub trait LoggedStep: StepLine + Clone {
-    fn loss(&self) -> f64;
-    fn lr(&self) -> f64;
-    fn grad_norm(&self) -> f64;
-    /// Each named loss of the step.
-    fn losses(&self) -> &BTreeMap<String, f64>;
-    /// The TensorBoard tag of the throughput and its value.
+/// One line of `metrics.jsonl` per optimiser step: what every stage records, then the stage's
+/// own fields (`Job::Fields`) beside them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord<F> {
+    /// 0-based optimiser step.
+    pub step: usize,
+    pub lr: f64,
+    /// The loss that was minimised (fine-tuning: its token part; the score heads' are among
+    /// `losses`).
+    pub loss: f64,
+    /// Each named loss of the step, unweighted.
+    pub losses: BTreeMap<String, f64>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    #[serde(flatten)]
+    pub fields: F,
+}
+
+/// A stage's own fields of a metrics line.
+pub trait StepFields: Serialize + DeserializeOwned + Clone {
+    /// The TensorBoard tag of the step's throughput and its value.
     fn throughput(&self) -> (&'static str, f64);
+}
+
+impl<F: StepFields> StepLine for StepRecord<F> {
+    fn step(&self) -> usize {
+        self.step
+    }
 }
 
 /// What a training stage supplies to the loop.
@@ -106,7 +127,7 @@ pub trait Job: Sync {
     /// micro-batches are built; with data parallelism, the sum over replicas.
     type Scale;
     type Tally: Tally;
-    type Line: LoggedStep;
+    type Fields: StepFields;
     type Error: From<TrainerError> + Send;
 
     /// Micro-batch `index` of the run and the items it had to skip; called on the loader
@@ -162,7 +183,7 @@ pub trait Job: Sync {
         grad_norm: f64,
         tally: Self::Tally,
         seconds: f64,
-    ) -> Self::Line;
+    ) -> StepRecord<Self::Fields>;
 }
 
 /// The replicas a step's gradients are summed over. Data-parallel training adds its
@@ -261,7 +282,7 @@ impl Trainer {
         mut self,
         job: &J,
         mut model: J::Model,
-    ) -> Result<Trained<J::Model, J::Line>, J::Error> {
+    ) -> Result<Trained<J::Model, StepRecord<J::Fields>>, J::Error> {
         let s = self.settings.clone();
         let events_dir = self.layout.events();
         std::fs::create_dir_all(&events_dir).map_err(|source| TrainerError::Io {
@@ -336,7 +357,7 @@ impl Trainer {
                 examples_seen += tally.examples();
                 let line = job.line(step, lr, grad_norm, tally, t0.elapsed().as_secs_f64());
                 log.write(&line)?;
-                progress.step(step, line.loss(), lr, line.throughput().1);
+                progress.step(step, line.loss, lr, line.fields.throughput().1);
                 let due =
                     s.checkpoint_every > 0 && self.state.step.is_multiple_of(s.checkpoint_every);
                 if due || self.state.step == s.steps {
@@ -362,7 +383,8 @@ impl Trainer {
         )
         .map_err(TrainerError::from)?;
         let metrics_path = self.layout.metrics();
-        let all: Vec<J::Line> = metrics::read(&metrics_path).map_err(TrainerError::from)?;
+        let all: Vec<StepRecord<J::Fields>> =
+            metrics::read(&metrics_path).map_err(TrainerError::from)?;
         let (Some(first), Some(last)) = (all.first().cloned(), all.last().cloned()) else {
             return Err(TrainerError::NoSteps(metrics_path).into());
         };
@@ -404,17 +426,16 @@ impl StepLog {
         })
     }
 
-    fn write<L: LoggedStep>(&mut self, line: &L) -> Result<(), TrainerError> {
-        let step = line.step() as i64;
-        self.events.scalar("loss/total", step, line.loss() as f32)?;
-        for (name, value) in line.losses() {
+    fn write<F: StepFields>(&mut self, line: &StepRecord<F>) -> Result<(), TrainerError> {
+        let step = line.step as i64;
+        self.events.scalar("loss/total", step, line.loss as f32)?;
+        for (name, value) in &line.losses {
             self.events
                 .scalar(&format!("loss/{name}"), step, *value as f32)?;
         }
-        self.events.scalar("lr", step, line.lr() as f32)?;
-        self.events
-            .scalar("grad_norm", step, line.grad_norm() as f32)?;
-        let (tag, value) = line.throughput();
+        self.events.scalar("lr", step, line.lr as f32)?;
+        self.events.scalar("grad_norm", step, line.grad_norm as f32)?;
+        let (tag, value) = line.fields.throughput();
         self.events
             .scalar(&format!("throughput/{tag}"), step, value as f32)?;
         Ok(metrics::append(&mut self.metrics, &self.path, line)?)
