@@ -168,7 +168,8 @@ fn learning_curves(
     let mut series = Vec::new();
     for run in &summary.runs {
         // A run without readable events has no curve; the table still lists it.
-        let points = read_curve(&crate::run::RunLayout::new(&run.dir).events(), tag).unwrap_or_default();
+        let points =
+            read_curve(&crate::run::RunLayout::new(&run.dir).events(), tag).unwrap_or_default();
         if points.is_empty() {
             continue;
         }

@@ -85,7 +85,9 @@ pub fn run_state(dir: &Path) -> RunState {
     match read_status(dir) {
         Some(s) if s.status == Status::Succeeded => RunState::Succeeded,
         Some(s) => RunState::Failed(s.error.unwrap_or_default()),
-        None if dir.join(RunLayout::RUN_RECORD).is_file() || dir.join(RunLayout::RESOLVED_CONFIG).is_file() => {
+        None if dir.join(RunLayout::RUN_RECORD).is_file()
+            || dir.join(RunLayout::RESOLVED_CONFIG).is_file() =>
+        {
             RunState::Interrupted {
                 resumable: resumable(dir),
             }

@@ -210,7 +210,8 @@ pub fn locate(path: &Path, final_model: &str) -> Result<(PathBuf, PathBuf), Trai
 /// Deletes the debris a killed run left in `run` and its checkpoints folder
 /// (`run::remove_debris`); the number of entries removed.
 pub fn remove_debris(run: &Path) -> Result<usize, crate::run::RunError> {
-    Ok(crate::run::remove_debris(run)? + crate::run::remove_debris(&run.join(crate::run::RunLayout::CHECKPOINTS))?)
+    Ok(crate::run::remove_debris(run)?
+        + crate::run::remove_debris(&run.join(crate::run::RunLayout::CHECKPOINTS))?)
 }
 
 /// The checkpoint `latest` names, if any.

@@ -293,7 +293,8 @@ impl Trainer {
                 let lr = job.lr(step);
                 let mut batches = Vec::with_capacity(accumulation);
                 for _ in 0..accumulation {
-                    let (batch, skipped) = receiver.recv().map_err(|_| TrainerError::WorkerLost)??;
+                    let (batch, skipped) =
+                        receiver.recv().map_err(|_| TrainerError::WorkerLost)??;
                     note_skipped(&mut self.state.skipped, skipped);
                     batches.push(batch);
                 }
@@ -336,8 +337,8 @@ impl Trainer {
                 let line = job.line(step, lr, grad_norm, tally, t0.elapsed().as_secs_f64());
                 log.write(&line)?;
                 progress.step(step, line.loss(), lr, line.throughput().1);
-                let due = s.checkpoint_every > 0
-                    && self.state.step.is_multiple_of(s.checkpoint_every);
+                let due =
+                    s.checkpoint_every > 0 && self.state.step.is_multiple_of(s.checkpoint_every);
                 if due || self.state.step == s.steps {
                     log.events.flush().map_err(TrainerError::from)?;
                     checkpoints::save_matching(
