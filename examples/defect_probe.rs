@@ -12,7 +12,8 @@ use anyhow::Context;
 use burn::tensor::{Tensor, TensorData};
 use calm::data::degrade::Degradation;
 use calm::data::image::load_rgb;
-use calm::train::pretrain::{Frozen, find_run, load_pretrained, split_photos};
+use calm::experiment::pretrain::{find_run, load_pretrained};
+use calm::train::pretrain::{Frozen, split_photos};
 use rand::{Rng, SeedableRng};
 
 struct Features {
@@ -35,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     let device = calm::device::DeviceSpec::Cpu.device()?;
     let run = find_run(&run_dir)?;
     let config = &run.config;
-    let frozen = Frozen::load(config, &device)?;
+    let frozen = Frozen::load(&config.model, &device)?;
     let model = load_pretrained(&run, &frozen, &device)?;
     let split = split_photos(
         config.data.image_paths()?,

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
-use crate::config::{ConfigError, ExperimentConfig, load};
+use crate::config::{ConfigError, load};
 use crate::device::DeviceSpec;
+use crate::experiment::ExperimentConfig;
 use crate::run::{RunDir, RunError, RunRecord};
 
 /// Flags common to `pretrain`, `finetune`, `evaluate`, `infer`, `sweep` and `inspect`.
@@ -72,7 +73,7 @@ impl CommonArgs {
                 }
                 RunDir::create(path, self.overwrite)?
             }
-            None => RunDir::create_unique(&Path::new("runs").join(command))?,
+            None => RunDir::create_unique(&crate::run::default_runs(command))?,
         };
         first(run.path())?;
         run.record(

@@ -10,6 +10,12 @@ use serde::Serialize;
 
 use crate::config::{ConfigError, to_yaml};
 
+/// Where a command makes its run directory when not given one (`runs/<command>`), and where
+/// `finetune` looks for, or makes, the pretraining run it starts from.
+pub fn default_runs(command: &str) -> PathBuf {
+    Path::new("runs").join(command)
+}
+
 /// Every file name of a run directory, in one place: the training loop, the commands that
 /// read runs and `sweep` all find a run's files through it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use calm::config::{ConfigError, ExperimentConfig, Layers, Source, load};
+use calm::config::{ConfigError, Layers, Source, load};
+use calm::experiment::ExperimentConfig;
 use calm::model::{HiddenAct, VisionConfig};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

@@ -520,7 +520,7 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
 #[test]
 fn a_run_saved_before_levels_could_pool_keeps_every_query() {
     let s = setup();
-    let found = calm::train::finetune::find_run(&s.run).expect("the run");
+    let found = calm::experiment::finetune::find_run(&s.run).expect("the run");
     assert_eq!(found.config.model.mfam.low.pool, Some(4), "today's default");
     // The same run as one saved before the `pool` key existed: its levels read every query.
     let old = s.root.join("old_run");
@@ -541,7 +541,7 @@ fn a_run_saved_before_levels_could_pool_keeps_every_query() {
         "one pool key a level"
     );
     std::fs::write(&path, without.join("\n")).expect("write");
-    let found = calm::train::finetune::find_run(&old).expect("the old run");
+    let found = calm::experiment::finetune::find_run(&old).expect("the old run");
     let mfam = &found.config.model.mfam;
     assert_eq!([mfam.low.pool, mfam.middle.pool, mfam.high.pool], [None; 3]);
     assert_eq!(mfam.thematic.pool, Some(1), "other keys are read as saved");
@@ -692,8 +692,8 @@ fn packed_questions_train_exactly_as_separate_conversations() {
 
     let s = setup();
     let device = Device::flex();
-    let run = calm::train::finetune::find_run(&s.run).expect("run");
-    let loaded = calm::train::finetune::load_finetuned(&run, &device).expect("load");
+    let run = calm::experiment::finetune::find_run(&s.run).expect("run");
+    let loaded = calm::experiment::finetune::load_finetuned(&run, &device).expect("load");
     let transform = run.config.data.transform(&run.config.model.vision);
     let preparer = loaded.preparer(&transform, 512);
     let image = SampleImage::Path(sample_photos(1).remove(0));

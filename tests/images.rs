@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use calm::data::image::{ImageError, decode_rgb, load_rgb};
 use calm::data::{
-    BadImagePolicy, Crop, ImageBatch, ImageFiles, Loader, LoaderConfig, Normalization,
-    SampleSource, Skipped, SourceConfig, Transform,
+    BadImagePolicy, Crop, ImageBatch, ImageFiles, Loader, LoaderConfig, SampleSource, Skipped,
+    SourceConfig, Transform,
 };
+use calm::model::vision::Normalization;
 use image::{ImageFormat, RgbImage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;

@@ -316,15 +316,16 @@ fn after_one_default_step_every_parameter_has_optimizer_state() {
     ])
     .output()
     .expect("runs"));
-    let found = calm::train::pretrain::find_run(&run).expect("run");
+    let found = calm::experiment::pretrain::find_run(&run).expect("run");
     assert_eq!(
         found.config.pretrain.qformer_init,
         calm::train::pretrain::QFormerInit::Bert
     );
     let device = burn::tensor::Device::flex();
-    let frozen = calm::train::pretrain::Frozen::load(&found.config, &device).expect("encoders");
+    let frozen =
+        calm::train::pretrain::Frozen::load(&found.config.model, &device).expect("encoders");
     let model =
-        calm::train::pretrain::initial_model(&found.config, &frozen, &device).expect("model");
+        calm::experiment::pretrain::initial_model(&found.config, &frozen, &device).expect("model");
     let bytes = std::fs::read(run.join("checkpoints/step-00000001/optimizer.bpk")).expect("bpk");
     let record =
         burn::optim::OptimizerRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))

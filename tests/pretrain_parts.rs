@@ -11,8 +11,9 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use calm::config::{ExperimentConfig, load};
+use calm::config::load;
 use calm::data::SourceConfig;
+use calm::experiment::ExperimentConfig;
 use calm::train::checkpoints::{self, TrainerState};
 use calm::train::optim::{
     OptimizerConfig, OptimizerKind, clip_global_norm, global_grad_norm, move_grads, numbered_params,

@@ -2,8 +2,6 @@
 //! or many photos with a fine-tuned run. A missing or unreadable image is reported on stderr
 //! by its path and skipped (`--strict` makes it fatal).
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,8 +10,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use calm::data::instruct::prompts;
 use calm::device::DeviceSpec;
-use calm::eval::tasks::Runner;
-use calm::train::finetune;
+use calm::experiment::finetune;
+use calm::runners::tasks::Runner;
 use clap::{Parser, Subcommand};
 use image::RgbImage;
 
@@ -73,7 +71,7 @@ struct Inputs {
 }
 
 fn main() -> ExitCode {
-    common::main_with("infer", || run(Args::parse()))
+    calm::commands::main_with("infer", || run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -1,7 +1,5 @@
 //! `inspect`: look at what a config, a dataset or a checkpoint amounts to, without training.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -102,7 +100,7 @@ enum Arch {
 }
 
 fn main() -> ExitCode {
-    common::main_with("inspect", || run(Args::parse()))
+    calm::commands::main_with("inspect", || run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

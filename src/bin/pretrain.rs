@@ -1,58 +1,11 @@
-//! `pretrain`: text-guided multi-scale self-supervised pretraining of the MFAM. With no
-//! arguments, the main job: the sample photos, the real EfficientNet-Lite0 and MiniLM, a few
-//! photos held back and evaluated at the end.
+//! `pretrain`: text-guided multi-scale self-supervised pretraining of the MFAM.
+//! The command itself is `calm::commands::pretrain`, which `sweep` also runs.
 
-mod common;
-
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use calm::cli::CommonArgs;
-use calm::run::RunLayout;
-use calm::train::pretrain;
+use calm::commands::{main_with, pretrain};
 use clap::Parser;
 
-/// Pretrain the Multi-scale Feature Alignment Module on unlabeled photos, guided by text cues
-/// derived from pixel attributes and controlled degradations.
-#[derive(Debug, Parser)]
-#[command(version)]
-pub(crate) struct Args {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Continue the run in this directory from its latest checkpoint (from step 0 when it was
-    /// stopped before its first), with its own config.
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "set", "output_dir", "overwrite"])]
-    resume: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
-    common::main_with("pretrain", || run(Args::parse()))
-}
-
-pub(crate) fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.common.device()?;
-    let (config, run_dir) = match &args.resume {
-        Some(dir) => {
-            let config =
-                pretrain::run_config(dir).with_context(|| format!("resuming {}", dir.display()))?;
-            (config, dir.clone())
-        }
-        None => {
-            let config = args.common.load_config()?;
-            let run = args.common.start_run("pretrain", &config)?;
-            (config, run.path().to_path_buf())
-        }
-    };
-    calm::outln!("run directory: {}", run_dir.display())?;
-    let report = pretrain::pretrain_and_evaluate(&config, &run_dir, &device, args.resume.is_some())
-        .context("pretraining")?;
-    calm::outln!(
-        "held-out pairwise accuracy {:.3} (random init {:.3}) over {} pairs; summary in {}",
-        report.pairwise_accuracy,
-        report.random_init_pairwise_accuracy,
-        report.pairs,
-        run_dir.join(RunLayout::SUMMARY).display()
-    )?;
-    Ok(())
+    main_with("pretrain", || pretrain::run(pretrain::Args::parse()))
 }

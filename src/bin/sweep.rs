@@ -2,27 +2,16 @@
 //! `results/<name>/`, one process per run, and tabulate and plot its results.
 //!
 //! Each run is this same executable started again as `sweep --run-as <command> ...`, which
-//! runs the very code of the `pretrain`, `finetune` or `evaluate` binary (compiled in below),
+//! runs the very code of the `pretrain`, `finetune` or `evaluate` binary (`calm::commands`),
 //! with the flags a researcher would pass to it. So `cargo run --bin sweep` alone builds all a
 //! sweep needs, and a run behaves exactly as the binary would.
-
-mod common;
-
-#[allow(dead_code)]
-#[path = "evaluate.rs"]
-mod evaluate_cmd;
-#[allow(dead_code)]
-#[path = "finetune.rs"]
-mod finetune_cmd;
-#[allow(dead_code)]
-#[path = "pretrain.rs"]
-mod pretrain_cmd;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::Context;
+use calm::commands::{evaluate, finetune, main_with, pretrain};
 use calm::config::to_yaml;
 use calm::device::DeviceSpec;
 use calm::run::RunLayout;
@@ -66,20 +55,20 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == RUN_AS) {
         return run_as(&argv[2..]);
     }
-    common::main_with("sweep", || run(Args::parse()))
+    main_with("sweep", || run(Args::parse()))
 }
 
 /// One run's process: `argv` is the binary's own command line, its name first.
 fn run_as(argv: &[OsString]) -> ExitCode {
     match argv.first().and_then(|a| a.to_str()) {
-        Some("pretrain") => common::main_with("pretrain", || {
-            pretrain_cmd::run(pretrain_cmd::Args::parse_from(argv))
+        Some("pretrain") => main_with("pretrain", || {
+            pretrain::run(pretrain::Args::parse_from(argv))
         }),
-        Some("finetune") => common::main_with("finetune", || {
-            finetune_cmd::run(finetune_cmd::Args::parse_from(argv))
+        Some("finetune") => main_with("finetune", || {
+            finetune::run(finetune::Args::parse_from(argv))
         }),
-        Some("evaluate") => common::main_with("evaluate", || {
-            evaluate_cmd::run(evaluate_cmd::Args::parse_from(argv))
+        Some("evaluate") => main_with("evaluate", || {
+            evaluate::run(evaluate::Args::parse_from(argv))
         }),
         other => {
             calm::errln!(

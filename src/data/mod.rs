@@ -23,9 +23,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Invalid, Validate, tagged};
 use crate::model::VisionConfig;
+use crate::model::vision::Normalization;
 pub use formats::ava_captions::CaptionSplit;
 pub use loader::{BadImagePolicy, Batch, Epoch, Loader, LoaderConfig, SampleSource, Skipped};
-pub use transform::{Crop, Normalization, Transform};
+pub use transform::{Crop, Transform};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

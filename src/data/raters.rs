@@ -5,7 +5,7 @@
 //! or two attributes, each with a sign and a weight), shows `shots` of the training photos with
 //! that rater's ratings (2 to `max_shots` of them) and asks for the rating of one more: a model can only answer by
 //! reading the taste off the examples, as CALM's personalized assessment asks. Evaluation
-//! (`eval::raters`) uses two fixed tastes, with training photos as the rated examples and
+//! (`runners::raters`) uses two fixed tastes, with training photos as the rated examples and
 //! photos no conversation showed as the queries.
 
 use std::path::PathBuf;
@@ -87,7 +87,7 @@ pub fn ratings(taste: &[f64]) -> Vec<f64> {
 }
 
 /// The turns of a personalized conversation, one question and its rating per image, as both
-/// training (`flickr_aes`, `simulated_raters`) and `eval::tasks::Runner::personalize` write
+/// training (`flickr_aes`, `simulated_raters`) and `runners::tasks::Runner::personalize` write
 /// them; the query is the last image (evaluation leaves its answer out).
 pub fn rated_turns(ratings: impl IntoIterator<Item = f64>) -> Vec<(Role, String)> {
     ratings

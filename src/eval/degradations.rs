@@ -167,27 +167,3 @@ impl EvalPairs {
             .collect()
     }
 }
-
-/// The quality head's score of each image (centre-cropped to the encoder's size already),
-/// computed `batch` images at a time.
-pub fn quality_scores(
-    model: &crate::model::pretrain::PretrainModel,
-    encoder: &crate::model::vision::frozen::FrozenEncoder,
-    transform: &crate::data::Transform,
-    images: &[&image::RgbImage],
-    batch: usize,
-    device: &burn::tensor::Device,
-) -> Vec<f32> {
-    let size = transform.size;
-    let mut scores = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch.max(1)) {
-        let pixels: Vec<f32> = chunk.iter().flat_map(|i| transform.normalize(i)).collect();
-        let pixels = burn::tensor::Tensor::<4>::from_data(
-            burn::tensor::TensorData::new(pixels, [chunk.len(), 3, size, size]),
-            device,
-        );
-        let quality = model.forward(&encoder.forward(pixels)).quality;
-        scores.extend(quality.into_data().iter::<f32>());
-    }
-    scores
-}

@@ -1,9 +1,8 @@
-//! Evaluation: pure metric functions (`scores`, `captions`), the task runners that feed them
-//! (`tasks`), and the paper's protocols built from both (`protocols`).
+//! Evaluation: pure metric functions (`scores`, `captions`, `degradations`), and the
+//! configuration and reports of what `runners` runs (`tasks`, `protocols`, `raters`).
 
 pub mod captions;
 pub mod degradations;
-pub mod held_out;
 pub mod protocols;
 pub mod raters;
 pub mod scores;

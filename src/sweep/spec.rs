@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::{ConfigError, ExperimentConfig, Layers};
+use crate::config::{ConfigError, Layers};
+use crate::experiment::ExperimentConfig;
 use crate::run::RunLayout;
 
 /// What each run of a sweep executes: the code of the binary of the same name.

@@ -1,7 +1,7 @@
 //! Turns instruction samples into what `model::calm::Calm` reads: images cropped and run
 //! through the frozen encoder, conversations tokenized with their labels
 //! (`data::conversation`), rows right-padded into one batch. Fine-tuning and the task runners
-//! of `eval::tasks` (used by `infer`) share it, so training and inference see identical inputs.
+//! of `runners::tasks` (used by `infer`) share it, so training and inference see identical inputs.
 
 use std::sync::Arc;
 

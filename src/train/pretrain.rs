@@ -16,16 +16,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::batch::{BatchBuilder, BatchContents, BatchError};
-use super::checkpoints::{self, Kept, TrainCheckpointError};
+use super::checkpoints::{Kept, TrainCheckpointError};
 use super::metrics::MetricsError;
 use super::objective::{LossConfig, losses};
-use super::optim::{OptimizerConfig, numbered_params};
+use super::optim::OptimizerConfig;
 use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
-use super::trainer::{
-    self, Job, LoopSettings, StepFields, StepRecord, Tally, Trainer, TrainerError,
-};
-use crate::config::{ExperimentConfig, Invalid};
+use super::trainer::{self, Job, LoopSettings, StepFields, StepRecord, Tally, TrainerError};
+use crate::config::Invalid;
+use crate::data::DataConfig;
 use crate::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
 use crate::data::image::load_rgb;
 use crate::data::selfsup::PairConfig;
@@ -33,7 +32,7 @@ use crate::data::{BadImagePolicy, DataError};
 use crate::eval::degradations::DegradationEvalConfig;
 use crate::io::checkpoint::CheckpointError;
 use crate::io::encoders::{EncoderError, load_cue_encoder, load_image_encoder, text_encoder_dir};
-use crate::io::hf::load_bert;
+use crate::model::ModelConfig;
 use crate::model::pretrain::{PretrainHeadsConfig, PretrainModel};
 use crate::model::qformer::QFormerError;
 use crate::model::text::TextEncoder;
@@ -41,8 +40,7 @@ use crate::model::vision::frozen::FrozenEncoder;
 use crate::run::RunLayout;
 use crate::streams::Stream;
 
-// Short names for the messages below.
-const HELD_OUT: &str = RunLayout::HELD_OUT;
+// A short name for the messages below.
 const SPLIT: &str = RunLayout::SPLIT;
 
 /// How the Q-Formers start.
@@ -107,14 +105,14 @@ impl Default for PretrainConfig {
 
 impl PretrainConfig {
     /// The training loop's settings for this section.
-    pub fn loop_settings(&self, config: &ExperimentConfig) -> LoopSettings {
+    pub fn loop_settings(&self, data: &DataConfig) -> LoopSettings {
         LoopSettings {
             steps: self.steps,
             gradient_accumulation: self.gradient_accumulation,
             max_grad_norm: self.max_grad_norm,
             checkpoint_every: self.checkpoint_every,
             keep_checkpoints: self.keep_checkpoints,
-            prefetch_batches: config.data.loader.prefetch_batches,
+            prefetch_batches: data.loader.prefetch_batches,
             kept: Kept::All,
             lr_key: "pretrain.schedule.peak_lr",
             throughput_unit: "img/s",
@@ -293,9 +291,9 @@ pub struct Frozen {
 
 impl Frozen {
     /// Loads both encoders as `model.weights` says (fetching the defaults when missing).
-    pub fn load(config: &ExperimentConfig, device: &Device) -> Result<Self, PretrainError> {
-        let (encoder, _) = load_image_encoder(&config.model.vision, &config.model.weights, device)?;
-        let text_dir = text_encoder_dir(&config.model.weights)?;
+    pub fn load(model: &ModelConfig, device: &Device) -> Result<Self, PretrainError> {
+        let (encoder, _) = load_image_encoder(&model.vision, &model.weights, device)?;
+        let text_dir = text_encoder_dir(&model.weights)?;
         let text = load_cue_encoder(&text_dir, device)?;
         Ok(Self {
             encoder,
@@ -311,27 +309,6 @@ impl Frozen {
             middle_attributes: MIDDLE_NAMES.len(),
         }
     }
-}
-
-/// The model as step 0 of a run with `config` sees it: drawn from the seed, so that a run, its
-/// resumption and `evaluate degradations`' random baseline all start from the same weights.
-pub fn initial_model(
-    config: &ExperimentConfig,
-    frozen: &Frozen,
-    device: &Device,
-) -> Result<PretrainModel, PretrainError> {
-    device.seed(config.seed);
-    let mfam_config = &config.model.mfam;
-    let vision = &config.model.vision;
-    let mfam = match config.pretrain.qformer_init {
-        QFormerInit::Bert => {
-            let (bert, _) = load_bert(&frozen.text_dir, device)?;
-            mfam_config.init_from_bert(vision, &bert, device)?
-        }
-        QFormerInit::Random => mfam_config.init(vision, device),
-    };
-    let model = PretrainModel::init(mfam, mfam_config, &frozen.heads(), device);
-    Ok(numbered_params(model))
 }
 
 /// How many photos a run holds back from training. A share is of the photos found, rounded
@@ -387,56 +364,6 @@ pub fn read_split(run: &Path) -> Result<Option<Split>, PretrainError> {
             path,
             source: std::io::Error::other(e),
         })
-}
-
-/// The run's split: on a fresh start drawn from `config.data` and recorded; on a resumption
-/// the recorded one, with a warning when the data has changed since (new photos are left
-/// out, missing ones are skipped where they are read).
-pub fn run_split(
-    config: &ExperimentConfig,
-    run: &Path,
-    resume: bool,
-) -> Result<Split, PretrainError> {
-    let p = &config.pretrain;
-    if resume && let Some(recorded) = read_split(run)? {
-        let recorded_paths: std::collections::BTreeSet<&PathBuf> =
-            recorded.train.iter().chain(&recorded.held_out).collect();
-        match config.data.image_paths() {
-            Ok(now) => {
-                let now: std::collections::BTreeSet<&PathBuf> = now.iter().collect();
-                let added = now.difference(&recorded_paths).count();
-                let gone = recorded_paths.difference(&now).count();
-                if added + gone > 0 {
-                    crate::errln!(
-                        "warning: the data changed since this run started ({added} photos added, {gone} gone); it keeps the split in {}: added photos are not used, missing ones are skipped",
-                        run.join(SPLIT).display()
-                    );
-                }
-            }
-            Err(e) => crate::errln!(
-                "warning: cannot list the data now ({e}); the run keeps the split in {}",
-                run.join(SPLIT).display()
-            ),
-        }
-        return Ok(recorded);
-    }
-    if resume && run.join(HELD_OUT).is_dir() {
-        crate::errln!(
-            "warning: this run has no {SPLIT} (it was made before runs recorded their split): its split is drawn again from the data as it is now, and checked against {HELD_OUT}/"
-        );
-    }
-    let split = split_photos(config.data.image_paths()?, p.hold_out, config.seed)?;
-    let json = serde_json::to_string_pretty(&split).map_err(|e| PretrainError::Io {
-        path: run.join(SPLIT),
-        source: std::io::Error::other(e),
-    })?;
-    crate::io::atomic::write_atomic(&run.join(SPLIT), json.as_bytes()).map_err(|e| {
-        PretrainError::Io {
-            path: e.path,
-            source: e.source,
-        }
-    })?;
-    Ok(split)
 }
 
 pub fn split_photos(
@@ -519,71 +446,20 @@ pub struct PretrainSummary {
     pub skipped: Vec<String>,
 }
 
-/// Trains the MFAM of `config` in the run directory `run` (which holds the resolved config),
-/// from scratch or, with `resume`, from its latest checkpoint.
-pub fn pretrain(
-    config: &ExperimentConfig,
-    frozen: &Frozen,
-    run: &Path,
-    device: &Device,
-    resume: bool,
-) -> Result<PretrainSummary, PretrainError> {
-    let p = &config.pretrain;
-    let mut trainer = Trainer::open(run, p.loop_settings(config), p.optimizer.init(), resume)?;
-    let split = run_split(config, run, resume)?;
-    let policy = config.data.loader.bad_images;
-    let held_out = copy_held_out(&split.held_out, &RunLayout::new(run).held_out(), policy)?;
-    trainer.note_skipped(held_out.skipped.clone());
-    let train_device = device.clone().autodiff();
-    let mut model = initial_model(config, frozen, &train_device)?;
-    trainer.restore::<_, StepMetrics>(&mut model)?;
-    let transform = config.data.transform(&config.model.vision);
-    let job = PretrainJob {
-        config: p,
-        builder: BatchBuilder {
-            encoder: &frozen.encoder,
-            text: &frozen.text,
-            transform: &transform,
-            pairs: &p.pairs,
-        },
-        train: &split.train,
-        batch_photos: config.data.loader.batch_size,
-        seed: config.seed,
-        policy,
-        device,
-    };
-    let trained = trainer.run(&job, model)?;
-    Ok(PretrainSummary {
-        steps: p.steps,
-        resumed_from: trained.resumed_from,
-        train_photos: split.train.len(),
-        held_out: held_out
-            .copied
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        images_seen: trained.examples_seen,
-        first_step: trained.first_step,
-        last_step: trained.last_step,
-        train_seconds: trained.train_seconds,
-        skipped: trained.skipped,
-    })
-}
-
 /// Pretraining as the trainer sees it: micro-batches of photos and their degraded copies,
 /// the objective of `train::objective`, every MFAM parameter trained.
-struct PretrainJob<'a> {
-    config: &'a PretrainConfig,
-    builder: BatchBuilder<'a>,
-    train: &'a [PathBuf],
-    batch_photos: usize,
-    seed: u64,
-    policy: BadImagePolicy,
-    device: &'a Device,
+pub struct PretrainJob<'a> {
+    pub config: &'a PretrainConfig,
+    pub builder: BatchBuilder<'a>,
+    pub train: &'a [PathBuf],
+    pub batch_photos: usize,
+    pub seed: u64,
+    pub policy: BadImagePolicy,
+    pub device: &'a Device,
 }
 
 #[derive(Default)]
-struct PretrainTally {
+pub struct PretrainTally {
     /// Each loss, unweighted, averaged over the step's micro-batches.
     named: BTreeMap<String, f64>,
     total: f64,
@@ -667,7 +543,7 @@ impl Job for PretrainJob<'_> {
     }
 }
 
-type Built = Result<(BatchContents, Vec<String>), PretrainError>;
+pub type Built = Result<(BatchContents, Vec<String>), PretrainError>;
 
 fn build_micro_batch(
     builder: &BatchBuilder<'_>,
@@ -717,11 +593,11 @@ fn build_micro_batch(
 }
 
 /// What `copy_held_out` did.
-struct HeldOutCopy {
+pub struct HeldOutCopy {
     /// The held-out photos copied, from where the data has them.
-    copied: Vec<PathBuf>,
+    pub copied: Vec<PathBuf>,
     /// Those that could not be read, with why.
-    skipped: Vec<String>,
+    pub skipped: Vec<String>,
 }
 
 /// The name of held-out photo `index` in `held_out/`: numbered, as photos from different
@@ -766,7 +642,7 @@ fn held_out_indices(dir: &Path, photos: &[PathBuf]) -> Result<Vec<usize>, Pretra
 /// meets it. The folder is filled under a temporary name and renamed: it exists only
 /// complete, and a resumed run takes it, and the list of what it holds, as the first start
 /// made it.
-fn copy_held_out(
+pub fn copy_held_out(
     photos: &[PathBuf],
     dir: &Path,
     policy: BadImagePolicy,
@@ -812,206 +688,4 @@ fn copy_held_out(
     }
     std::fs::rename(&tmp, dir).map_err(io_error(dir))?;
     Ok(copy)
-}
-
-/// Where a pretraining run keeps what `evaluate` needs: its resolved config and its model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PretrainedRun {
-    /// The run's directory.
-    pub dir: PathBuf,
-    pub config: ExperimentConfig,
-    /// `model.safetensors` of a finished run, else the latest checkpoint's.
-    pub model: PathBuf,
-}
-
-/// Finds a run from its directory, or from one of its checkpoint folders.
-pub fn find_run(path: &Path) -> Result<PretrainedRun, PretrainError> {
-    let (run, model) = checkpoints::locate(path, RunLayout::FINAL_MODEL)?;
-    Ok(PretrainedRun {
-        config: run_config(&run)?,
-        dir: run,
-        model,
-    })
-}
-
-/// The resolved config a run directory was started with: what `--resume` continues, even
-/// when the run was killed before its first checkpoint. Only a run `pretrain` made: resuming
-/// a fine-tuning run or an evaluation as pretraining would write over it.
-pub fn run_config(run: &Path) -> Result<ExperimentConfig, PretrainError> {
-    let config_path = run.join(crate::run::RunLayout::RESOLVED_CONFIG);
-    let not_a_run = |why: String| PretrainError::Io {
-        path: run.to_path_buf(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("not a pretraining run: {why}"),
-        ),
-    };
-    match crate::run::recorded_command(run).as_deref() {
-        Some("pretrain") => {}
-        Some(other) => {
-            return Err(not_a_run(format!(
-                "its {} says `{other}` made it",
-                crate::run::RunLayout::RUN_RECORD
-            )));
-        }
-        None => {
-            return Err(not_a_run(format!(
-                "its {} is missing or unreadable",
-                crate::run::RunLayout::RUN_RECORD
-            )));
-        }
-    }
-    if !config_path.is_file() {
-        return Err(not_a_run("its resolved config is missing".into()));
-    }
-    Ok(crate::config::load(Some(&config_path), &[])?)
-}
-
-/// Pairwise accuracy of `model` and of the run's initial model on degraded copies of
-/// `photos` (`pretrain.pairs.degradations` x `pretrain.evaluation.severities`).
-/// `kinds` are the degradations of the copies: the run's training kinds
-/// (`config.pretrain.pairs.degradations`) or others (`Degradation::SHIFTED`).
-pub fn evaluate_degradations(
-    config: &ExperimentConfig,
-    frozen: &Frozen,
-    model: &PretrainModel,
-    photos: &[PathBuf],
-    kinds: &[crate::data::degrade::Degradation],
-    device: &Device,
-) -> Result<crate::eval::degradations::DegradationReport, PretrainError> {
-    use crate::eval::degradations::{DegradationReport, EvalPairs, quality_scores};
-    let (loaded, skipped) = crate::data::load_photos(photos, config.data.loader.bad_images)?;
-    let (kept, images): (Vec<&PathBuf>, Vec<_>) = loaded
-        .into_iter()
-        .map(|(i, image)| (&photos[i], image))
-        .unzip();
-    let transform = config.data.transform(&config.model.vision);
-    let severities = config.pretrain.evaluation.severities.clone();
-    let pairs = EvalPairs::new(&images, &transform, kinds, &severities, config.seed).map_err(
-        |(i, e)| PretrainError::BadPhoto {
-            path: kept[i].clone(),
-            reason: e.to_string(),
-        },
-    )?;
-    let batch = config.data.loader.batch_size.max(1) * 2;
-    let originals: Vec<_> = pairs.originals.iter().collect();
-    let copies: Vec<_> = pairs.copies.iter().map(|c| &c.2).collect();
-    let score = |m: &PretrainModel| {
-        let o = quality_scores(m, &frozen.encoder, &transform, &originals, batch, device);
-        let c = quality_scores(m, &frozen.encoder, &transform, &copies, batch, device);
-        pairs.score(&o, &c)
-    };
-    let trained = score(model);
-    let random = score(&initial_model(config, frozen, device)?);
-    let names = kept
-        .iter()
-        .map(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut report = DegradationReport::new(&trained, &random, names, severities)
-        .ok_or(PretrainError::NoPhotos)?;
-    report.skipped = skipped
-        .iter()
-        .map(|s| format!("{}: {}", s.what, s.reason))
-        .collect();
-    Ok(report)
-}
-
-/// The model of a run found by `find_run`, on `device` (without autodiff).
-pub fn load_pretrained(
-    run: &PretrainedRun,
-    frozen: &Frozen,
-    device: &Device,
-) -> Result<PretrainModel, PretrainError> {
-    let mut model = initial_model(&run.config, frozen, device)?;
-    let report = crate::io::checkpoint::load_module(&mut model, &run.model)?;
-    if !report.unexpected.is_empty() {
-        return Err(PretrainError::Io {
-            path: run.model.clone(),
-            source: std::io::Error::other(format!(
-                "holds weights the run's model lacks: {}",
-                report.unexpected.join(", ")
-            )),
-        });
-    }
-    Ok(model)
-}
-
-/// What the `pretrain` command does after setting up its run directory: trains, writes
-/// `summary.json`, evaluates the held-out photos with the model read back from the run, and
-/// adds that report to the summary.
-pub fn pretrain_and_evaluate(
-    config: &ExperimentConfig,
-    run_dir: &Path,
-    device: &Device,
-    resume: bool,
-) -> Result<crate::eval::degradations::DegradationReport, PretrainError> {
-    let frozen = Frozen::load(config, device)?;
-    let summary = pretrain(config, &frozen, run_dir, device, resume)?;
-    let summary_path = RunLayout::new(run_dir).summary();
-    let to_json = |e: serde_json::Error| PretrainError::Io {
-        path: summary_path.clone(),
-        source: std::io::Error::other(e),
-    };
-    let mut json = serde_json::to_value(&summary).map_err(to_json)?;
-    write_json(&summary_path, &json)?;
-    let held_out = crate::data::formats::scan_folder(&run_dir.join(HELD_OUT), false)?;
-    let model = load_pretrained(&find_run(run_dir)?, &frozen, device)?;
-    let report = evaluate_degradations(
-        config,
-        &frozen,
-        &model,
-        &held_out,
-        &config.pretrain.pairs.degradations,
-        device,
-    )?;
-    json["degradations"] = serde_json::to_value(&report).map_err(to_json)?;
-    write_json(&summary_path, &json)?;
-    Ok(report)
-}
-
-fn write_json(path: &Path, json: &serde_json::Value) -> Result<(), PretrainError> {
-    let text = serde_json::to_string_pretty(json).map_err(|e| PretrainError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
-    crate::io::atomic::write_atomic(path, text.as_bytes()).map_err(|e| PretrainError::Io {
-        path: e.path,
-        source: e.source,
-    })
-}
-
-/// Whether two configs pretrain the same way: the same seed, encoder, MFAM, cue encoder,
-/// data and `pretrain:` section (what fine-tuning, inference and `finetune:` settings do not
-/// change).
-pub fn same_pretraining(a: &ExperimentConfig, b: &ExperimentConfig) -> bool {
-    a.seed == b.seed
-        && a.model.vision == b.model.vision
-        // Token pooling shapes only what the LLM reads, never what pretraining trains.
-        && a.model.mfam.without_pooling() == b.model.mfam.without_pooling()
-        && a.model.weights.vision == b.model.weights.vision
-        && a.model.weights.text_encoder == b.model.weights.text_encoder
-        && a.data == b.data
-        && a.pretrain == b.pretrain
-}
-
-/// The newest finished run under `runs` (a folder of run directories) whose config
-/// pretrains as `config` does.
-pub fn find_matching_run(config: &ExperimentConfig, runs: &Path) -> Option<PretrainedRun> {
-    let entries = std::fs::read_dir(runs).ok()?;
-    let mut dirs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.join(RunLayout::FINAL_MODEL).is_file() && p.join(RunLayout::SUMMARY).is_file()
-        })
-        .collect();
-    // Run names start with their UTC time, so the newest sorts last.
-    dirs.sort();
-    dirs.iter()
-        .rev()
-        .filter_map(|d| find_run(d).ok())
-        .find(|run| same_pretraining(&run.config, config))
 }

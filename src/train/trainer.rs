@@ -205,12 +205,12 @@ impl Replicas {
 
 /// What a finished run reports.
 #[derive(Debug)]
-pub struct Trained<M, L> {
+pub struct Trained<M, F> {
     pub model: M,
     /// The step this process resumed from, if it did.
     pub resumed_from: Option<usize>,
-    pub first_step: L,
-    pub last_step: L,
+    pub first_step: StepRecord<F>,
+    pub last_step: StepRecord<F>,
     /// Seconds spent in the loop by this process.
     pub train_seconds: f64,
     /// Examples this process trained on.
@@ -282,7 +282,7 @@ impl Trainer {
         mut self,
         job: &J,
         mut model: J::Model,
-    ) -> Result<Trained<J::Model, StepRecord<J::Fields>>, J::Error> {
+    ) -> Result<Trained<J::Model, J::Fields>, J::Error> {
         let s = self.settings.clone();
         let events_dir = self.layout.events();
         std::fs::create_dir_all(&events_dir).map_err(|source| TrainerError::Io {
@@ -434,7 +434,8 @@ impl StepLog {
                 .scalar(&format!("loss/{name}"), step, *value as f32)?;
         }
         self.events.scalar("lr", step, line.lr as f32)?;
-        self.events.scalar("grad_norm", step, line.grad_norm as f32)?;
+        self.events
+            .scalar("grad_norm", step, line.grad_norm as f32)?;
         let (tag, value) = line.fields.throughput();
         self.events
             .scalar(&format!("throughput/{tag}"), step, value as f32)?;

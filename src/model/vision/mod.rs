@@ -9,7 +9,31 @@ pub mod frozen;
 use serde::{Deserialize, Serialize};
 
 use crate::config::tagged;
-use crate::data::Normalization;
+
+/// Per-channel statistics an encoder was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalization {
+    /// OpenAI CLIP's statistics.
+    Clip,
+    /// torchvision's ImageNet statistics.
+    Imagenet,
+    /// mean 0.5, std 0.5: pixels in [-1, 1], as TensorFlow's EfficientNet-Lite and Inception.
+    Inception,
+}
+
+impl Normalization {
+    pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Self::Clip => (
+                [0.481_454_66, 0.457_827_5, 0.408_210_73],
+                [0.268_629_54, 0.261_302_6, 0.275_777_1],
+            ),
+            Self::Imagenet => ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            Self::Inception => ([0.5; 3], [0.5; 3]),
+        }
+    }
+}
 
 /// Which encoder, with its hyper-parameters. Field names follow the HF `config.json` keys.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,15 +1,21 @@
-//! Glue shared by the binaries: one-line errors.
+//! The commands the binaries run, as library functions, so that `sweep` runs a step in its own
+//! process by calling them (no binary compiled into another), and the glue all binaries
+//! share: one-line errors.
+
+pub mod evaluate;
+pub mod finetune;
+pub mod pretrain;
 
 use std::process::ExitCode;
 
 /// Runs a binary's body; an error becomes one line on stderr (causes joined by `: `) and exit
-/// status 1, never a panic trace. Output to stdout goes through `calm::console`, which drops
+/// status 1, never a panic trace. Output to stdout goes through `crate::console`, which drops
 /// it quietly once the reader has gone.
 pub fn main_with(command: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            calm::errln!("{command}: error: {}", one_line(&err));
+            crate::errln!("{command}: error: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }

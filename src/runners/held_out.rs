@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::degradations::{EvalPairs, PairwiseAccuracy, ScoredPair, pairwise_accuracy};
-use super::tasks::{Runner, Score, TaskError, names_defect, readouts, states_defect};
+use super::tasks::{Runner, TaskError};
 use crate::data::degrade::Degradation;
 use crate::data::instruct::prompts;
 use crate::data::transform::Transform;
+use crate::eval::degradations::{EvalPairs, PairwiseAccuracy, ScoredPair, pairwise_accuracy};
+use crate::eval::tasks::{Score, names_defect, readouts, states_defect};
 
 pub const PAIRS_CSV: &str = "pairs.csv";
 pub const IMAGE_LIST: &str = "images.txt";
