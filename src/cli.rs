@@ -10,6 +10,17 @@ use crate::device::DeviceSpec;
 use crate::experiment::ExperimentConfig;
 use crate::run::{RunDir, RunError, RunRecord};
 
+/// The flags of a training command (`pretrain`, `finetune`): the common ones and `--resume`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Continue the run in this directory from its latest checkpoint (from step 0 when it was
+    /// stopped before its first), with its own config.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "set", "output_dir", "overwrite"])]
+    pub resume: Option<PathBuf>,
+}
+
 /// Flags common to `pretrain`, `finetune`, `evaluate`, `infer`, `sweep` and `inspect`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {

@@ -4,9 +4,9 @@
 //! photos' self-supervised signals; the photos pretraining held out are scored, commented on
 //! and given suggestions at the end, before and after fine-tuning.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::cli::CommonArgs;
+use crate::cli::{CommonArgs, TrainArgs};
 use crate::experiment::ExperimentConfig;
 use crate::experiment::finetune;
 use crate::experiment::pretrain::{self, PretrainedRun};
@@ -23,11 +23,7 @@ use clap::Parser;
 #[command(version)]
 pub struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    /// Continue the run in this directory from its latest checkpoint (from step 0 when it was
-    /// stopped before its first), with its own config.
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "set", "output_dir", "overwrite"])]
-    resume: Option<PathBuf>,
+    train: TrainArgs,
     /// Skip the held-out evaluation at the end.
     #[arg(long)]
     no_eval: bool,
@@ -37,25 +33,30 @@ pub struct Args {
 const DESCRIBE_SEVERITY: f32 = 1.0;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.common.device()?;
-    let (config, run_dir, pretrained) = match &args.resume {
+    let device = args.train.common.device()?;
+    let (config, run_dir, pretrained) = match &args.train.resume {
         Some(dir) => {
             let (config, pretrained) =
                 finetune::run_record(dir).with_context(|| format!("resuming {}", dir.display()))?;
             (config, dir.clone(), pretrained)
         }
         None => {
-            let config = args.common.load_config()?;
-            let pretrained = pretrained_run(&config, &args.common)?;
-            if let Some(out) = &args.common.output_dir {
+            let config = args.train.common.load_config()?;
+            let pretrained = pretrained_run(&config, &args.train.common)?;
+            if let Some(out) = &args.train.common.output_dir {
                 crate::run::check_apart(out, &pretrained.dir)?;
             }
-            let run = args.common.start_run_with("finetune", &config, |dir| {
-                finetune::write_pretrained(dir, &pretrained).map_err(|e| crate::run::RunError::Io {
-                    path: dir.join(crate::run::RunLayout::PRETRAINED),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })?;
+            let run = args
+                .train
+                .common
+                .start_run_with("finetune", &config, |dir| {
+                    finetune::write_pretrained(dir, &pretrained).map_err(|e| {
+                        crate::run::RunError::Io {
+                            path: dir.join(crate::run::RunLayout::PRETRAINED),
+                            source: std::io::Error::other(e.to_string()),
+                        }
+                    })
+                })?;
             (config, run.path().to_path_buf(), pretrained)
         }
     };
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &pretrained,
         &run_dir,
         &device,
-        args.resume.is_some(),
+        args.train.resume.is_some(),
     )
     .context("fine-tuning")?;
     let mut json = serde_json::to_value(&summary)?;

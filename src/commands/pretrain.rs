@@ -2,9 +2,7 @@
 //! arguments, the main job: the sample photos, the real EfficientNet-Lite0 and MiniLM, a few
 //! photos held back and evaluated at the end.
 
-use std::path::PathBuf;
-
-use crate::cli::CommonArgs;
+use crate::cli::TrainArgs;
 use crate::experiment::pretrain;
 use crate::run::RunLayout;
 use anyhow::Context;
@@ -16,30 +14,27 @@ use clap::Parser;
 #[command(version)]
 pub struct Args {
     #[command(flatten)]
-    common: CommonArgs,
-    /// Continue the run in this directory from its latest checkpoint (from step 0 when it was
-    /// stopped before its first), with its own config.
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["config", "set", "output_dir", "overwrite"])]
-    resume: Option<PathBuf>,
+    train: TrainArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.common.device()?;
-    let (config, run_dir) = match &args.resume {
+    let device = args.train.common.device()?;
+    let (config, run_dir) = match &args.train.resume {
         Some(dir) => {
             let config =
                 pretrain::run_config(dir).with_context(|| format!("resuming {}", dir.display()))?;
             (config, dir.clone())
         }
         None => {
-            let config = args.common.load_config()?;
-            let run = args.common.start_run("pretrain", &config)?;
+            let config = args.train.common.load_config()?;
+            let run = args.train.common.start_run("pretrain", &config)?;
             (config, run.path().to_path_buf())
         }
     };
     crate::outln!("run directory: {}", run_dir.display())?;
-    let report = pretrain::pretrain_and_evaluate(&config, &run_dir, &device, args.resume.is_some())
-        .context("pretraining")?;
+    let report =
+        pretrain::pretrain_and_evaluate(&config, &run_dir, &device, args.train.resume.is_some())
+            .context("pretraining")?;
     crate::outln!(
         "held-out pairwise accuracy {:.3} (random init {:.3}) over {} pairs; summary in {}",
         report.pairwise_accuracy,

@@ -21,8 +21,8 @@ use crate::run::RunLayout;
 use crate::streams::Stream;
 use crate::train::checkpoints;
 use crate::train::finetune::{
-    FinetuneError, FinetuneJob, FinetuneSummary, Loaded, StepMetrics, build_micro_batch,
-    with_system_prompt,
+    FinetuneError, FinetuneJob, FinetuneSource, FinetuneSummary, Loaded, StepMetrics,
+    build_micro_batch, with_system_prompt,
 };
 use crate::train::instruct_batch::Preparer;
 use crate::train::optim::numbered_params;
@@ -213,21 +213,13 @@ pub fn finetune(
         train_device,
     };
     let trained = trainer.run(&job, model)?;
-    Ok(FinetuneSummary {
-        steps: f.total_steps(),
-        resumed_from: trained.resumed_from,
-        pretrained: pretrained.model.display().to_string(),
-        train_photos: split.train.len(),
-        held_out: split
-            .held_out
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        first_step: trained.first_step,
-        last_step: trained.last_step,
-        train_seconds: trained.train_seconds,
-        skipped: trained.skipped,
-    })
+    Ok(trained.summary(
+        split.train.len(),
+        &split.held_out,
+        FinetuneSource {
+            pretrained: pretrained.model.display().to_string(),
+        },
+    ))
 }
 
 /// The photos the pretraining run trained on and held out: the split it recorded, else (a run

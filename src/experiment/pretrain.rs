@@ -14,8 +14,8 @@ use crate::train::batch::BatchBuilder;
 use crate::train::checkpoints;
 use crate::train::optim::numbered_params;
 use crate::train::pretrain::{
-    Frozen, PretrainError, PretrainJob, PretrainSummary, QFormerInit, Split, StepMetrics,
-    copy_held_out, read_split, split_photos,
+    Frozen, PretrainError, PretrainJob, PretrainSummary, PretrainTotals, QFormerInit, Split,
+    StepMetrics, copy_held_out, read_split, split_photos,
 };
 use crate::train::trainer::Trainer;
 
@@ -133,21 +133,12 @@ pub fn pretrain(
         device,
     };
     let trained = trainer.run(&job, model)?;
-    Ok(PretrainSummary {
-        steps: p.steps,
-        resumed_from: trained.resumed_from,
-        train_photos: split.train.len(),
-        held_out: held_out
-            .copied
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        images_seen: trained.examples_seen,
-        first_step: trained.first_step,
-        last_step: trained.last_step,
-        train_seconds: trained.train_seconds,
-        skipped: trained.skipped,
-    })
+    let images_seen = trained.examples_seen;
+    Ok(trained.summary(
+        split.train.len(),
+        &held_out.copied,
+        PretrainTotals { images_seen },
+    ))
 }
 
 /// Where a pretraining run keeps what `evaluate` needs: its resolved config and its model.

@@ -26,7 +26,9 @@ use super::pretrain::PretrainError;
 use super::projector_init::{FitError, ProjectorInitConfig, ProjectorInitKind};
 use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
-use super::trainer::{self, Job, LoopSettings, StepFields, StepRecord, Tally, TrainerError};
+use super::trainer::{
+    self, Job, LoopSettings, StepFields, StepRecord, Tally, TrainSummary, TrainerError,
+};
 use crate::config::Invalid;
 use crate::data::DataConfig;
 use crate::data::selfsup_instruct::SelfSupervisedConfig;
@@ -541,17 +543,14 @@ impl StepFields for FinetuneFields {
     }
 }
 
+/// What `summary.json` holds after fine-tuning; the command adds the held-out evaluation.
+pub type FinetuneSummary = TrainSummary<FinetuneFields, FinetuneSource>;
+
+/// What fine-tuning adds to a summary.
 #[derive(Debug, Clone, Serialize)]
-pub struct FinetuneSummary {
-    pub steps: usize,
-    pub resumed_from: Option<usize>,
+pub struct FinetuneSource {
+    /// The pretrained MFAM's weights it started from.
     pub pretrained: String,
-    pub train_photos: usize,
-    pub held_out: Vec<String>,
-    pub first_step: StepMetrics,
-    pub last_step: StepMetrics,
-    pub train_seconds: f64,
-    pub skipped: Vec<String>,
 }
 
 /// Instruction tuning as the trainer sees it: micro-batches of conversations from each

@@ -22,7 +22,9 @@ use super::objective::{LossConfig, losses};
 use super::optim::OptimizerConfig;
 use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
-use super::trainer::{self, Job, LoopSettings, StepFields, StepRecord, Tally, TrainerError};
+use super::trainer::{
+    self, Job, LoopSettings, StepFields, StepRecord, Tally, TrainSummary, TrainerError,
+};
 use crate::config::Invalid;
 use crate::data::DataConfig;
 use crate::data::attributes::{LOW_NAMES, MIDDLE_NAMES};
@@ -428,22 +430,14 @@ impl StepFields for PretrainFields {
     }
 }
 
-/// What `summary.json` holds after training; the binary adds the evaluation.
+/// What `summary.json` holds after pretraining; the command adds the evaluation.
+pub type PretrainSummary = TrainSummary<PretrainFields, PretrainTotals>;
+
+/// What pretraining adds to a summary.
 #[derive(Debug, Clone, Serialize)]
-pub struct PretrainSummary {
-    pub steps: usize,
-    /// The step the last resumption started from, if the run was resumed.
-    pub resumed_from: Option<usize>,
-    pub train_photos: usize,
-    /// Held-back photos, copied into `held_out/`.
-    pub held_out: Vec<String>,
+pub struct PretrainTotals {
+    /// Images this process trained on, degraded copies included.
     pub images_seen: usize,
-    pub first_step: StepMetrics,
-    pub last_step: StepMetrics,
-    /// Seconds spent in the loop by this process.
-    pub train_seconds: f64,
-    /// Images that could not be read, with why.
-    pub skipped: Vec<String>,
 }
 
 /// Pretraining as the trainer sees it: micro-batches of photos and their degraded copies,

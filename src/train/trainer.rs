@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
@@ -207,6 +207,8 @@ impl Replicas {
 #[derive(Debug)]
 pub struct Trained<M, F> {
     pub model: M,
+    /// Optimiser steps of the whole run.
+    pub steps: usize,
     /// The step this process resumed from, if it did.
     pub resumed_from: Option<usize>,
     pub first_step: StepRecord<F>,
@@ -217,6 +219,49 @@ pub struct Trained<M, F> {
     pub examples_seen: usize,
     /// Items that could not be read, with why, over the whole run.
     pub skipped: Vec<String>,
+}
+
+impl<M, F> Trained<M, F> {
+    /// The run's `summary.json`: `train_photos` it trained on, the photos it `held_out`, and
+    /// what the stage adds (`stage`).
+    pub fn summary<X>(
+        self,
+        train_photos: usize,
+        held_out: &[PathBuf],
+        stage: X,
+    ) -> TrainSummary<F, X> {
+        TrainSummary {
+            steps: self.steps,
+            resumed_from: self.resumed_from,
+            train_photos,
+            held_out: held_out.iter().map(|p| p.display().to_string()).collect(),
+            first_step: self.first_step,
+            last_step: self.last_step,
+            train_seconds: self.train_seconds,
+            skipped: self.skipped,
+            stage,
+        }
+    }
+}
+
+/// What `summary.json` holds after training (the commands add their evaluation): what every
+/// stage reports, then the stage's own fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary<F, X> {
+    pub steps: usize,
+    /// The step the last resumption started from, if the run was resumed.
+    pub resumed_from: Option<usize>,
+    pub train_photos: usize,
+    /// The photos held out of training.
+    pub held_out: Vec<String>,
+    pub first_step: StepRecord<F>,
+    pub last_step: StepRecord<F>,
+    /// Seconds spent in the loop by this process.
+    pub train_seconds: f64,
+    /// Items that could not be read, with why, over the whole run.
+    pub skipped: Vec<String>,
+    #[serde(flatten)]
+    pub stage: X,
 }
 
 /// A run directory being trained: holds its lock from `open` to the end.
@@ -390,6 +435,7 @@ impl Trainer {
         };
         Ok(Trained {
             model,
+            steps: s.steps,
             resumed_from: self.resumed_from,
             first_step: first,
             last_step: last,
