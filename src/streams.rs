@@ -29,7 +29,7 @@ pub enum Stream {
     /// own streams below.
     TaskSample,
     /// Image `image` of sample `index`: its crop and augmentation (stage base).
-    SampleImage { image: u8 },
+    SampleImage { image: u32 },
     /// The random crop of a self-supervised instruction's photo (task base).
     SelfSupervisedCrop,
     /// Which of an image's comments a commenting sample answers with (task base).
@@ -45,8 +45,10 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// Images a sample may hold: `SampleImage` tags stay below every other tag of its base.
-    pub const MAX_SAMPLE_IMAGES: u8 = 21;
+    /// `SampleImage` tags its first images by their number, as the documented runs did; from
+    /// this one on (a personalized sample of 20 shots or more) it takes tags above every
+    /// other stream's of its base.
+    pub const FIRST_HIGH_IMAGE: u32 = 21;
 
     /// The seed of draw `index` of this stream from `base`.
     pub fn seed(self, base: u64, index: u64) -> u64 {
@@ -58,7 +60,7 @@ impl Stream {
             // that those runs reproduce; `mix(base, index, 2)` is the fix, to take with the
             // next refresh of the figures.
             Self::Degradations => mix(base, 2, index),
-            Self::SampleImage { image } => mix(base, index, u64::from(image)),
+            Self::SampleImage { .. } => mix(base, index, self.tag()),
             Self::LoaderSample { epoch } => mix(base, epoch, index),
             other => mix(base, index, other.tag()),
         }
@@ -78,7 +80,8 @@ impl Stream {
             Self::ItemChoice => 24,
             Self::TaskSample => 25,
             Self::SimulatedRater => 31,
-            Self::SampleImage { image } => u64::from(image),
+            Self::SampleImage { image } if image < Self::FIRST_HIGH_IMAGE => u64::from(image),
+            Self::SampleImage { image } => 1_000 + u64::from(image),
             Self::LoaderOrder => u64::MAX,
             Self::LoaderSample { .. } => u64::MAX - 1,
         }

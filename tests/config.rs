@@ -282,6 +282,15 @@ fn validate_rejects_inconsistent_values_and_names_the_source() {
         msg.contains("finetune.stages[0].mix[0].task") && msg.contains("one question"),
         "{msg}"
     );
+    // A stage that names `trainable` names all three parts: filled in from a default, a
+    // partial one would train other parts than its writer meant.
+    let msg = load::<ExperimentConfig>(
+        None,
+        &["finetune.stages=[{trainable: {llm: full}}]".to_string()],
+    )
+    .expect_err("a partial trainable")
+    .to_string();
+    assert!(msg.contains("trainable") && msg.contains("mfam"), "{msg}");
 }
 
 #[test]

@@ -40,6 +40,12 @@ fn derivations_are_those_of_the_published_runs() {
     assert_eq!(Stream::TaskSample.seed(s, 9), mix(s, 9, 25));
     assert_eq!(Stream::SimulatedRater.seed(s, 9), mix(s, 9, 31));
     assert_eq!(Stream::SampleImage { image: 3 }.seed(s, 9), mix(s, 9, 3));
+    assert_eq!(Stream::SampleImage { image: 20 }.seed(s, 9), mix(s, 9, 20));
+    // Past the documented runs' images, clear of the stage base's other tags (21 to 25).
+    assert_eq!(
+        Stream::SampleImage { image: 21 }.seed(s, 9),
+        mix(s, 9, 1_021)
+    );
     assert_eq!(Stream::LoaderOrder.seed(s, 4), mix(s, 4, u64::MAX));
     assert_eq!(Stream::LoaderSample { epoch: 4 }.seed(s, 9), mix(s, 4, 9));
     // Nearby seeds give unrelated streams.
@@ -82,8 +88,8 @@ fn the_streams_of_a_stage_and_of_a_task_share_no_seed() {
         (Stream::ItemChoice, 20_000),
         (Stream::TaskSample, 20_000),
     ];
-    stage
-        .extend((0..Stream::MAX_SAMPLE_IMAGES).map(|image| (Stream::SampleImage { image }, 2_000)));
+    // CALM's personalized protocol shows up to 100 rated shots before the query.
+    stage.extend((0..=101).map(|image| (Stream::SampleImage { image }, 500)));
     let task = [
         (Stream::SelfSupervisedCrop, 20_000),
         (Stream::CommentChoice, 20_000),

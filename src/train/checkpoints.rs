@@ -34,7 +34,7 @@ pub enum TrainCheckpointError {
     Optimizer { path: PathBuf, message: String },
     #[error("{path}: {message}")]
     State { path: PathBuf, message: String },
-    #[error("{0} holds no pretraining checkpoint (no checkpoints/latest)")]
+    #[error("{0} holds no checkpoint (no checkpoints/latest)")]
     NoCheckpoint(PathBuf),
 }
 

@@ -52,9 +52,11 @@ pub enum LlmTraining {
     Lora,
 }
 
-/// What a stage trains. The image encoder is always frozen.
+/// What a stage trains. The image encoder is always frozen. A stage that names `trainable`
+/// gives all three fields: filled in from a default, a partial one would silently train other
+/// parts than its writer meant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Trainable {
     /// The Q-Formers, their query tokens and adapters.
     pub mfam: bool,
@@ -784,16 +786,10 @@ pub fn build_micro_batch(
                     .iter()
                     .enumerate()
                     .map(|(k, image)| {
-                        let image_stream = u8::try_from(k)
-                            .ok()
-                            .filter(|&k| k < Stream::MAX_SAMPLE_IMAGES)
-                            .map(|image| Stream::SampleImage { image })
-                            .ok_or_else(|| {
-                                format!(
-                                    "a sample holds more than {} images",
-                                    Stream::MAX_SAMPLE_IMAGES
-                                )
-                            })?;
+                        // Samples hold a query and its rated shots: far fewer than u32::MAX.
+                        let image_stream = Stream::SampleImage {
+                            image: u32::try_from(k).unwrap_or(u32::MAX),
+                        };
                         preparer
                             .image(image, image_stream.seed(seed, sample_index as u64))
                             .map_err(|e| e.to_string())
