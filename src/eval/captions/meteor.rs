@@ -541,10 +541,7 @@ pub fn meteor<C: AsRef<str>, S: AsRef<str>, R: AsRef<[S]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-9
-    }
+    use crate::eval::captions::close;
 
     #[test]
     fn meteor_by_hand() {

@@ -338,6 +338,13 @@ pub fn evaluate_tokenized(
     })
 }
 
+/// Equal to within rounding: the tests of every caption metric compare with figures worked
+/// by hand.
+#[cfg(test)]
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-9
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,10 +56,7 @@ pub fn rouge_l<C: AsRef<str>, S: AsRef<str>, R: AsRef<[S]>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-9
-    }
+    use crate::eval::captions::close;
 
     #[test]
     fn rouge_l_by_hand() {

@@ -179,10 +179,7 @@ pub fn krcc(pred: &[f64], gt: &[f64]) -> Result<f64, MetricError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, tol: f64) -> bool {
-        (a - b).abs() <= tol
-    }
+    use crate::eval::scores::close;
 
     #[test]
     fn monotone_is_perfect_and_reversed_is_minus_one() {

@@ -89,10 +89,7 @@ pub fn emd(pred: &[[f64; BINS]], gt: &[[f64; BINS]], r: u32) -> Result<f64, Metr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, tol: f64) -> bool {
-        (a - b).abs() <= tol
-    }
+    use crate::eval::scores::close;
 
     #[test]
     fn emd_by_hand() {

@@ -113,10 +113,7 @@ pub fn plcc_logistic(pred: &[f64], gt: &[f64]) -> Result<LogisticFit, MetricErro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, tol: f64) -> bool {
-        (a - b).abs() <= tol
-    }
+    use crate::eval::scores::close;
 
     #[test]
     fn logistic_fit_recovers_an_exact_curve() {

@@ -571,10 +571,7 @@ pub(super) fn lmdif(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn close(a: f64, b: f64, tol: f64) -> bool {
-        (a - b).abs() <= tol
-    }
+    use crate::eval::scores::close;
 
     #[test]
     fn lmdif_solves_rosenbrock() {

@@ -241,6 +241,13 @@ pub fn score_report(
     })
 }
 
+/// Equal to within `tol`: the tests of every score metric compare with figures worked by hand
+/// or by scipy.
+#[cfg(test)]
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
