@@ -52,39 +52,33 @@ impl Stream {
 
     /// The seed of draw `index` of this stream from `base`.
     pub fn seed(self, base: u64, index: u64) -> u64 {
-        match self {
-            Self::HoldOut => mix(base, u64::MAX, 0),
+        // The two words after the base: for most streams the index, then the stream's tag.
+        let (first, second) = match self {
+            Self::HoldOut => (u64::MAX, 0),
+            Self::PhotoOrder => (index, 1),
             // The pretraining runs behind the documented figures drew their copies with the
             // micro-batch index in the second word, so micro-batch 1 shares epoch 2's photo
             // order and micro-batch 11 a third stage's samples (tests/streams.rs). Kept so
-            // that those runs reproduce; `mix(base, index, 2)` is the fix, to take with the
-            // next refresh of the figures.
-            Self::Degradations => mix(base, 2, index),
-            Self::SampleImage { .. } => mix(base, index, self.tag()),
-            Self::LoaderSample { epoch } => mix(base, epoch, index),
-            other => mix(base, index, other.tag()),
-        }
-    }
-
-    fn tag(self) -> u64 {
-        match self {
-            Self::HoldOut => 0,
-            Self::PhotoOrder => 1,
-            Self::Degradations => 2,
-            Self::SelfSupervisedCrop => 7,
-            Self::StageSamples => 11,
-            Self::ProjectorFit => 13,
-            Self::CommentChoice => 21,
-            Self::PersonalShots => 22,
-            Self::TaskChoice => 23,
-            Self::ItemChoice => 24,
-            Self::TaskSample => 25,
-            Self::SimulatedRater => 31,
-            Self::SampleImage { image } if image < Self::FIRST_HIGH_IMAGE => u64::from(image),
-            Self::SampleImage { image } => 1_000 + u64::from(image),
-            Self::LoaderOrder => u64::MAX,
-            Self::LoaderSample { .. } => u64::MAX - 1,
-        }
+            // that those runs reproduce; `(index, 2)` is the fix, to take with the next
+            // refresh of the figures.
+            Self::Degradations => (2, index),
+            Self::SelfSupervisedCrop => (index, 7),
+            Self::StageSamples => (index, 11),
+            Self::ProjectorFit => (index, 13),
+            Self::CommentChoice => (index, 21),
+            Self::PersonalShots => (index, 22),
+            Self::TaskChoice => (index, 23),
+            Self::ItemChoice => (index, 24),
+            Self::TaskSample => (index, 25),
+            Self::SimulatedRater => (index, 31),
+            Self::SampleImage { image } if image < Self::FIRST_HIGH_IMAGE => {
+                (index, u64::from(image))
+            }
+            Self::SampleImage { image } => (index, 1_000 + u64::from(image)),
+            Self::LoaderOrder => (index, u64::MAX),
+            Self::LoaderSample { epoch } => (epoch, index),
+        };
+        mix(base, first, second)
     }
 }
 
