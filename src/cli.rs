@@ -7,6 +7,7 @@ use burn::tensor::Device;
 
 use crate::config::{ConfigError, load};
 use crate::device::DeviceSpec;
+use crate::distributed::{DistributedError, World};
 use crate::experiment::ExperimentConfig;
 use crate::run::{RunDir, RunError, RunRecord};
 
@@ -52,6 +53,11 @@ impl CommonArgs {
         self.device.device()
     }
 
+    /// The device of this rank: `cuda:auto` is the GPU of its rank on its machine.
+    pub fn device_on(&self, world: &World) -> Result<Device, crate::device::DeviceError> {
+        self.device.on_local_rank(world.local_rank()).device()
+    }
+
     /// Creates the run directory and records the resolved config, seed, git commit and
     /// command line in it.
     pub fn start_run(&self, command: &str, config: &ExperimentConfig) -> Result<RunDir, RunError> {
@@ -93,4 +99,26 @@ impl CommonArgs {
         )?;
         Ok(run)
     }
+}
+
+/// The run directory of a job: the one rank 0 made or resumes (`leader`, given on rank 0
+/// only), on every rank. The others never create one of their own.
+pub fn agree_on_run(world: &World, leader: Option<&Path>) -> Result<PathBuf, RunError> {
+    let bytes = leader
+        .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
+        .unwrap_or_default();
+    let bytes = world.broadcast(bytes);
+    let text = String::from_utf8(bytes).map_err(|e| RunError::Io {
+        path: PathBuf::from(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        source: std::io::Error::other(
+            "rank 0's run directory is not UTF-8, which data-parallel runs need",
+        ),
+    })?;
+    Ok(PathBuf::from(text))
+}
+
+/// An error unless every rank trains with the same config.
+pub fn check_same_config(world: &World, config: &ExperimentConfig) -> Result<(), DistributedError> {
+    let text = serde_json::to_vec(config).unwrap_or_default();
+    world.check_same("the config", &text)
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use burn::tensor::Device;
 
-/// A device named on the command line: `cpu`, `wgpu` or `cuda:N`.
+/// A device named on the command line: `cpu`, `wgpu`, `cuda:N` or `cuda:auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceSpec {
     /// The pure-Rust `flex` backend.
@@ -15,11 +15,14 @@ pub enum DeviceSpec {
     /// The default adapter of wgpu (Vulkan, Metal, DX12; software Vulkan on a CPU-only machine).
     Wgpu,
     Cuda(usize),
+    /// The GPU of this process's rank on its machine (data-parallel jobs: one process per
+    /// GPU); `cuda:0` for a process started alone.
+    CudaAuto,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DeviceError {
-    #[error("unknown device `{0}`: expected cpu, wgpu or cuda:N")]
+    #[error("unknown device `{0}`: expected cpu, wgpu, cuda:N or cuda:auto")]
     Unknown(String),
     #[error(
         "device `{spec}` needs the `{feature}` backend, which this build lacks: rebuild with `--features {feature}`"
@@ -38,6 +41,7 @@ impl FromStr for DeviceSpec {
             "cpu" | "flex" => Ok(Self::Cpu),
             "wgpu" => Ok(Self::Wgpu),
             "cuda" => Ok(Self::Cuda(0)),
+            "cuda:auto" => Ok(Self::CudaAuto),
             other => other
                 .strip_prefix("cuda:")
                 .and_then(|i| i.parse().ok())
@@ -53,11 +57,21 @@ impl fmt::Display for DeviceSpec {
             Self::Cpu => write!(f, "cpu"),
             Self::Wgpu => write!(f, "wgpu"),
             Self::Cuda(i) => write!(f, "cuda:{i}"),
+            Self::CudaAuto => write!(f, "cuda:auto"),
         }
     }
 }
 
 impl DeviceSpec {
+    /// `cuda:auto` as the GPU of `local_rank` (the process's rank on its machine); any other
+    /// spec as it is.
+    pub fn on_local_rank(self, local_rank: usize) -> Self {
+        match self {
+            Self::CudaAuto => Self::Cuda(local_rank),
+            other => other,
+        }
+    }
+
     /// The Burn device, from the backend this spec names explicitly.
     pub fn device(self) -> Result<Device, DeviceError> {
         match self {
@@ -67,6 +81,8 @@ impl DeviceSpec {
             Self::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
             #[cfg(feature = "cuda")]
             Self::Cuda(index) => Ok(Device::cuda(index)),
+            #[cfg(feature = "cuda")]
+            Self::CudaAuto => Ok(Device::cuda(0)),
             #[allow(unreachable_patterns)]
             spec => Err(DeviceError::NotCompiled {
                 spec,
@@ -79,7 +95,7 @@ impl DeviceSpec {
         match self {
             Self::Cpu => "flex",
             Self::Wgpu => "wgpu",
-            Self::Cuda(_) => "cuda",
+            Self::Cuda(_) | Self::CudaAuto => "cuda",
         }
     }
 }
@@ -94,6 +110,9 @@ mod tests {
         assert_eq!("wgpu".parse(), Ok(DeviceSpec::Wgpu));
         assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
         assert_eq!("CUDA".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:auto".parse(), Ok(DeviceSpec::CudaAuto));
+        assert_eq!(DeviceSpec::CudaAuto.on_local_rank(3), DeviceSpec::Cuda(3));
+        assert_eq!(DeviceSpec::Cpu.on_local_rank(3), DeviceSpec::Cpu);
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert!("tpu".parse::<DeviceSpec>().is_err());
     }

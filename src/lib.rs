@@ -4,7 +4,7 @@
 //!
 //! Layout, lowest first; a module uses only those before it (`scripts/check_module_cycles.py`):
 //! `files` (bounded reads of regular files), `console` (terminal output that never panics),
-//! `device` (backend choice), `config` (layered YAML, validation), `model` (modules, no file
+//! `device` (backend choice), `distributed` (the processes of a data-parallel job), `config` (layered YAML, validation), `model` (modules, no file
 //! access), `data` (datasets, transforms, loaders, self-supervision signals), `io` (checkpoints
 //! and other files), `run` (output directories), `eval` (metrics, the runners' configs and
 //! reports), `train` (losses, schedules, the training loop and its jobs, logging), `experiment`
@@ -18,6 +18,7 @@ pub mod config;
 pub mod console;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod eval;
 pub mod experiment;
 pub mod files;

@@ -105,39 +105,6 @@ fn bin(name: &str) -> Command {
     c
 }
 
-/// A tiny random LLaMA checkpoint folder with the LLaMA-2 vocabulary and tokenizer.
-fn tiny_llm(dir: &Path) -> PathBuf {
-    let llm = dir.join("llm");
-    std::fs::create_dir_all(&llm).expect("mkdir");
-    let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_size": 16,
-        "intermediate_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "num_key_value_heads": 1,
-        "head_dim": 8,
-        "vocab_size": 32000,
-        "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
-        "max_position_embeddings": 512,
-        "tie_word_embeddings": false,
-        "bos_token_id": 1,
-        "eos_token_id": 2
-    });
-    std::fs::write(llm.join("config.json"), config.to_string()).expect("config");
-    let parsed = calm::io::llama::read_llama_config(&llm).expect("llama config");
-    let device = Device::flex();
-    device.seed(11);
-    calm::io::checkpoint::save_module(&parsed.init(&device), &llm.join("model.safetensors"))
-        .expect("save");
-    let tokenizer =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tokenizers/llama-2/tokenizer.json");
-    std::fs::copy(tokenizer, llm.join("tokenizer.json")).expect("tokenizer");
-    llm
-}
-
 struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -153,7 +120,7 @@ fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_path_buf();
-        let llm = tiny_llm(&root);
+        let llm = common::tiny_llm(&root);
         let pretrain_config = root.join("pretrain.yaml");
         std::fs::write(&pretrain_config, MODEL).expect("write");
         let pretrained = root.join("pretrained");

@@ -3,9 +3,11 @@
 
 use std::process::ExitCode;
 
-use calm::commands::{finetune, main_with};
+use calm::commands::{finetune, main_with_world};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    main_with("finetune", || finetune::run(finetune::Args::parse()))
+    main_with_world("finetune", |world| {
+        finetune::run(finetune::Args::parse(), world)
+    })
 }

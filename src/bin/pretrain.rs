@@ -3,9 +3,11 @@
 
 use std::process::ExitCode;
 
-use calm::commands::{main_with, pretrain};
+use calm::commands::{main_with_world, pretrain};
 use clap::Parser;
 
 fn main() -> ExitCode {
-    main_with("pretrain", || pretrain::run(pretrain::Args::parse()))
+    main_with_world("pretrain", |world| {
+        pretrain::run(pretrain::Args::parse(), world)
+    })
 }

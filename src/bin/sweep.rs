@@ -14,6 +14,7 @@ use anyhow::Context;
 use calm::commands::{evaluate, finetune, main_with, pretrain};
 use calm::config::to_yaml;
 use calm::device::DeviceSpec;
+use calm::distributed::World;
 use calm::run::RunLayout;
 use calm::sweep::plots::draw_all;
 use calm::sweep::runner::{RunState, Start, resumable, run_all, run_state};
@@ -62,10 +63,10 @@ fn main() -> ExitCode {
 fn run_as(argv: &[OsString]) -> ExitCode {
     match argv.first().and_then(|a| a.to_str()) {
         Some("pretrain") => main_with("pretrain", || {
-            pretrain::run(pretrain::Args::parse_from(argv))
+            pretrain::run(pretrain::Args::parse_from(argv), &World::single())
         }),
         Some("finetune") => main_with("finetune", || {
-            finetune::run(finetune::Args::parse_from(argv))
+            finetune::run(finetune::Args::parse_from(argv), &World::single())
         }),
         Some("evaluate") => main_with("evaluate", || {
             evaluate::run(evaluate::Args::parse_from(argv))

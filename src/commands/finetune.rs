@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use crate::cli::{CommonArgs, TrainArgs};
+use crate::distributed::World;
 use crate::experiment::ExperimentConfig;
 use crate::experiment::finetune;
 use crate::experiment::pretrain::{self, PretrainedRun};
@@ -32,47 +33,66 @@ pub struct Args {
 /// Held-out copies of this severity are commented on and given suggestions.
 const DESCRIBE_SEVERITY: f32 = 1.0;
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.train.common.device()?;
-    let (config, run_dir, pretrained) = match &args.train.resume {
-        Some(dir) => {
-            let (config, pretrained) =
-                finetune::run_record(dir).with_context(|| format!("resuming {}", dir.display()))?;
-            (config, dir.clone(), pretrained)
-        }
-        None => {
-            let config = args.train.common.load_config()?;
-            let pretrained = pretrained_run(&config, &args.train.common)?;
-            if let Some(out) = &args.train.common.output_dir {
-                crate::run::check_apart(out, &pretrained.dir)?;
+pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
+    let device = args.train.common.device_on(world)?;
+    let leader = if world.is_leader() {
+        Some(match &args.train.resume {
+            Some(dir) => {
+                let (config, pretrained) = finetune::run_record(dir)
+                    .with_context(|| format!("resuming {}", dir.display()))?;
+                (config, dir.clone(), pretrained)
             }
-            let run = args
-                .train
-                .common
-                .start_run_with("finetune", &config, |dir| {
-                    finetune::write_pretrained(dir, &pretrained).map_err(|e| {
-                        crate::run::RunError::Io {
-                            path: dir.join(crate::run::RunLayout::PRETRAINED),
-                            source: std::io::Error::other(e.to_string()),
-                        }
-                    })
-                })?;
-            (config, run.path().to_path_buf(), pretrained)
-        }
+            None => {
+                let config = args.train.common.load_config()?;
+                let pretrained = pretrained_run(&config, &args.train.common, world)?;
+                if let Some(out) = &args.train.common.output_dir {
+                    crate::run::check_apart(out, &pretrained.dir)?;
+                }
+                let run = args
+                    .train
+                    .common
+                    .start_run_with("finetune", &config, |dir| {
+                        finetune::write_pretrained(dir, &pretrained).map_err(|e| {
+                            crate::run::RunError::Io {
+                                path: dir.join(crate::run::RunLayout::PRETRAINED),
+                                source: std::io::Error::other(e.to_string()),
+                            }
+                        })
+                    })?;
+                (config, run.path().to_path_buf(), pretrained)
+            }
+        })
+    } else {
+        None
     };
-    crate::outln!(
-        "run directory: {} (from pretraining run {})",
-        run_dir.display(),
-        pretrained.dir.display()
-    )?;
+    let run_dir =
+        crate::cli::agree_on_run(world, leader.as_ref().map(|(_, dir, _)| dir.as_path()))?;
+    let (config, pretrained) = match leader {
+        Some((config, _, pretrained)) => (config, pretrained),
+        // What rank 0 recorded, which it trains with.
+        None => finetune::run_record(&run_dir)
+            .with_context(|| format!("reading the run in {}", run_dir.display()))?,
+    };
+    crate::cli::check_same_config(world, &config)?;
+    if world.is_leader() {
+        crate::outln!(
+            "run directory: {} (from pretraining run {})",
+            run_dir.display(),
+            pretrained.dir.display()
+        )?;
+    }
     let summary = finetune::finetune(
         &config,
         &pretrained,
         &run_dir,
         &device,
         args.train.resume.is_some(),
+        world,
     )
     .context("fine-tuning")?;
+    let Some(summary) = summary else {
+        return Ok(());
+    };
     let mut json = serde_json::to_value(&summary)?;
     write_summary(&run_dir, &json)?;
     if args.no_eval {
@@ -124,7 +144,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// The pretraining run `finetune.pretrained` names, else the newest matching one under
 /// `runs/pretrain`, else a new one made now.
-fn pretrained_run(config: &ExperimentConfig, common: &CommonArgs) -> anyhow::Result<PretrainedRun> {
+fn pretrained_run(
+    config: &ExperimentConfig,
+    common: &CommonArgs,
+    world: &World,
+) -> anyhow::Result<PretrainedRun> {
     if let Some(path) = &config.finetune.pretrained {
         return pretrain::find_run(path)
             .with_context(|| format!("finetune.pretrained = {}", path.display()));
@@ -132,6 +156,13 @@ fn pretrained_run(config: &ExperimentConfig, common: &CommonArgs) -> anyhow::Res
     let runs = crate::run::default_runs("pretrain");
     if let Some(found) = pretrain::find_matching_run(config, &runs) {
         return Ok(found);
+    }
+    if world.size() > 1 {
+        anyhow::bail!(
+            "no finished pretraining run under {} matches this config, and {} ranks do not pretrain one on the way: run `pretrain` first (under the same launcher) or set finetune.pretrained",
+            runs.display(),
+            world.size()
+        );
     }
     let run = RunDir::create_unique(&runs)?;
     run.record(
@@ -144,8 +175,9 @@ fn pretrained_run(config: &ExperimentConfig, common: &CommonArgs) -> anyhow::Res
         run.path().display()
     )?;
     let device = common.device()?;
-    let report = pretrain::pretrain_and_evaluate(config, run.path(), &device, false)
-        .context("pretraining")?;
+    let report = pretrain::pretrain_and_evaluate(config, run.path(), &device, false, world)
+        .context("pretraining")?
+        .context("pretraining returned no report on rank 0")?;
     crate::outln!(
         "pretraining: held-out pairwise accuracy {:.3} (random init {:.3})",
         report.pairwise_accuracy,

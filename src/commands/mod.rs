@@ -12,8 +12,51 @@ use std::process::ExitCode;
 /// status 1, never a panic trace. Output to stdout goes through `crate::console`, which drops
 /// it quietly once the reader has gone.
 pub fn main_with(command: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
-    match body() {
+    let one_process = || {
+        match crate::distributed::launched_size() {
+            Some(size) if size > 1 => Err(crate::distributed::DistributedError::OneProcessOnly {
+                command: command.to_string(),
+                size,
+            })?,
+            _ => {}
+        }
+        body()
+    };
+    match one_process() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            crate::errln!("{command}: error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `main_with` for a command that data parallelism splits (`pretrain`, `finetune`): the body
+/// runs as one rank of the job an MPI launcher started (or as the one process). An error on
+/// any rank is printed with the rank's number and ends every process of the job, so no rank
+/// waits for ever on one that stopped.
+pub fn main_with_world(
+    command: &str,
+    body: impl FnOnce(&crate::distributed::World) -> anyhow::Result<()>,
+) -> ExitCode {
+    let world = match crate::distributed::World::init() {
+        Ok(world) => world,
+        Err(err) => {
+            crate::errln!("{command}: error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match body(&world) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if world.size() > 1 => {
+            crate::errln!(
+                "{command}: rank {} of {}: error: {}",
+                world.rank(),
+                world.size(),
+                one_line(&err)
+            );
+            world.abort(1)
+        }
         Err(err) => {
             crate::errln!("{command}: error: {}", one_line(&err));
             ExitCode::FAILURE

@@ -3,6 +3,7 @@
 //! photos held back and evaluated at the end.
 
 use crate::cli::TrainArgs;
+use crate::distributed::World;
 use crate::experiment::pretrain;
 use crate::run::RunLayout;
 use anyhow::Context;
@@ -17,24 +18,41 @@ pub struct Args {
     train: TrainArgs,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let device = args.train.common.device()?;
-    let (config, run_dir) = match &args.train.resume {
-        Some(dir) => {
-            let config =
-                pretrain::run_config(dir).with_context(|| format!("resuming {}", dir.display()))?;
-            (config, dir.clone())
-        }
-        None => {
-            let config = args.train.common.load_config()?;
-            let run = args.train.common.start_run("pretrain", &config)?;
-            (config, run.path().to_path_buf())
-        }
+pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
+    let device = args.train.common.device_on(world)?;
+    let resume = args.train.resume.is_some();
+    let leader = if world.is_leader() {
+        Some(match &args.train.resume {
+            Some(dir) => {
+                let config = pretrain::run_config(dir)
+                    .with_context(|| format!("resuming {}", dir.display()))?;
+                (config, dir.clone())
+            }
+            None => {
+                let config = args.train.common.load_config()?;
+                let run = args.train.common.start_run("pretrain", &config)?;
+                (config, run.path().to_path_buf())
+            }
+        })
+    } else {
+        None
     };
-    crate::outln!("run directory: {}", run_dir.display())?;
-    let report =
-        pretrain::pretrain_and_evaluate(&config, &run_dir, &device, args.train.resume.is_some())
-            .context("pretraining")?;
+    let run_dir = crate::cli::agree_on_run(world, leader.as_ref().map(|(_, dir)| dir.as_path()))?;
+    let config = match leader {
+        Some((config, _)) => config,
+        // The config rank 0 recorded, which it trains with.
+        None => pretrain::run_config(&run_dir)
+            .with_context(|| format!("reading the run in {}", run_dir.display()))?,
+    };
+    crate::cli::check_same_config(world, &config)?;
+    if world.is_leader() {
+        crate::outln!("run directory: {}", run_dir.display())?;
+    }
+    let report = pretrain::pretrain_and_evaluate(&config, &run_dir, &device, resume, world)
+        .context("pretraining")?;
+    let Some(report) = report else {
+        return Ok(());
+    };
     crate::outln!(
         "held-out pairwise accuracy {:.3} (random init {:.3}) over {} pairs; summary in {}",
         report.pairwise_accuracy,

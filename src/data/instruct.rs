@@ -38,6 +38,15 @@ pub enum Task {
 }
 
 impl Task {
+    pub const ALL: [Self; 6] = [
+        Self::Scoring,
+        Self::ScoringLevels,
+        Self::Commenting,
+        Self::Suggesting,
+        Self::Personalized,
+        Self::Conversation,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Scoring => "scoring",

@@ -12,6 +12,7 @@ use super::pretrain::{self, PretrainedRun};
 use crate::data::raters::SimulatedRaters;
 use crate::data::selfsup_instruct::SelfSupervisedTasks;
 use crate::data::tasks::{Mix, TaskBuilder, TaskSourceConfig, build_task};
+use crate::distributed::World;
 use crate::io::llama::load_chat_model;
 use crate::io::models::{FetchedModel, ensure_fetched};
 use crate::model::calm::Calm;
@@ -171,22 +172,25 @@ fn build_mixes(config: &ExperimentConfig, photos: &[PathBuf]) -> Result<Vec<Mix>
 }
 
 /// Fine-tunes in the run directory `run` (holding the resolved config) from `pretrained`,
-/// from scratch or, with `resume`, from the run's latest checkpoint.
+/// from scratch or, with `resume`, from the run's latest checkpoint, as one rank of `world`
+/// (only the leader returns a summary).
 pub fn finetune(
     config: &ExperimentConfig,
     pretrained: &PretrainedRun,
     run: &Path,
     device: &Device,
     resume: bool,
-) -> Result<FinetuneSummary, FinetuneError> {
+    world: &World,
+) -> Result<Option<FinetuneSummary>, FinetuneError> {
     let f = &config.finetune;
     let mut trainer = Trainer::open(
         run,
-        f.loop_settings(&config.data),
+        f.loop_settings(&config.data, &config.distributed),
         f.optimizer.init(),
         resume,
+        world,
     )?;
-    if !resume {
+    if !resume && world.is_leader() {
         write_pretrained(run, pretrained)?;
     }
     // The pretraining run's split: its held-out photos stay unseen here too.
@@ -212,14 +216,16 @@ pub fn finetune(
         device,
         train_device,
     };
-    let trained = trainer.run(&job, model)?;
-    Ok(trained.summary(
+    let Some(trained) = trainer.run(&job, model)? else {
+        return Ok(None);
+    };
+    Ok(Some(trained.summary(
         split.train.len(),
         &split.held_out,
         FinetuneSource {
             pretrained: pretrained.model.display().to_string(),
         },
-    ))
+    )))
 }
 
 /// The photos the pretraining run trained on and held out: the split it recorded, else (a run

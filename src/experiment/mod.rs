@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Invalid, Validate};
 use crate::data::DataConfig;
+use crate::distributed::DistributedConfig;
 use crate::eval::protocols::EvalConfig;
 use crate::eval::tasks::InferConfig;
 use crate::model::ModelConfig;
@@ -30,6 +31,8 @@ pub struct ExperimentConfig {
     pub infer: InferConfig,
     /// What `evaluate task` runs (configs/eval/).
     pub eval: EvalConfig,
+    /// Data-parallel training across processes (`mpirun`, `srun`).
+    pub distributed: DistributedConfig,
 }
 
 impl Default for ExperimentConfig {
@@ -42,6 +45,7 @@ impl Default for ExperimentConfig {
             finetune: FinetuneConfig::default(),
             infer: InferConfig::default(),
             eval: EvalConfig::default(),
+            distributed: DistributedConfig::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 
 use super::ExperimentConfig;
+use crate::distributed::World;
 use crate::io::hf::load_bert;
 use crate::model::pretrain::PretrainModel;
 use crate::run::RunLayout;
@@ -14,8 +15,8 @@ use crate::train::batch::BatchBuilder;
 use crate::train::checkpoints;
 use crate::train::optim::numbered_params;
 use crate::train::pretrain::{
-    Frozen, PretrainError, PretrainJob, PretrainSummary, PretrainTotals, QFormerInit, Split,
-    StepMetrics, copy_held_out, read_split, split_photos,
+    Frozen, HeldOutCopy, PretrainError, PretrainJob, PretrainSummary, PretrainTotals, QFormerInit,
+    Split, StepMetrics, copy_held_out, read_split, split_photos,
 };
 use crate::train::trainer::Trainer;
 
@@ -95,24 +96,43 @@ pub fn run_split(
 }
 
 /// Trains the MFAM of `config` in the run directory `run` (which holds the resolved config),
-/// from scratch or, with `resume`, from its latest checkpoint.
+/// from scratch or, with `resume`, from its latest checkpoint, as one rank of `world`. The
+/// leader draws the split and copies the held-out photos; the other ranks read the split it
+/// wrote and return `None` when training ends.
 pub fn pretrain(
     config: &ExperimentConfig,
     frozen: &Frozen,
     run: &Path,
     device: &Device,
     resume: bool,
-) -> Result<PretrainSummary, PretrainError> {
+    world: &World,
+) -> Result<Option<PretrainSummary>, PretrainError> {
     let p = &config.pretrain;
     let mut trainer = Trainer::open(
         run,
-        p.loop_settings(&config.data),
+        p.loop_settings(&config.data, &config.distributed),
         p.optimizer.init(),
         resume,
+        world,
     )?;
-    let split = run_split(config, run, resume)?;
     let policy = config.data.loader.bad_images;
-    let held_out = copy_held_out(&split.held_out, &RunLayout::new(run).held_out(), policy)?;
+    let (split, held_out) = if world.is_leader() {
+        let split = run_split(config, run, resume)?;
+        let held_out = copy_held_out(&split.held_out, &RunLayout::new(run).held_out(), policy)?;
+        world.barrier();
+        (split, held_out)
+    } else {
+        world.barrier();
+        let split = read_split(run)?.ok_or_else(|| PretrainError::Io {
+            path: run.join(SPLIT),
+            source: std::io::Error::other("rank 0 did not write the run's split"),
+        })?;
+        let held_out = HeldOutCopy {
+            copied: Vec::new(),
+            skipped: Vec::new(),
+        };
+        (split, held_out)
+    };
     trainer.note_skipped(held_out.skipped.clone());
     let train_device = device.clone().autodiff();
     let mut model = initial_model(config, frozen, &train_device)?;
@@ -132,13 +152,15 @@ pub fn pretrain(
         policy,
         device,
     };
-    let trained = trainer.run(&job, model)?;
+    let Some(trained) = trainer.run(&job, model)? else {
+        return Ok(None);
+    };
     let images_seen = trained.examples_seen;
-    Ok(trained.summary(
+    Ok(Some(trained.summary(
         split.train.len(),
         &held_out.copied,
         PretrainTotals { images_seen },
-    ))
+    )))
 }
 
 /// Where a pretraining run keeps what `evaluate` needs: its resolved config and its model.
@@ -269,15 +291,18 @@ pub fn load_pretrained(
 
 /// What the `pretrain` command does after setting up its run directory: trains, writes
 /// `summary.json`, evaluates the held-out photos with the model read back from the run, and
-/// adds that report to the summary.
+/// adds that report to the summary. Ranks other than the leader only train (`None`).
 pub fn pretrain_and_evaluate(
     config: &ExperimentConfig,
     run_dir: &Path,
     device: &Device,
     resume: bool,
-) -> Result<crate::eval::degradations::DegradationReport, PretrainError> {
+    world: &World,
+) -> Result<Option<crate::eval::degradations::DegradationReport>, PretrainError> {
     let frozen = Frozen::load(&config.model, device)?;
-    let summary = pretrain(config, &frozen, run_dir, device, resume)?;
+    let Some(summary) = pretrain(config, &frozen, run_dir, device, resume, world)? else {
+        return Ok(None);
+    };
     let summary_path = RunLayout::new(run_dir).summary();
     let to_json = |e: serde_json::Error| PretrainError::Io {
         path: summary_path.clone(),
@@ -297,7 +322,7 @@ pub fn pretrain_and_evaluate(
     )?;
     json["degradations"] = serde_json::to_value(&report).map_err(to_json)?;
     write_json(&summary_path, &json)?;
-    Ok(report)
+    Ok(Some(report))
 }
 
 fn write_json(path: &Path, json: &serde_json::Value) -> Result<(), PretrainError> {

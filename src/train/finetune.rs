@@ -27,10 +27,11 @@ use super::projector_init::{FitError, ProjectorInitConfig, ProjectorInitKind};
 use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
 use super::trainer::{
-    self, Job, LoopSettings, StepFields, StepRecord, Tally, TrainSummary, TrainerError,
+    self, Job, LoopSettings, StepFields, StepRecord, Summed, Tally, TrainSummary, TrainerError,
 };
 use crate::config::Invalid;
 use crate::data::DataConfig;
+use crate::data::instruct::Task;
 use crate::data::selfsup_instruct::SelfSupervisedConfig;
 use crate::data::tasks::{Mix, MixEntry, TaskSourceConfig, validate_mix};
 use crate::data::{BadImagePolicy, DataError};
@@ -233,7 +234,11 @@ impl FinetuneConfig {
     }
 
     /// The training loop's settings for this section.
-    pub fn loop_settings(&self, data: &DataConfig) -> LoopSettings {
+    pub fn loop_settings(
+        &self,
+        data: &DataConfig,
+        distributed: &crate::distributed::DistributedConfig,
+    ) -> LoopSettings {
         LoopSettings {
             steps: self.total_steps(),
             gradient_accumulation: self.gradient_accumulation,
@@ -243,6 +248,8 @@ impl FinetuneConfig {
             prefetch_batches: data.loader.prefetch_batches,
             kept: self.kept(),
             lr_key: "the stage's schedule.peak_lr",
+            accumulation_key: "finetune.gradient_accumulation",
+            check_every: distributed.check_every,
             throughput_unit: "tok/s",
         }
     }
@@ -576,10 +583,44 @@ impl FinetuneJob<'_> {
     }
 }
 
-/// What a step's losses are averaged over: its supervised tokens and its scoring answers.
+/// What a step's losses are averaged over: its supervised tokens and its scoring answers,
+/// over every replica.
 pub struct StepScale {
     tokens: usize,
     scores: usize,
+}
+
+impl StepScale {
+    /// Never 0: a step without scoring answers divides their (empty) sum by 1.
+    fn tokens(&self) -> f64 {
+        self.tokens.max(1) as f64
+    }
+
+    fn scores(&self) -> f64 {
+        self.scores.max(1) as f64
+    }
+}
+
+impl Summed for StepScale {
+    fn sums(&self) -> Vec<f64> {
+        vec![self.tokens as f64, self.scores as f64]
+    }
+
+    fn set_sums(&mut self, sums: &[f64]) {
+        if let [tokens, scores] = sums {
+            self.tokens = *tokens as usize;
+            self.scores = *scores as usize;
+        }
+    }
+}
+
+/// Every name a step's `FinetuneTally::sums` may hold, in one order for every rank (a rank's
+/// micro-batches need not meet every task).
+fn tally_names() -> impl Iterator<Item = &'static str> {
+    Task::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain(["score_emd", "score_regression"])
 }
 
 #[derive(Default)]
@@ -594,6 +635,40 @@ pub struct FinetuneTally {
     /// Every token the step read, prompts included.
     read: usize,
     conversations: usize,
+}
+
+impl Summed for FinetuneTally {
+    fn sums(&self) -> Vec<f64> {
+        let mut sums = vec![
+            self.token_loss,
+            self.score_loss,
+            self.tokens as f64,
+            self.read as f64,
+            self.conversations as f64,
+        ];
+        for name in tally_names() {
+            let (sum, count) = self.sums.get(name).copied().unwrap_or_default();
+            sums.extend([sum, count as f64]);
+        }
+        sums
+    }
+
+    fn set_sums(&mut self, sums: &[f64]) {
+        let (Some(head), Some(named)) = (sums.get(..5), sums.get(5..)) else {
+            return;
+        };
+        self.token_loss = head[0];
+        self.score_loss = head[1];
+        [self.tokens, self.read, self.conversations] =
+            [head[2], head[3], head[4]].map(|v| v as usize);
+        self.sums.clear();
+        for (name, pair) in tally_names().zip(named.chunks_exact(2)) {
+            if pair[1] > 0.0 {
+                self.sums
+                    .insert(name.to_string(), (pair[0], pair[1] as usize));
+            }
+        }
+    }
 }
 
 impl Tally for FinetuneTally {
@@ -645,16 +720,11 @@ impl Job for FinetuneJob<'_> {
 
     fn scale(&self, batches: &[PreparedBatch]) -> StepScale {
         StepScale {
-            tokens: batches
-                .iter()
-                .map(|p| p.target_tasks().len())
-                .sum::<usize>()
-                .max(1),
+            tokens: batches.iter().map(|p| p.target_tasks().len()).sum(),
             scores: batches
                 .iter()
                 .map(|p| p.scores.iter().flatten().count())
-                .sum::<usize>()
-                .max(1),
+                .sum(),
         }
     }
 
@@ -674,13 +744,13 @@ impl Job for FinetuneJob<'_> {
             let entry = tally.sums.entry(task.name().to_string()).or_default();
             entry.0 += f64::from(*value);
             entry.1 += 1;
-            tally.token_loss += f64::from(*value) / scale.tokens as f64;
+            tally.token_loss += f64::from(*value) / scale.tokens();
         }
         tally.tokens += values.len();
         tally.read += prepared.rows.iter().map(|r| r.len()).sum::<usize>();
         tally.conversations += prepared.rows.len();
         // Token-weighted over the whole step, as one large batch would be.
-        let mut loss = token_losses.sum() / scale.tokens as f64;
+        let mut loss = token_losses.sum() / scale.tokens();
         if let Some((emd, squared)) = losses.scores {
             for (name, part, weight) in [
                 ("score_emd", emd, weights.distribution_weight),
@@ -690,10 +760,10 @@ impl Job for FinetuneJob<'_> {
                 let entry = tally.sums.entry(name.to_string()).or_default();
                 entry.0 += values.iter().map(|&v| f64::from(v)).sum::<f64>();
                 entry.1 += values.len();
-                tally.score_loss += weight * values.iter().map(|&v| f64::from(v)).sum::<f64>()
-                    / scale.scores as f64;
+                tally.score_loss +=
+                    weight * values.iter().map(|&v| f64::from(v)).sum::<f64>() / scale.scores();
                 // Averaged over the step's scoring answers, as the tokens are.
-                loss = loss + part.sum() * (weight / scale.scores as f64);
+                loss = loss + part.sum() * (weight / scale.scores());
             }
         }
         loss

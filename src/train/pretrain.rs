@@ -23,7 +23,7 @@ use super::optim::OptimizerConfig;
 use super::schedule::ScheduleConfig;
 use super::tensorboard::EventError;
 use super::trainer::{
-    self, Job, LoopSettings, StepFields, StepRecord, Tally, TrainSummary, TrainerError,
+    self, Job, LoopSettings, StepFields, StepRecord, Summed, Tally, TrainSummary, TrainerError,
 };
 use crate::config::Invalid;
 use crate::data::DataConfig;
@@ -107,7 +107,11 @@ impl Default for PretrainConfig {
 
 impl PretrainConfig {
     /// The training loop's settings for this section.
-    pub fn loop_settings(&self, data: &DataConfig) -> LoopSettings {
+    pub fn loop_settings(
+        &self,
+        data: &DataConfig,
+        distributed: &crate::distributed::DistributedConfig,
+    ) -> LoopSettings {
         LoopSettings {
             steps: self.steps,
             gradient_accumulation: self.gradient_accumulation,
@@ -117,6 +121,8 @@ impl PretrainConfig {
             prefetch_batches: data.loader.prefetch_batches,
             kept: Kept::All,
             lr_key: "pretrain.schedule.peak_lr",
+            accumulation_key: "pretrain.gradient_accumulation",
+            check_every: distributed.check_every,
             throughput_unit: "img/s",
         }
     }
@@ -458,6 +464,25 @@ pub struct PretrainTally {
     named: BTreeMap<String, f64>,
     total: f64,
     images: usize,
+}
+
+impl Summed for PretrainTally {
+    /// The total, the images, then each loss by name (every rank computes the same losses).
+    fn sums(&self) -> Vec<f64> {
+        [self.total, self.images as f64]
+            .into_iter()
+            .chain(self.named.values().copied())
+            .collect()
+    }
+
+    fn set_sums(&mut self, sums: &[f64]) {
+        let mut sums = sums.iter().copied();
+        self.total = sums.next().unwrap_or(self.total);
+        self.images = sums.next().map_or(self.images, |n| n as usize);
+        for (value, sum) in self.named.values_mut().zip(sums) {
+            *value = sum;
+        }
+    }
 }
 
 impl Tally for PretrainTally {

@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,7 @@ use super::metrics::{self, MetricsError, StepLine};
 use super::optim::{clip_global_norm, global_grad_norm};
 use super::progress::Progress;
 use super::tensorboard::{EventError, EventWriter};
+use crate::distributed::{DistributedError, FNV_OFFSET, World, fnv1a};
 use crate::run::{RunError, RunLayout, RunLock};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ pub enum TrainerError {
         value: f64,
         lr_key: &'static str,
     },
+    #[error(transparent)]
+    Distributed(#[from] DistributedError),
     #[error("{0}: no steps recorded")]
     NoSteps(std::path::PathBuf),
 }
@@ -77,12 +80,32 @@ pub struct LoopSettings {
     pub kept: Kept,
     /// The setting a diverging run should lower, named in the error.
     pub lr_key: &'static str,
+    /// The key of `gradient_accumulation`, named when the ranks cannot split it.
+    pub accumulation_key: &'static str,
+    /// Replicas compare their parameters every this many steps (0: never).
+    pub check_every: usize,
     /// What the throughput counts in the progress line, e.g. "img/s".
     pub throughput_unit: &'static str,
 }
 
+/// Counts and sums that replicas add up: a step's tally, or what its losses are normalised
+/// by. Every rank lists the same values in the same order.
+pub trait Summed {
+    fn sums(&self) -> Vec<f64>;
+    /// Takes the sums over every replica, in the order `sums` gave them.
+    fn set_sums(&mut self, sums: &[f64]);
+}
+
+impl Summed for () {
+    fn sums(&self) -> Vec<f64> {
+        Vec::new()
+    }
+
+    fn set_sums(&mut self, _: &[f64]) {}
+}
+
 /// What the micro-batches of one step add up to.
-pub trait Tally: Default {
+pub trait Tally: Default + Summed {
     /// The step's loss, for the finiteness check and the progress line.
     fn total(&self) -> f64;
     /// Examples (images, conversations) the step trained on.
@@ -125,7 +148,7 @@ pub trait Job: Sync {
     type Batch: Send;
     /// What a step's loss is normalised by (e.g. its supervised tokens), known once all its
     /// micro-batches are built; with data parallelism, the sum over replicas.
-    type Scale;
+    type Scale: Summed;
     type Tally: Tally;
     type Fields: StepFields;
     type Error: From<TrainerError> + Send;
@@ -186,19 +209,186 @@ pub trait Job: Sync {
     ) -> StepRecord<Self::Fields>;
 }
 
-/// The replicas a step's gradients are summed over. Data-parallel training adds its
-/// collectives here; one process has nothing to sum.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Replicas {
-    #[default]
-    Single,
+/// The replicas a step's gradients are summed over: the processes of a data-parallel job
+/// (`distributed::World`), of which each computes every `size`-th micro-batch of a step.
+/// One process has nothing to sum and takes none of these paths.
+pub struct Replicas<'w> {
+    world: &'w World,
+    /// Gradients in the last reduction, to log the buffer's size when it changes.
+    last_count: std::cell::Cell<usize>,
 }
 
-impl Replicas {
-    /// The gradients summed over every replica.
-    pub fn reduce(&self, grads: GradientsParams) -> Result<GradientsParams, TrainerError> {
-        match self {
-            Self::Single => Ok(grads),
+impl<'w> Replicas<'w> {
+    pub fn new(world: &'w World) -> Self {
+        Self {
+            world,
+            last_count: std::cell::Cell::new(0),
+        }
+    }
+
+    fn many(&self) -> bool {
+        self.world.size() > 1
+    }
+
+    /// `value` summed over every replica.
+    pub fn sum<S: Summed>(&self, mut value: S) -> S {
+        if self.many() {
+            let mut sums = value.sums();
+            self.world.sum_f64(&mut sums);
+            value.set_sums(&sums);
+        }
+        value
+    }
+
+    /// The step's gradients and its tally summed over every replica, in two buffers: one of
+    /// f32 for every trainable parameter's gradient (zeros where this rank's micro-batches gave
+    /// it none), one of f64 for the tally and whether each parameter received a gradient on
+    /// some rank (those that did on none stay without one, as in one process, so Adam leaves
+    /// them alone).
+    pub fn reduce<M: Module, T: Summed>(
+        &self,
+        model: &M,
+        grads: GradientsParams,
+        tally: &mut T,
+    ) -> GradientsParams {
+        if !self.many() {
+            return grads;
+        }
+        let mut packed = Pack {
+            grads,
+            values: Vec::new(),
+            received: Vec::new(),
+            slots: Vec::new(),
+        };
+        model.visit(&mut packed);
+        let Pack {
+            values: mut buffer,
+            received,
+            slots,
+            ..
+        } = packed;
+        let mut scalars = tally.sums();
+        let tally_len = scalars.len();
+        scalars.extend(received);
+        if self.world.is_leader() && self.last_count.replace(buffer.len()) != buffer.len() {
+            crate::errln!(
+                "data parallel: {} ranks; each step sums {} gradients ({:.1} MB) in one f32 buffer and {} scalars in one f64 buffer",
+                self.world.size(),
+                buffer.len(),
+                (buffer.len() * 4) as f64 / 1e6,
+                scalars.len()
+            );
+        }
+        self.world.sum_f32(&mut buffer);
+        self.world.sum_f64(&mut scalars);
+        tally.set_sums(&scalars[..tally_len]);
+        let mut unpack = Unpack {
+            grads: GradientsParams::new(),
+            buffer: &buffer,
+            received: &scalars[tally_len..],
+            slots: &slots,
+            next: 0,
+        };
+        model.visit(&mut unpack);
+        unpack.grads
+    }
+
+    /// An error unless every replica holds the same parameters, bit for bit.
+    pub fn check_same_params<M: Module>(
+        &self,
+        model: &M,
+        step: usize,
+    ) -> Result<(), DistributedError> {
+        if !self.many() {
+            return Ok(());
+        }
+        struct Checksum(u64);
+        impl ModuleVisitor for Checksum {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                for v in param.val().into_data().iter::<f32>() {
+                    self.0 = fnv1a(self.0, &v.to_bits().to_le_bytes());
+                }
+            }
+        }
+        let mut sum = Checksum(FNV_OFFSET);
+        model.visit(&mut sum);
+        let checksums = self.world.gather(sum.0);
+        if checksums.iter().all(|&c| c == checksums[0]) {
+            Ok(())
+        } else {
+            Err(DistributedError::Diverged { step, checksums })
+        }
+    }
+}
+
+/// A trainable parameter's place in the reduction buffer: its shape and device.
+struct Slot {
+    shape: Vec<usize>,
+    device: burn::tensor::Device,
+}
+
+struct Pack {
+    grads: GradientsParams,
+    values: Vec<f32>,
+    received: Vec<f64>,
+    slots: Vec<Slot>,
+}
+
+impl ModuleVisitor for Pack {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        let value = param.val();
+        let shape = value.dims().to_vec();
+        let len: usize = shape.iter().product();
+        match self.grads.remove::<D>(param.id) {
+            Some(g) => {
+                self.received.push(1.0);
+                self.slots.push(Slot {
+                    shape,
+                    device: g.device(),
+                });
+                self.values.extend(g.into_data().iter::<f32>());
+            }
+            None => {
+                self.received.push(0.0);
+                self.slots.push(Slot {
+                    shape,
+                    device: value.device().inner(),
+                });
+                self.values.extend(std::iter::repeat_n(0.0, len));
+            }
+        }
+    }
+}
+
+struct Unpack<'a> {
+    grads: GradientsParams,
+    buffer: &'a [f32],
+    received: &'a [f64],
+    slots: &'a [Slot],
+    next: usize,
+}
+
+impl ModuleVisitor for Unpack<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.is_require_grad() {
+            return;
+        }
+        let index = self.next;
+        self.next += 1;
+        let (Some(slot), Some(&received)) = (self.slots.get(index), self.received.get(index))
+        else {
+            return;
+        };
+        let len: usize = slot.shape.iter().product();
+        let (values, rest) = self.buffer.split_at(len.min(self.buffer.len()));
+        self.buffer = rest;
+        if received > 0.0 {
+            let data = TensorData::new(values.to_vec(), slot.shape.clone());
+            self.grads
+                .register::<D>(param.id, Tensor::from_data(data, &slot.device));
         }
     }
 }
@@ -264,27 +454,105 @@ pub struct TrainSummary<F, X> {
     pub stage: X,
 }
 
-/// A run directory being trained: holds its lock from `open` to the end.
-pub struct Trainer {
+/// The order in which a rank computes its `local` micro-batches of a step: with a power of two,
+/// bit-reversed (0, 2, 1, 3 of four), so that `Pairwise` adds the even ones, then the odd
+/// ones, then both: the tree whose subtrees are the ranks' shares (rank r of W holds every
+/// W-th micro-batch from r), which W ranks therefore compute exactly as one process does.
+/// Building micro-batch k is a pure function of k, so the order changes nothing else.
+pub fn step_order(local: usize) -> Vec<usize> {
+    if !local.is_power_of_two() || local < 4 {
+        return (0..local).collect();
+    }
+    let bits = local.trailing_zeros();
+    (0..local)
+        .map(|j| j.reverse_bits() >> (usize::BITS - bits))
+        .collect()
+}
+
+/// A step's gradients and scalars, added in pairs as they arrive (a binary counter: two
+/// partial sums of the same size are added as soon as both exist), which keeps at most
+/// log2(n) partial sums and fixes the order of every addition.
+#[derive(Default)]
+struct Pairwise {
+    stack: Vec<(u32, GradientsParams, Vec<f64>)>,
+}
+
+impl Pairwise {
+    fn push<M: Module>(&mut self, model: &M, grads: GradientsParams, sums: Vec<f64>) {
+        let mut item = (0, grads, sums);
+        while self.stack.last().is_some_and(|top| top.0 == item.0) {
+            let Some((level, grads, sums)) = self.stack.pop() else {
+                break;
+            };
+            item = (
+                level + 1,
+                add(model, grads, item.1),
+                add_sums(sums, &item.2),
+            );
+        }
+        self.stack.push(item);
+    }
+
+    /// The sum of everything pushed: what is left is added from the left.
+    fn finish<M: Module>(self, model: &M) -> (GradientsParams, Vec<f64>) {
+        let mut items = self.stack.into_iter();
+        let Some((_, mut grads, mut sums)) = items.next() else {
+            return (GradientsParams::new(), Vec::new());
+        };
+        for (_, g, s) in items {
+            grads = add(model, grads, g);
+            sums = add_sums(sums, &s);
+        }
+        (grads, sums)
+    }
+}
+
+/// `a + b` for every parameter either holds.
+fn add<M: Module>(model: &M, a: GradientsParams, b: GradientsParams) -> GradientsParams {
+    let mut sum = GradientsAccumulator::new();
+    sum.accumulate(model, a);
+    sum.accumulate(model, b);
+    sum.grads()
+}
+
+fn add_sums(mut a: Vec<f64>, b: &[f64]) -> Vec<f64> {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+    a
+}
+
+/// A run directory being trained: its leader (rank 0, or the one process) holds its lock
+/// from `open` to the end and alone writes to it.
+pub struct Trainer<'w> {
     layout: RunLayout,
     settings: LoopSettings,
     optimizer: ModuleOptimizer,
     state: TrainerState,
     resumed_from: Option<usize>,
     resume: bool,
-    _lock: RunLock,
+    world: &'w World,
+    _lock: Option<RunLock>,
 }
 
-impl Trainer {
-    /// Takes the run's lock and deletes what a killed process left half-written.
+impl<'w> Trainer<'w> {
+    /// On the leader, takes the run's lock and deletes what a killed process left
+    /// half-written. Fails when the ranks cannot split a step evenly.
     pub fn open(
         run: &Path,
         settings: LoopSettings,
         optimizer: ModuleOptimizer,
         resume: bool,
+        world: &'w World,
     ) -> Result<Self, TrainerError> {
-        let lock = RunLock::acquire(run)?;
-        checkpoints::remove_debris(run)?;
+        world.check_divides(settings.accumulation_key, settings.gradient_accumulation)?;
+        let lock = if world.is_leader() {
+            let lock = RunLock::acquire(run)?;
+            checkpoints::remove_debris(run)?;
+            Some(lock)
+        } else {
+            None
+        };
         Ok(Self {
             layout: RunLayout::new(run),
             settings,
@@ -292,6 +560,7 @@ impl Trainer {
             state: TrainerState::default(),
             resumed_from: None,
             resume,
+            world,
             _lock: lock,
         })
     }
@@ -301,9 +570,11 @@ impl Trainer {
         note_skipped(&mut self.state.skipped, skipped);
     }
 
-    /// With `--resume`, reads the latest checkpoint into `model` and the optimiser, and cuts
-    /// `metrics.jsonl` back to its step; returns the step resumed from. A run killed before
-    /// its first checkpoint resumes from step 0 (`None`).
+    /// With `--resume`, reads the latest checkpoint into `model` and the optimiser, and (on
+    /// the leader) cuts `metrics.jsonl` back to its step; returns the step resumed from. A run
+    /// killed before its first checkpoint resumes from step 0 (`None`). Every rank reads the
+    /// same checkpoint, whatever the number of ranks that wrote it: its step counts global
+    /// micro-batches.
     pub fn restore<M: Module, L: StepLine>(
         &mut self,
         model: &mut M,
@@ -311,45 +582,69 @@ impl Trainer {
         if !self.resume {
             return Ok(None);
         }
-        if let Some(dir) = checkpoints::latest(self.layout.root())? {
+        // The leader has removed any half-written checkpoint before the others look.
+        self.world.barrier();
+        let latest = checkpoints::latest(self.layout.root())?;
+        let name = latest
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        self.world
+            .check_same("the checkpoint to resume from", name.as_bytes())?;
+        if let Some(dir) = latest {
             // Still fresh here: the clone copies no state.
             let optimizer = self.optimizer.clone();
             (self.optimizer, self.state) =
                 checkpoints::load_matching(&dir, model, optimizer, self.settings.kept)?;
             self.resumed_from = Some(self.state.step);
         }
-        metrics::keep_before::<L>(&self.layout.metrics(), self.state.step)?;
+        if self.world.is_leader() {
+            metrics::keep_before::<L>(&self.layout.metrics(), self.state.step)?;
+        }
         Ok(self.resumed_from)
     }
 
-    /// Trains `model` from the restored step to the last, then saves the final model.
+    /// Trains `model` from the restored step to the last, then saves the final model. Every
+    /// rank computes its share of each step's micro-batches (rank r: r, r + W, ...), the
+    /// replicas sum their gradients, and each takes the same optimiser step; the leader alone
+    /// logs and writes checkpoints, and alone returns what the run did (`None` elsewhere).
     pub fn run<J: Job>(
         mut self,
         job: &J,
         mut model: J::Model,
-    ) -> Result<Trained<J::Model, J::Fields>, J::Error> {
+    ) -> Result<Option<Trained<J::Model, J::Fields>>, J::Error> {
         let s = self.settings.clone();
-        let events_dir = self.layout.events();
-        std::fs::create_dir_all(&events_dir).map_err(|source| TrainerError::Io {
-            path: events_dir.clone(),
-            source,
-        })?;
-        let mut log = StepLog::open(&self.layout)?;
+        let leader = self.world.is_leader();
+        let mut log = if leader {
+            let events_dir = self.layout.events();
+            std::fs::create_dir_all(&events_dir).map_err(|source| TrainerError::Io {
+                path: events_dir.clone(),
+                source,
+            })?;
+            Some(StepLog::open(&self.layout)?)
+        } else {
+            None
+        };
         let accumulation = s.gradient_accumulation;
-        let first_micro = self.state.micro_batches;
-        let total_micro = s.steps * accumulation;
-        let progress = Progress::new(s.steps, self.state.step, s.throughput_unit);
-        let replicas = Replicas::Single;
+        let (rank, ranks) = (self.world.rank(), self.world.size());
+        let local_accumulation = accumulation / ranks;
+        let order = step_order(local_accumulation);
+        let progress = leader.then(|| Progress::new(s.steps, self.state.step, s.throughput_unit));
+        let replicas = Replicas::new(self.world);
         let started = Instant::now();
         let mut examples_seen = 0;
         let first_step = self.state.step;
 
         let model = std::thread::scope(|scope| -> Result<J::Model, J::Error> {
             let (sender, receiver) = sync_channel(s.prefetch_batches.max(1));
+            let order = &order;
             scope.spawn(move || {
-                for index in first_micro..total_micro {
-                    if sender.send(job.micro_batch(index)).is_err() {
-                        break;
+                for step in first_step..s.steps {
+                    for &j in order {
+                        let index = step * accumulation + rank + j * ranks;
+                        if sender.send(job.micro_batch(index)).is_err() {
+                            return;
+                        }
                     }
                 }
             });
@@ -357,21 +652,28 @@ impl Trainer {
                 model = job.begin_step(model, step, step == first_step);
                 let t0 = Instant::now();
                 let lr = job.lr(step);
-                let mut batches = Vec::with_capacity(accumulation);
-                for _ in 0..accumulation {
+                let mut batches = Vec::with_capacity(local_accumulation);
+                for _ in 0..local_accumulation {
                     let (batch, skipped) =
                         receiver.recv().map_err(|_| TrainerError::WorkerLost)??;
                     note_skipped(&mut self.state.skipped, skipped);
                     batches.push(batch);
                 }
-                let scale = job.scale(&batches);
-                let mut tally = J::Tally::default();
-                let mut accumulator = GradientsAccumulator::new();
+                let scale = replicas.sum(job.scale(&batches));
+                let mut first_tally = None;
+                let mut partials = Pairwise::default();
                 for batch in batches {
+                    let mut tally = J::Tally::default();
                     let loss = job.loss(&model, batch, &scale, &mut tally);
                     let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    accumulator.accumulate(&model, grads);
+                    partials.push(&model, grads, tally.sums());
+                    first_tally.get_or_insert(tally);
                 }
+                let (grads, sums) = partials.finish(&model);
+                // The first micro-batch's tally holds the step's names; the sums are the step's.
+                let mut tally = first_tally.unwrap_or_default();
+                tally.set_sums(&sums);
+                let mut grads = replicas.reduce(&model, grads, &mut tally);
                 let total = tally.total();
                 if !total.is_finite() {
                     return Err(TrainerError::NotFinite {
@@ -381,7 +683,6 @@ impl Trainer {
                     }
                     .into());
                 }
-                let mut grads = replicas.reduce(accumulator.grads())?;
                 let mut apart = job.clipped_apart(&model, &mut grads);
                 if let (Some(apart), Some(max)) = (&mut apart, s.max_grad_norm) {
                     clip_global_norm(&model, apart, max);
@@ -400,12 +701,23 @@ impl Trainer {
                 self.state.step = step + 1;
                 self.state.micro_batches += accumulation;
                 examples_seen += tally.examples();
+                let last = self.state.step == s.steps;
+                if s.check_every > 0 && (self.state.step.is_multiple_of(s.check_every) || last) {
+                    replicas
+                        .check_same_params(&model, self.state.step)
+                        .map_err(TrainerError::from)?;
+                }
+                let Some(log) = &mut log else {
+                    continue;
+                };
                 let line = job.line(step, lr, grad_norm, tally, t0.elapsed().as_secs_f64());
                 log.write(&line)?;
-                progress.step(step, line.loss, lr, line.fields.throughput().1);
+                if let Some(progress) = &progress {
+                    progress.step(step, line.loss, lr, line.fields.throughput().1);
+                }
                 let due =
                     s.checkpoint_every > 0 && self.state.step.is_multiple_of(s.checkpoint_every);
-                if due || self.state.step == s.steps {
+                if due || last {
                     log.events.flush().map_err(TrainerError::from)?;
                     checkpoints::save_matching(
                         self.layout.root(),
@@ -421,6 +733,9 @@ impl Trainer {
             Ok(model)
         })?;
         let train_seconds = started.elapsed().as_secs_f64();
+        if !leader {
+            return Ok(None);
+        }
         crate::io::checkpoint::save_module_matching(
             &model,
             &self.layout.final_model(),
@@ -433,7 +748,7 @@ impl Trainer {
         let (Some(first), Some(last)) = (all.first().cloned(), all.last().cloned()) else {
             return Err(TrainerError::NoSteps(metrics_path).into());
         };
-        Ok(Trained {
+        Ok(Some(Trained {
             model,
             steps: s.steps,
             resumed_from: self.resumed_from,
@@ -442,7 +757,7 @@ impl Trainer {
             train_seconds,
             examples_seen,
             skipped: self.state.skipped,
-        })
+        }))
     }
 }
 

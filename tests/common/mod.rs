@@ -210,3 +210,36 @@ pub fn kill_at_random_until_done(
     }
     panic!("never finished after {kills} kills");
 }
+
+/// A tiny random LLaMA checkpoint folder with the LLaMA-2 vocabulary and tokenizer.
+pub fn tiny_llm(dir: &Path) -> PathBuf {
+    let llm = dir.join("llm");
+    std::fs::create_dir_all(&llm).expect("mkdir");
+    let config = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 16,
+        "intermediate_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 8,
+        "vocab_size": 32000,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 512,
+        "tie_word_embeddings": false,
+        "bos_token_id": 1,
+        "eos_token_id": 2
+    });
+    std::fs::write(llm.join("config.json"), config.to_string()).expect("config");
+    let parsed = calm::io::llama::read_llama_config(&llm).expect("llama config");
+    let device = burn::tensor::Device::flex();
+    device.seed(11);
+    calm::io::checkpoint::save_module(&parsed.init(&device), &llm.join("model.safetensors"))
+        .expect("save");
+    let tokenizer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tokenizers/llama-2/tokenizer.json");
+    std::fs::copy(tokenizer, llm.join("tokenizer.json")).expect("tokenizer");
+    llm
+}

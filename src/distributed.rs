@@ -1,0 +1,401 @@
+//! The processes of one data-parallel job (docs/design.md §3.2). One process per device,
+//! started by an MPI launcher (`mpirun`, `srun`) with the same command line on every rank, as
+//! PyTorch's DDP and Horovod do: Burn 0.22's own collectives are NCCL-only and in one process,
+//! so across processes and machines the job meets through MPI (the `mpi` cargo feature, rsmpi
+//! over the system's Open MPI or MPICH).
+//!
+//! Without the feature, or when no launcher started the process, the world is one process and
+//! nothing here communicates: a run is exactly what it was before data parallelism existed.
+
+use serde::{Deserialize, Serialize};
+
+/// `distributed:` of a config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// Every this many optimiser steps (and after the last), the ranks compare a checksum of
+    /// their parameters and stop with an error when they differ (0: never).
+    pub check_every: usize,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        // A checksum reads every parameter back to the host: rare enough to cost nothing next
+        // to 50 steps, often enough to stop a diverged job within the hour at CALM's scale.
+        Self { check_every: 50 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DistributedError {
+    #[error(
+        "an MPI launcher started this process as one of {size}, but this build has no `mpi` feature: rebuild with `--features mpi` (see README, \"Many GPUs and machines\"), or start one process"
+    )]
+    NotCompiled { size: usize },
+    #[error("MPI was already initialised in this process")]
+    AlreadyInitialised,
+    #[error("`{command}` runs as one process; start it without mpirun/srun ({size} were started)")]
+    OneProcessOnly { command: String, size: usize },
+    #[error(
+        "{key} = {value} is not divisible by the {ranks} ranks: each rank computes the same number of micro-batches per step"
+    )]
+    NotDivisible {
+        key: &'static str,
+        value: usize,
+        ranks: usize,
+    },
+    #[error(
+        "the replicas diverged by step {step}: parameter checksums by rank {checksums:x?}; rank 0's checkpoints hold its own copy"
+    )]
+    Diverged { step: usize, checksums: Vec<u64> },
+    #[error("the ranks disagree on {what}: {detail}")]
+    Disagree { what: &'static str, detail: String },
+}
+
+/// How many processes an MPI launcher says it started, from the variables Open MPI, MPICH's
+/// Hydra (and Intel MPI) and PMIx-based `srun` set; `None` when no launcher started this
+/// process. `SLURM_NTASKS` alone is not one: a batch script has it too.
+pub fn launched_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|key| std::env::var(key).ok()?.trim().parse().ok())
+        .or_else(|| std::env::var_os("PMIX_RANK").map(|_| 0))
+}
+
+/// The processes of this job: this one's rank among them, and the collectives the trainer
+/// needs. Holds MPI's environment: dropping it finalises MPI.
+pub struct World {
+    inner: Inner,
+}
+
+enum Inner {
+    Single,
+    #[cfg(feature = "mpi")]
+    Mpi(mpi_world::MpiWorld),
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "World(rank {} of {})", self.rank(), self.size())
+    }
+}
+
+impl World {
+    /// One process, communicating with nobody.
+    pub fn single() -> Self {
+        Self {
+            inner: Inner::Single,
+        }
+    }
+
+    /// The job this process belongs to: MPI's world when a launcher started it (and the build
+    /// has the `mpi` feature), else one process.
+    pub fn init() -> Result<Self, DistributedError> {
+        let launched = launched_size();
+        #[cfg(feature = "mpi")]
+        if launched.is_some() {
+            return Ok(Self {
+                inner: Inner::Mpi(mpi_world::MpiWorld::init()?),
+            });
+        }
+        match launched {
+            Some(size) if size > 1 => Err(DistributedError::NotCompiled { size }),
+            _ => Ok(Self::single()),
+        }
+    }
+
+    pub fn rank(&self) -> usize {
+        match &self.inner {
+            Inner::Single => 0,
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.rank,
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        match &self.inner {
+            Inner::Single => 1,
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.size,
+        }
+    }
+
+    /// This process's rank among those on its machine: which of the machine's GPUs it takes.
+    pub fn local_rank(&self) -> usize {
+        match &self.inner {
+            Inner::Single => 0,
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.local_rank,
+        }
+    }
+
+    /// Rank 0, which alone writes the run directory.
+    pub fn is_leader(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// An error unless this is one process: for commands that data parallelism does not split.
+    pub fn one_process(&self, command: &str) -> Result<(), DistributedError> {
+        match self.size() {
+            1 => Ok(()),
+            size => Err(DistributedError::OneProcessOnly {
+                command: command.to_string(),
+                size,
+            }),
+        }
+    }
+
+    /// Waits until every rank has reached this point.
+    pub fn barrier(&self) {
+        match &self.inner {
+            Inner::Single => {}
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.barrier(),
+        }
+    }
+
+    /// Rank 0's `bytes` on every rank (what the others pass is ignored).
+    pub fn broadcast(&self, bytes: Vec<u8>) -> Vec<u8> {
+        match &self.inner {
+            Inner::Single => bytes,
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.broadcast(bytes),
+        }
+    }
+
+    /// Sums `values` element-wise over the ranks, in place; every rank gets the same sums.
+    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
+    pub fn sum_f32(&self, values: &mut [f32]) {
+        match &self.inner {
+            Inner::Single => {}
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.sum(values),
+        }
+    }
+
+    /// `sum_f32` for the step's scalars, kept in f64 as one process keeps them.
+    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
+    pub fn sum_f64(&self, values: &mut [f64]) {
+        match &self.inner {
+            Inner::Single => {}
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.sum(values),
+        }
+    }
+
+    /// Every rank's `value`, by rank.
+    #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
+    pub fn gather(&self, value: u64) -> Vec<u64> {
+        match &self.inner {
+            Inner::Single => vec![value],
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.gather(value),
+        }
+    }
+
+    /// Ends every process of the job with `code`; one process simply exits.
+    pub fn abort(&self, code: i32) -> ! {
+        match &self.inner {
+            Inner::Single => std::process::exit(code),
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.abort(code),
+        }
+    }
+
+    /// An error if `key`'s `value` cannot be split evenly over the ranks.
+    pub fn check_divides(&self, key: &'static str, value: usize) -> Result<(), DistributedError> {
+        if value.is_multiple_of(self.size()) {
+            Ok(())
+        } else {
+            Err(DistributedError::NotDivisible {
+                key,
+                value,
+                ranks: self.size(),
+            })
+        }
+    }
+
+    /// An error unless every rank passed the same `value` (e.g. a run directory or a config):
+    /// ranks that disagree would train different models.
+    pub fn check_same(&self, what: &'static str, value: &[u8]) -> Result<(), DistributedError> {
+        if self.size() == 1 {
+            return Ok(());
+        }
+        let hashes = self.gather(fnv1a(FNV_OFFSET, value));
+        if hashes.iter().all(|&h| h == hashes[0]) {
+            Ok(())
+        } else {
+            let differ: Vec<usize> = (0..hashes.len())
+                .filter(|&r| hashes[r] != hashes[0])
+                .collect();
+            Err(DistributedError::Disagree {
+                what,
+                detail: format!("ranks {differ:?} differ from rank 0"),
+            })
+        }
+    }
+}
+
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a over `bytes`, continuing from `hash`: a checksum that is the same on every machine
+/// for the same bytes (Rust's `DefaultHasher` promises no such thing).
+pub fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(feature = "mpi")]
+mod mpi_world {
+    use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+    use mpi::datatype::Equivalence;
+    use mpi::environment::Universe;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+
+    use super::DistributedError;
+
+    /// MPI counts are C ints: larger buffers go in pieces of this many elements.
+    const CHUNK: usize = 1 << 26;
+
+    pub struct MpiWorld {
+        // Dropped last: finalises MPI.
+        comm: SimpleCommunicator,
+        _universe: Universe,
+        pub rank: usize,
+        pub size: usize,
+        pub local_rank: usize,
+    }
+
+    impl MpiWorld {
+        pub fn init() -> Result<Self, DistributedError> {
+            // Only the main thread calls MPI; the loader thread never does.
+            let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+                .ok_or(DistributedError::AlreadyInitialised)?;
+            let comm = universe.world();
+            let rank = usize::try_from(comm.rank()).unwrap_or(0);
+            let size = usize::try_from(comm.size()).unwrap_or(1);
+            let local_rank = usize::try_from(comm.split_shared(comm.rank()).rank()).unwrap_or(0);
+            if size > 1 {
+                install_panic_abort(rank, size);
+            }
+            Ok(Self {
+                comm,
+                _universe: universe,
+                rank,
+                size,
+                local_rank,
+            })
+        }
+
+        pub fn barrier(&self) {
+            self.comm.barrier();
+        }
+
+        pub fn broadcast(&self, mut bytes: Vec<u8>) -> Vec<u8> {
+            let root = self.comm.process_at_rank(0);
+            let mut len = bytes.len() as u64;
+            root.broadcast_into(&mut len);
+            bytes.resize(usize::try_from(len).unwrap_or(0), 0);
+            for chunk in bytes.chunks_mut(CHUNK) {
+                root.broadcast_into(chunk);
+            }
+            bytes
+        }
+
+        /// With a power-of-two number of ranks, recursive doubling with partners r ^ W/2,
+        /// r ^ W/4, ...: every addition is of two terms (the same on both partners, addition
+        /// being commutative) and the sum is the tree whose leaves are the ranks in order of
+        /// their bit-reversed number, the tree `train::trainer::step_order` continues inside
+        /// each rank; so W ranks add exactly as one process does. Otherwise MPI's own sum.
+        pub fn sum<T: Equivalence + Copy + Default + std::ops::Add<Output = T>>(
+            &self,
+            values: &mut [T],
+        ) {
+            if !self.size.is_power_of_two() {
+                return self.all_reduce(values);
+            }
+            let mut received = vec![T::default(); values.len().min(CHUNK)];
+            let mut half = self.size / 2;
+            while half >= 1 {
+                let partner = self
+                    .comm
+                    .process_at_rank(i32::try_from(self.rank ^ half).unwrap_or(0));
+                for chunk in values.chunks_mut(CHUNK) {
+                    let received = &mut received[..chunk.len()];
+                    mpi::point_to_point::send_receive_into(
+                        &chunk[..],
+                        &partner,
+                        received,
+                        &partner,
+                    );
+                    for (a, b) in chunk.iter_mut().zip(received.iter()) {
+                        *a = *a + *b;
+                    }
+                }
+                half /= 2;
+            }
+        }
+
+        fn all_reduce<T: Equivalence + Copy>(&self, values: &mut [T]) {
+            let mut send = Vec::with_capacity(values.len().min(CHUNK));
+            for chunk in values.chunks_mut(CHUNK) {
+                send.clear();
+                send.extend_from_slice(chunk);
+                self.comm
+                    .all_reduce_into(&send[..], chunk, SystemOperation::sum());
+            }
+        }
+
+        #[cfg_attr(not(feature = "mpi"), allow(unused_variables))]
+        pub fn gather(&self, value: u64) -> Vec<u64> {
+            let mut all = vec![0u64; self.size];
+            self.comm.all_gather_into(&value, &mut all[..]);
+            all
+        }
+
+        pub fn abort(&self, code: i32) -> ! {
+            self.comm.abort(code)
+        }
+    }
+
+    /// A panic on one rank would leave the others waiting in a collective for ever: it names
+    /// the rank and ends the whole job.
+    fn install_panic_abort(rank: usize, size: usize) {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            eprintln!("rank {rank} of {size} panicked; ending the job");
+            default(info);
+            // SAFETY: MPI is initialised (the world exists); MPI_Abort never returns.
+            unsafe {
+                mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 101);
+            }
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_sums_nothing_and_divides_everything() {
+        let world = World::single();
+        let mut v = vec![1.0f32, 2.0];
+        world.sum_f32(&mut v);
+        assert_eq!(v, [1.0, 2.0]);
+        assert_eq!(world.gather(7), [7]);
+        assert!(world.check_divides("x", 3).is_ok());
+        assert!(world.is_leader());
+        assert_eq!(world.broadcast(b"abc".to_vec()), b"abc");
+    }
+
+    #[test]
+    fn fnv1a_matches_its_published_vectors() {
+        assert_eq!(fnv1a(FNV_OFFSET, b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(FNV_OFFSET, b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(FNV_OFFSET, b"foobar"), 0x8594_4171_f739_67e8);
+    }
+}

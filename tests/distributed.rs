@@ -1,0 +1,467 @@
+//! Data-parallel training under `mpirun -np 2` on this machine's CPU (issue #22): two ranks
+//! with the same global batch compute the steps one process computes (every logged loss and
+//! every final parameter within 1e-6), for pretraining, fine-tuning with LoRA and fine-tuning
+//! with the whole LLM; a rank killed with SIGKILL ends the job within 30 s with a message
+//! naming it, and the run resumes, on two ranks or on one, to what an uninterrupted run
+//! computes. Needs `--features mpi` and Open MPI's `mpirun` (`.ci/run` installs it).
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Two ranks agree with one process within this, absolutely (losses of a few units, weights
+/// below one): the sums differ only in the order their terms are added.
+const TOLERANCE: f64 = 1e-6;
+
+const MODEL: &str = "
+seed: 5
+model:
+  vision:
+    kind: efficientnet_lite0
+    image_size: 64
+  mfam:
+    low: {layers: [2], num_query_tokens: 2}
+    middle: {layers: [3], num_query_tokens: 2}
+    high: {layers: [5], num_query_tokens: 2}
+    qformer: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48}
+    thematic: {pool: 1}
+    llm_hidden_size: 16
+data:
+  image: {resize_shorter: 72, crop: random}
+  loader: {batch_size: 2}
+";
+
+/// Four micro-batches per step: each rank adds two before the ranks sum theirs.
+fn pretrain_section(steps: usize, checkpoint_every: usize) -> String {
+    format!(
+        "
+pretrain:
+  steps: {steps}
+  gradient_accumulation: 4
+  checkpoint_every: {checkpoint_every}
+  keep_checkpoints: 0
+  hold_out: 2
+  qformer_init: random
+  schedule: {{peak_lr: 1.0e-3, warmup_steps: 1}}
+  evaluation: {{severities: [1.0]}}
+"
+    )
+}
+
+/// `MODEL` with `llm` as its LLM, and a fine-tuning section of `stages` from `pretrained`.
+fn finetune_config(pretrained: &Path, llm: &Path, stages: &str) -> String {
+    let model = MODEL.replacen(
+        "model:\n",
+        &format!("model:\n  weights:\n    llm: {}\n", llm.display()),
+        1,
+    );
+    model
+        + &format!(
+            "
+finetune:
+  pretrained: {}
+  batch_size: 2
+  gradient_accumulation: 4
+  checkpoint_every: 0
+  max_length: 96
+  lora: {{rank: 2, alpha: 4.0, dropout: 0.0}}
+  stages:
+{stages}",
+            pretrained.display(),
+        )
+}
+
+/// A projector stage, then one that trains the MFAM and LoRA adapters on two task sources
+/// (not every micro-batch meets both, so the ranks' tallies hold different tasks).
+const LORA_STAGES: &str = "
+    - name: projector
+      steps: 2
+      schedule: {peak_lr: 1.0e-3, warmup_steps: 0}
+      trainable: {mfam: false, projector: true, llm: frozen}
+      mix:
+        - ratio: 1.0
+          task: {kind: self_supervised, questions: 2}
+    - name: lora
+      steps: 2
+      schedule: {peak_lr: 1.0e-3, warmup_steps: 1}
+      trainable: {mfam: true, projector: true, llm: lora}
+      mfam_lr_scale: 0.5
+      mix:
+        - ratio: 1.0
+          task: {kind: self_supervised, turns: 2}
+        - ratio: 0.5
+          task: {kind: simulated_raters, max_shots: 2}
+";
+
+const FULL_STAGES: &str = "
+    - name: full
+      steps: 3
+      schedule: {peak_lr: 1.0e-3, warmup_steps: 1}
+      trainable: {mfam: true, projector: true, llm: full}
+      mix:
+        - ratio: 1.0
+          task: {kind: self_supervised, questions: 2}
+";
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(match name {
+        "pretrain" => env!("CARGO_BIN_EXE_pretrain"),
+        _ => env!("CARGO_BIN_EXE_finetune"),
+    })
+}
+
+/// `name`'s command line started alone.
+fn alone(name: &str) -> Command {
+    let mut c = Command::new(bin(name));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+/// `name`'s command line started by `mpirun` as `ranks` processes on this machine.
+fn ranks(n: usize, name: &str) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &n.to_string(),
+    ])
+    .arg(bin(name))
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn ok(mut command: Command) -> Output {
+    let out = command.output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{command:?}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn train(mut command: Command, config: &Path, run: &Path) -> Output {
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("--output-dir")
+        .arg(run);
+    ok(command)
+}
+
+/// What the two runs logged: every field but the throughput, which counts time.
+fn metrics(run: &Path) -> Vec<BTreeMap<String, serde_json::Value>> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics")
+        .lines()
+        .map(|l| {
+            let mut v: BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(l).expect("json line");
+            v.retain(|k, _| !k.ends_with("_per_second"));
+            v
+        })
+        .collect()
+}
+
+fn params(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    calm::io::checkpoint::Tensors::read(path)
+        .expect("model")
+        .tensors
+        .into_iter()
+        .map(|(name, (_, bytes))| {
+            let values = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, values)
+        })
+        .collect()
+}
+
+/// The largest difference between two JSON values of the same shape, and whether they are
+/// equal bit for bit; panics where their shapes differ.
+fn json_diff(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> f64 {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().expect("number"), y.as_f64().expect("number"));
+            (x - y).abs()
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(
+                x.keys().collect::<Vec<_>>(),
+                y.keys().collect::<Vec<_>>(),
+                "{at}"
+            );
+            x.iter()
+                .map(|(k, v)| json_diff(v, &y[k], &format!("{at}.{k}")))
+                .fold(0.0, f64::max)
+        }
+        _ => {
+            assert_eq!(a, b, "{at}");
+            0.0
+        }
+    }
+}
+
+/// The largest difference between two runs' logged values and final weights; asserts they
+/// log the same steps and hold the same tensors.
+fn compare(one: &Path, two: &Path) -> (f64, f64) {
+    let (a, b) = (metrics(one), metrics(two));
+    assert_eq!(a.len(), b.len(), "steps logged");
+    let logged = a
+        .iter()
+        .zip(&b)
+        .enumerate()
+        .map(|(i, (x, y))| {
+            let x = serde_json::to_value(x).expect("json");
+            let y = serde_json::to_value(y).expect("json");
+            json_diff(&x, &y, &format!("step {i}"))
+        })
+        .fold(0.0, f64::max);
+    let (p, q) = (
+        params(&one.join("model.safetensors")),
+        params(&two.join("model.safetensors")),
+    );
+    assert_eq!(p.keys().collect::<Vec<_>>(), q.keys().collect::<Vec<_>>());
+    let weights = p
+        .iter()
+        .flat_map(|(k, v)| v.iter().zip(&q[k]))
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max);
+    (logged, weights)
+}
+
+fn assert_agree(one: &Path, two: &Path, what: &str) {
+    let (logged, weights) = compare(one, two);
+    eprintln!("{what}: largest difference {logged:e} in the logs, {weights:e} in the weights");
+    assert!(logged <= TOLERANCE, "{what}: logs differ by {logged}");
+    assert!(weights <= TOLERANCE, "{what}: weights differ by {weights}");
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    /// A pretraining run made by one process, which the fine-tuning tests start from.
+    pretrained: PathBuf,
+    llm: PathBuf,
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let llm = common::tiny_llm(&root);
+        let config = write(
+            &root,
+            "pretrain.yaml",
+            &(MODEL.to_string() + &pretrain_section(2, 0)),
+        );
+        let pretrained = root.join("pretrained");
+        train(alone("pretrain"), &config, &pretrained);
+        Setup {
+            _dir: dir,
+            root,
+            pretrained,
+            llm,
+        }
+    })
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn pretraining_on_two_ranks_computes_what_one_process_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &(MODEL.to_string() + &pretrain_section(4, 2)),
+    );
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    train(alone("pretrain"), &config, &one);
+    let out = train(ranks(2, "pretrain"), &config, &two);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("data parallel: 2 ranks; each step sums"),
+        "{stderr}"
+    );
+    assert_agree(&one, &two, "pretraining");
+    // Rank 0 alone wrote the run: one summary, with the evaluation only it runs.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(two.join("summary.json")).expect("summary"))
+            .expect("json");
+    assert_eq!(summary["last_step"]["step"], 3);
+    assert!(summary["degradations"]["pairs"].as_u64().is_some());
+}
+
+fn finetune_on_one_and_two(stages: &str, what: &str) {
+    let s = setup();
+    let dir = tempfile::tempdir_in(&s.root).expect("tempdir");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &finetune_config(&s.pretrained, &s.llm, stages),
+    );
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    train(alone("finetune"), &config, &one);
+    let mut two_ranks = ranks(2, "finetune");
+    two_ranks.arg("--no-eval");
+    train(two_ranks, &config, &two);
+    assert_agree(&one, &two, what);
+}
+
+#[test]
+fn finetuning_with_lora_on_two_ranks_computes_what_one_process_does() {
+    finetune_on_one_and_two(LORA_STAGES, "fine-tuning with LoRA");
+}
+
+#[test]
+fn finetuning_the_whole_llm_on_two_ranks_computes_what_one_process_does() {
+    finetune_on_one_and_two(FULL_STAGES, "fine-tuning the whole LLM");
+}
+
+#[test]
+fn ranks_that_cannot_split_a_step_stop_with_an_error_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &(MODEL.to_string() + &pretrain_section(2, 0))
+            .replace("gradient_accumulation: 4", "gradient_accumulation: 3"),
+    );
+    let t0 = Instant::now();
+    let out = ranks(2, "pretrain")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(dir.path().join("run"))
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rank 0 of 2: error")
+            && stderr
+                .contains("pretrain.gradient_accumulation = 3 is not divisible by the 2 ranks"),
+        "{stderr}"
+    );
+}
+
+/// The pid of rank `rank` of the job writing to `run`, from the variables Open MPI gives it.
+fn rank_pid(run: &Path, rank: usize) -> Option<u32> {
+    let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+    let run = run.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.find_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let has = |bytes: &[u8], s: &str| bytes.split(|&b| b == 0).any(|w| w == s.as_bytes());
+        (has(&cmdline, &run) && has(&environ, &wanted)).then_some(pid)
+    })
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_ranks_or_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let steps = 40;
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &(MODEL.to_string() + &pretrain_section(steps, 4)),
+    );
+    let whole = dir.path().join("whole");
+    train(ranks(2, "pretrain"), &config, &whole);
+
+    let victim = dir.path().join("victim");
+    let mut job = ranks(2, "pretrain")
+        .arg("--config")
+        .arg(&config)
+        .arg("--output-dir")
+        .arg(&victim)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    // Past the first checkpoint (step 4), well before the last step.
+    let waited = Instant::now();
+    let logged = |run: &Path| {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    while logged(&victim) < 6 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the job never got to step 6"
+        );
+        assert!(
+            job.try_wait().expect("wait").is_none(),
+            "the job ended early"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = rank_pid(&victim, 1).expect("rank 1's process");
+    let killed = Instant::now();
+    // SAFETY: kill(2) of a process of the job this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let out = job.wait_with_output().expect("ends");
+    let ended = killed.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        ended < Duration::from_secs(30),
+        "the job took {ended:?} to end"
+    );
+    assert!(stderr.contains("rank 1"), "{stderr}");
+    let at = logged(&victim);
+    assert!(at < steps, "the job finished before the kill ({at} steps)");
+    eprintln!("killed rank 1 after {at} steps; the job ended {ended:?} later");
+
+    // One copy resumes on one process, the other on two ranks.
+    let victim_one = dir.path().join("victim_one");
+    copy_dir(&victim, &victim_one);
+    ok({
+        let mut c = ranks(2, "pretrain");
+        c.arg("--resume").arg(&victim);
+        c
+    });
+    let (logged_diff, weights) = compare(&whole, &victim);
+    assert_eq!(
+        (logged_diff, weights),
+        (0.0, 0.0),
+        "two ranks resumed differ from two ranks uninterrupted"
+    );
+    ok({
+        let mut c = alone("pretrain");
+        c.arg("--resume").arg(&victim_one);
+        c
+    });
+    assert_agree(&whole, &victim_one, "resumed on one process");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
