@@ -199,7 +199,7 @@ fn unknown_or_missing_device_is_a_clear_error() {
     );
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("expected cpu, wgpu or cuda:N"),
+        stderr(&out).contains("expected cpu, wgpu, cuda:N or cuda:auto"),
         "{}",
         stderr(&out)
     );

@@ -38,11 +38,12 @@ impl SweepCommand {
 
     /// Top-level sections of a resolved config this command does not read: a run stays
     /// valid when only they change (a pretraining run is not made stale by a new fine-tuning
-    /// default).
+    /// default). `distributed` is among them for every command: how often replicas compare
+    /// their parameters changes nothing a run computes.
     pub fn unread_sections(self) -> &'static [&'static str] {
         match self {
-            SweepCommand::Pretrain => &["finetune", "infer"],
-            SweepCommand::Finetune | SweepCommand::Evaluate => &[],
+            SweepCommand::Pretrain => &["finetune", "infer", "distributed"],
+            SweepCommand::Finetune | SweepCommand::Evaluate => &["distributed"],
         }
     }
 

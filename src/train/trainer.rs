@@ -393,6 +393,9 @@ impl ModuleVisitor for Unpack<'_> {
     }
 }
 
+/// What a finished run of `J` reports.
+pub type JobTrained<J> = Trained<<J as Job>::Model, <J as Job>::Fields>;
+
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct Trained<M, F> {
@@ -612,7 +615,7 @@ impl<'w> Trainer<'w> {
         mut self,
         job: &J,
         mut model: J::Model,
-    ) -> Result<Option<Trained<J::Model, J::Fields>>, J::Error> {
+    ) -> Result<Option<JobTrained<J>>, J::Error> {
         let s = self.settings.clone();
         let leader = self.world.is_leader();
         let mut log = if leader {
