@@ -36,7 +36,8 @@ pub struct CommonArgs {
     /// Directory the run writes to [default: runs/<command>/<UTC time>].
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
-    /// Device: cpu, wgpu or cuda:N (a backend must be compiled in, see README).
+    /// Device: cpu, wgpu, cuda:N or cuda:auto (the GPU of a data-parallel rank's place on its
+    /// machine); a backend must be compiled in, see README.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceSpec,
     /// Write into an output directory that already holds a run.

@@ -5,7 +5,7 @@
 //! over the system's Open MPI or MPICH).
 //!
 //! Without the feature, or when no launcher started the process, the world is one process and
-//! nothing here communicates: a run is exactly what it was before data parallelism existed.
+//! nothing here communicates.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,7 +45,7 @@ pub enum DistributedError {
         ranks: usize,
     },
     #[error(
-        "the replicas diverged by step {step}: parameter checksums by rank {checksums:x?}; rank 0's checkpoints hold its own copy"
+        "the replicas hold different parameters at step {step} (checksums by rank: {checksums:x?}): they must start from the same weights and take the same steps; rank 0's checkpoints hold its own copy"
     )]
     Diverged { step: usize, checksums: Vec<u64> },
     #[error("the ranks disagree on {what}: {detail}")]
@@ -53,13 +53,21 @@ pub enum DistributedError {
 }
 
 /// How many processes an MPI launcher says it started, from the variables Open MPI, MPICH's
-/// Hydra (and Intel MPI) and PMIx-based `srun` set; `None` when no launcher started this
-/// process. `SLURM_NTASKS` alone is not one: a batch script has it too.
+/// Hydra (and Intel MPI) and `srun` set; `None` when no launcher started this process.
+/// `SLURM_NTASKS` alone is not one (a batch script has it too): under `srun --mpi=pmix` only
+/// `PMIX_RANK` says a launcher is there, and the step's task count gives the size.
 pub fn launched_size() -> Option<usize> {
-    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
-        .iter()
-        .find_map(|key| std::env::var(key).ok()?.trim().parse().ok())
-        .or_else(|| std::env::var_os("PMIX_RANK").map(|_| 0))
+    let var = |key: &str| std::env::var(key).ok()?.trim().parse::<usize>().ok();
+    var("OMPI_COMM_WORLD_SIZE")
+        .or_else(|| var("PMI_SIZE"))
+        .or_else(|| {
+            std::env::var_os("PMIX_RANK")?;
+            Some(
+                var("SLURM_STEP_NUM_TASKS")
+                    .or_else(|| var("SLURM_NTASKS"))
+                    .unwrap_or(1),
+            )
+        })
 }
 
 /// The processes of this job: this one's rank among them, and the collectives the trainer
@@ -180,6 +188,15 @@ impl World {
             Inner::Single => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi(w) => w.sum(values),
+        }
+    }
+
+    /// Every rank's `bytes`, by rank.
+    pub fn gather_bytes(&self, bytes: Vec<u8>) -> Vec<Vec<u8>> {
+        match &self.inner {
+            Inner::Single => vec![bytes],
+            #[cfg(feature = "mpi")]
+            Inner::Mpi(w) => w.gather_bytes(bytes),
         }
     }
 
@@ -356,21 +373,64 @@ mod mpi_world {
             all
         }
 
+        pub fn gather_bytes(&self, bytes: Vec<u8>) -> Vec<Vec<u8>> {
+            let lengths: Vec<usize> = self
+                .gather(bytes.len() as u64)
+                .into_iter()
+                .map(|n| usize::try_from(n).unwrap_or(0))
+                .collect();
+            let counts: Vec<i32> = lengths
+                .iter()
+                .map(|&n| i32::try_from(n).unwrap_or(i32::MAX))
+                .collect();
+            let displs: Vec<i32> = counts
+                .iter()
+                .scan(0i32, |at, &n| {
+                    let here = *at;
+                    *at = at.saturating_add(n);
+                    Some(here)
+                })
+                .collect();
+            let total: usize = lengths.iter().sum();
+            if total == 0 {
+                // MPI refuses a gather into an empty buffer.
+                return vec![Vec::new(); self.size];
+            }
+            let mut all = vec![0u8; total];
+            {
+                let mut partition = mpi::datatype::PartitionMut::new(&mut all[..], counts, displs);
+                self.comm
+                    .all_gather_varcount_into(&bytes[..], &mut partition);
+            }
+            let mut rest = &all[..];
+            lengths
+                .iter()
+                .map(|&n| {
+                    let (mine, tail) = rest.split_at(n.min(rest.len()));
+                    rest = tail;
+                    mine.to_vec()
+                })
+                .collect()
+        }
+
         pub fn abort(&self, code: i32) -> ! {
             self.comm.abort(code)
         }
     }
 
     /// A panic on one rank would leave the others waiting in a collective for ever: it names
-    /// the rank and ends the whole job.
+    /// the rank and ends the whole job. Only from the main thread, the one that calls MPI
+    /// (`Funneled`): a loader thread's panic reaches it as an error, which ends the job too.
     fn install_panic_abort(rank: usize, size: usize) {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            eprintln!("rank {rank} of {size} panicked; ending the job");
             default(info);
-            // SAFETY: MPI is initialised (the world exists); MPI_Abort never returns.
-            unsafe {
-                mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 101);
+            if std::thread::current().name() == Some("main") {
+                eprintln!("rank {rank} of {size} panicked; ending the job");
+                // SAFETY: MPI is initialised (the world exists); MPI_Abort never returns.
+                unsafe {
+                    mpi::ffi::MPI_Abort(mpi::ffi::RSMPI_COMM_WORLD, 101);
+                }
             }
         }));
     }

@@ -321,13 +321,56 @@ fn ranks_that_cannot_split_a_step_stop_with_an_error_naming_them() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(t0.elapsed() < Duration::from_secs(30));
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("rank 0 of 2: error")
+        !dir.path().join("run").exists(),
+        "checked before the run directory is made"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Rank 0 checks before it makes the run directory; whichever rank reports first ends the
+    // job, so the message may come from either.
+    assert!(
+        stderr.contains(" of 2: error: ")
             && stderr
                 .contains("pretrain.gradient_accumulation = 3 is not divisible by the 2 ranks"),
         "{stderr}"
     );
+}
+
+#[test]
+fn photos_that_any_rank_could_not_read_are_all_listed_in_the_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(&photos).expect("mkdir");
+    for (i, photo) in common::sample_photo_paths().iter().take(10).enumerate() {
+        std::fs::copy(photo, photos.join(format!("{i:02}.jpg"))).expect("copy");
+    }
+    // Drawn in turn by either rank over two epochs' worth of micro-batches.
+    for i in 0..4 {
+        std::fs::write(photos.join(format!("bad{i}.jpg")), b"not a JPEG").expect("write");
+    }
+    let source = format!("data.source={{kind: folder, path: {}}}", photos.display());
+    let set = [source.as_str(), "pretrain.steps=4"];
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    train(alone("pretrain"), Path::new(TINY), &set, &one);
+    train(ranks(2, "pretrain"), Path::new(TINY), &set, &two);
+    let skipped = |run: &Path| {
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("summary.json")).expect("summary"),
+        )
+        .expect("json");
+        let mut list: Vec<String> = summary["skipped"]
+            .as_array()
+            .expect("skipped")
+            .iter()
+            .map(|v| v.as_str().expect("text").to_string())
+            .collect();
+        list.sort();
+        list
+    };
+    let listed = skipped(&one);
+    assert!(listed.len() >= 3, "{listed:?}");
+    assert_eq!(skipped(&two), listed);
+    assert_identical(&one, &two, "pretraining past unreadable photos");
 }
 
 /// The pid of rank `rank` of the job writing to `run`, from the variables Open MPI gives it.
@@ -410,7 +453,7 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_ranks_or_one() {
 
     // One copy resumes on one process, the other on two ranks.
     let victim_one = dir.path().join("victim_one");
-    copy_dir(&victim, &victim_one);
+    common::copy_dir(&victim, &victim_one);
     ok({
         let mut c = ranks(2, "pretrain");
         c.arg("--resume").arg(&victim);
@@ -423,17 +466,4 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_ranks_or_one() {
         c
     });
     assert_identical(&whole, &victim_one, "resumed on one process");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
 }

@@ -584,20 +584,6 @@ fn a_closed_stdout_ends_a_command_quietly() {
     }
 }
 
-/// Copies a run directory (files and folders, no links).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy");
-        }
-    }
-}
-
 /// Corrupt checkpoints and run records: `--resume` and `evaluate degradations` refuse each in
 /// one line naming the file, within 1 GiB.
 #[test]
@@ -651,7 +637,7 @@ fn corrupt_checkpoints_are_refused_in_one_line_naming_the_file() {
     ];
     for (name, file, corrupt) in &resumed {
         let run = dir.path().join(name);
-        copy_dir(&good, &run);
+        common::copy_dir(&good, &run);
         corrupt(&run.join(step).join(file));
         let m = measured(
             {
@@ -666,7 +652,7 @@ fn corrupt_checkpoints_are_refused_in_one_line_naming_the_file() {
     }
     // The run's own config and `latest`.
     let run = dir.path().join("config");
-    copy_dir(&good, &run);
+    common::copy_dir(&good, &run);
     std::fs::write(run.join("config.resolved.yaml"), "model: [").expect("write");
     let m = measured(
         {
@@ -678,7 +664,7 @@ fn corrupt_checkpoints_are_refused_in_one_line_naming_the_file() {
     );
     refused(&m, &["config.resolved.yaml"]);
     let run = dir.path().join("latest");
-    copy_dir(&good, &run);
+    common::copy_dir(&good, &run);
     std::fs::write(run.join("checkpoints/latest"), "/etc\n").expect("write");
     let m = measured(
         {
@@ -691,7 +677,7 @@ fn corrupt_checkpoints_are_refused_in_one_line_naming_the_file() {
     refused(&m, &["latest", "not a checkpoint folder of this run"]);
     // The final model read by `evaluate degradations`.
     let run = dir.path().join("final");
-    copy_dir(&good, &run);
+    common::copy_dir(&good, &run);
     truncate(&run.join("model.safetensors"));
     let m = measured(
         {

@@ -40,10 +40,12 @@ pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
             Some(dir) => {
                 let (config, pretrained) = finetune::run_record(dir)
                     .with_context(|| format!("resuming {}", dir.display()))?;
+                check_ranks(world, &config)?;
                 (config, dir.clone(), pretrained)
             }
             None => {
                 let config = args.train.common.load_config()?;
+                check_ranks(world, &config)?;
                 let pretrained = pretrained_run(&config, &args.train.common, world)?;
                 if let Some(out) = &args.train.common.output_dir {
                     crate::run::check_apart(out, &pretrained.dir)?;
@@ -190,4 +192,17 @@ fn write_summary(run_dir: &Path, json: &serde_json::Value) -> anyhow::Result<()>
     let path = run_dir.join(RunLayout::SUMMARY);
     crate::io::atomic::write_atomic(&path, serde_json::to_string_pretty(json)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Before a run directory is made: the ranks must split a step evenly, and find the default
+/// weights in place.
+fn check_ranks(world: &World, config: &ExperimentConfig) -> anyhow::Result<()> {
+    world.check_divides(
+        "finetune.gradient_accumulation",
+        config.finetune.gradient_accumulation,
+    )?;
+    if world.size() > 1 {
+        crate::experiment::fetch_default_weights(config, true)?;
+    }
+    Ok(())
 }

@@ -26,10 +26,12 @@ pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
             Some(dir) => {
                 let config = pretrain::run_config(dir)
                     .with_context(|| format!("resuming {}", dir.display()))?;
+                check_ranks(world, &config)?;
                 (config, dir.clone())
             }
             None => {
                 let config = args.train.common.load_config()?;
+                check_ranks(world, &config)?;
                 let run = args.train.common.start_run("pretrain", &config)?;
                 (config, run.path().to_path_buf())
             }
@@ -60,5 +62,18 @@ pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
         report.pairs,
         run_dir.join(RunLayout::SUMMARY).display()
     )?;
+    Ok(())
+}
+
+/// Before a run directory is made: the ranks must split a step evenly, and find the default
+/// weights in place.
+fn check_ranks(world: &World, config: &crate::experiment::ExperimentConfig) -> anyhow::Result<()> {
+    world.check_divides(
+        "pretrain.gradient_accumulation",
+        config.pretrain.gradient_accumulation,
+    )?;
+    if world.size() > 1 {
+        crate::experiment::fetch_default_weights(config, false)?;
+    }
     Ok(())
 }

@@ -288,12 +288,18 @@ fn init_projections(
 struct PretrainedRecord {
     /// The pretraining run's directory.
     run: PathBuf,
+    /// The weights taken from it (`finetune.pretrained` may name one of its checkpoints);
+    /// absent in records written before it was kept: the run's final model, else its latest
+    /// checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    model: Option<PathBuf>,
 }
 
 /// Records in `run` the pretraining run it starts from (`pretrained.json`).
 pub fn write_pretrained(run: &Path, pretrained: &PretrainedRun) -> Result<(), FinetuneError> {
     let record = PretrainedRecord {
         run: pretrained.dir.clone(),
+        model: Some(pretrained.model.clone()),
     };
     let path = run.join(PRETRAINED);
     let json = serde_json::to_string_pretty(&record).map_err(|e| FinetuneError::Io {
@@ -357,7 +363,10 @@ pub fn run_record(dir: &Path) -> Result<(ExperimentConfig, PretrainedRun), Finet
     let config_path = dir.join(crate::run::RunLayout::RESOLVED_CONFIG);
     let mut config = crate::config::load(Some(&config_path), &[]).map_err(PretrainError::from)?;
     keep_unpooled_levels(&mut config, &config_path)?;
-    let pretrained = pretrain::find_run(&resolve_relative(&record.run, dir))?;
+    let mut pretrained = pretrain::find_run(&resolve_relative(&record.run, dir))?;
+    if let Some(model) = record.model {
+        pretrained.model = resolve_relative(&model, dir);
+    }
     Ok((config, pretrained))
 }
 

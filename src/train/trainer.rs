@@ -293,6 +293,24 @@ impl<'w> Replicas<'w> {
         unpack.grads
     }
 
+    /// Every replica's list of skipped items (one process: none besides its own).
+    pub fn gather_skipped(&self, skipped: &[String]) -> Vec<Vec<String>> {
+        if !self.many() {
+            return Vec::new();
+        }
+        self.world
+            .gather_bytes(skipped.join("\0").into_bytes())
+            .into_iter()
+            .map(|bytes| {
+                String::from_utf8_lossy(&bytes)
+                    .split('\0')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    }
+
     /// An error unless every replica holds the same parameters, bit for bit.
     pub fn check_same_params<M: Module>(
         &self,
@@ -357,7 +375,8 @@ impl ModuleVisitor for Pack {
                     shape,
                     device: value.device().inner(),
                 });
-                self.values.extend(std::iter::repeat_n(0.0, len));
+                // -0.0 is addition's identity (+0.0 would turn another rank's -0.0 into +0.0).
+                self.values.extend(std::iter::repeat_n(-0.0, len));
             }
         }
     }
@@ -638,6 +657,10 @@ impl<'w> Trainer<'w> {
         let mut examples_seen = 0;
         let first_step = self.state.step;
 
+        // Every replica must start from the same weights (e.g. the same pretraining run).
+        replicas
+            .check_same_params(&model, first_step)
+            .map_err(TrainerError::from)?;
         let model = std::thread::scope(|scope| -> Result<J::Model, J::Error> {
             let (sender, receiver) = sync_channel(s.prefetch_batches.max(1));
             let order = &order;
@@ -710,6 +733,15 @@ impl<'w> Trainer<'w> {
                         .check_same_params(&model, self.state.step)
                         .map_err(TrainerError::from)?;
                 }
+                let due = last
+                    || (s.checkpoint_every > 0
+                        && self.state.step.is_multiple_of(s.checkpoint_every));
+                if due {
+                    // Rank 0 records what every rank skipped.
+                    for list in replicas.gather_skipped(&self.state.skipped) {
+                        note_skipped(&mut self.state.skipped, list);
+                    }
+                }
                 let Some(log) = &mut log else {
                     continue;
                 };
@@ -718,9 +750,7 @@ impl<'w> Trainer<'w> {
                 if let Some(progress) = &progress {
                     progress.step(step, line.loss, lr, line.fields.throughput().1);
                 }
-                let due =
-                    s.checkpoint_every > 0 && self.state.step.is_multiple_of(s.checkpoint_every);
-                if due || last {
+                if due {
                     log.events.flush().map_err(TrainerError::from)?;
                     checkpoints::save_matching(
                         self.layout.root(),

@@ -243,3 +243,17 @@ pub fn tiny_llm(dir: &Path) -> PathBuf {
     std::fs::copy(tokenizer, llm.join("tokenizer.json")).expect("tokenizer");
     llm
 }
+
+/// Copies a run directory (files and folders, no links).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
