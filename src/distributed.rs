@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct DistributedConfig {
     /// Every this many optimiser steps (and after the last), the ranks compare a checksum of
-    /// their parameters and stop with an error when they differ (0: never).
+    /// their parameters and stop with an error when they differ (0: never; they still compare
+    /// once before the first step, where different starting weights would show).
     pub check_every: usize,
 }
 
