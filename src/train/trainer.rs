@@ -852,3 +852,83 @@ pub fn note_skipped(list: &mut Vec<String>, skipped: Vec<String>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::step_order;
+
+    #[test]
+    fn a_power_of_two_is_taken_in_bit_reversed_order_and_others_in_turn() {
+        assert_eq!(step_order(1), [0]);
+        assert_eq!(step_order(2), [0, 1]);
+        assert_eq!(step_order(3), [0, 1, 2]);
+        assert_eq!(step_order(4), [0, 2, 1, 3]);
+        assert_eq!(step_order(6), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(step_order(8), [0, 4, 2, 6, 1, 5, 3, 7]);
+    }
+
+    /// The claim `step_order` and the ranks' recursive doubling rest on: with A micro-batches
+    /// and W ranks (both powers of two), adding each rank's share in pairs (rank r holds
+    /// r, r + W, ...) and then the ranks' sums with partners r ^ W/2, r ^ W/4, ... performs the
+    /// same additions as one process adding all A in pairs, in `step_order(A)`.
+    #[test]
+    fn ranks_add_in_the_tree_one_process_adds_in() {
+        // Values whose sum depends on the order of the additions in f32.
+        // Large terms that cancel beside small ones: f32 loses the small ones in some orders.
+        let g: Vec<f32> = (0..16)
+            .map(|i| {
+                let block = (i / 4) as f32 + 1.0;
+                match i % 4 {
+                    0 => 1e8 * block,
+                    1 => 1.5 + block,
+                    2 => -1e8 * block,
+                    _ => 0.25 * block,
+                }
+            })
+            .collect();
+        let pairwise = |items: Vec<f32>| -> f32 {
+            let mut stack: Vec<(u32, f32)> = Vec::new();
+            for x in items {
+                let mut item = (0, x);
+                while stack.last().is_some_and(|top| top.0 == item.0) {
+                    let (level, a) = stack.pop().unwrap_or_default();
+                    item = (level + 1, a + item.1);
+                }
+                stack.push(item);
+            }
+            stack
+                .into_iter()
+                .map(|(_, x)| x)
+                .fold(None, |acc: Option<f32>, x| Some(acc.map_or(x, |a| a + x)))
+                .unwrap_or(0.0)
+        };
+        let a = g.len();
+        let one = pairwise(step_order(a).into_iter().map(|k| g[k]).collect());
+        let sequential: f32 = g.iter().sum();
+        assert_ne!(
+            one.to_bits(),
+            sequential.to_bits(),
+            "the values must make order matter"
+        );
+        for w in [2, 4, 8, 16] {
+            let mut sums: Vec<f32> = (0..w)
+                .map(|r| {
+                    pairwise(
+                        step_order(a / w)
+                            .into_iter()
+                            .map(|j| g[r + j * w])
+                            .collect(),
+                    )
+                })
+                .collect();
+            let mut half = w / 2;
+            while half >= 1 {
+                sums = (0..w).map(|r| sums[r] + sums[r ^ half]).collect();
+                half /= 2;
+            }
+            for s in sums {
+                assert_eq!(s.to_bits(), one.to_bits(), "{w} ranks");
+            }
+        }
+    }
+}
