@@ -102,12 +102,19 @@ impl CommonArgs {
     }
 }
 
-/// The run directory of a job: the one rank 0 made or resumes (`leader`, given on rank 0
-/// only), on every rank. The others never create one of their own.
-pub fn agree_on_run(world: &World, leader: Option<&Path>) -> Result<PathBuf, RunError> {
-    let bytes = leader
-        .map(|p| p.as_os_str().as_encoded_bytes().to_vec())
-        .unwrap_or_default();
+/// The run directory of a job, on every rank: `leader` (run on rank 0 only) makes or resumes
+/// it and returns it with what it learnt doing so; the other ranks get `None` and the
+/// directory rank 0 sends them, and never create one of their own.
+pub fn agree_on_run<T, E: From<RunError>>(
+    world: &World,
+    leader: impl FnOnce() -> Result<(T, PathBuf), E>,
+) -> Result<(Option<T>, PathBuf), E> {
+    let (made, bytes) = if world.is_leader() {
+        let (made, dir) = leader()?;
+        (Some(made), dir.into_os_string().into_encoded_bytes())
+    } else {
+        (None, Vec::new())
+    };
     let bytes = world.broadcast(bytes);
     let text = String::from_utf8(bytes).map_err(|e| RunError::Io {
         path: PathBuf::from(String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -115,7 +122,7 @@ pub fn agree_on_run(world: &World, leader: Option<&Path>) -> Result<PathBuf, Run
             "rank 0's run directory is not UTF-8, which data-parallel runs need",
         ),
     })?;
-    Ok(PathBuf::from(text))
+    Ok((made, PathBuf::from(text)))
 }
 
 /// An error unless every rank trains with the same config.

@@ -71,6 +71,18 @@ pub fn launched_size() -> Option<usize> {
         })
 }
 
+/// An error when a launcher started this process as one of several: for commands that data
+/// parallelism does not split, which would otherwise all do the same work at once.
+pub fn one_process(command: &str) -> Result<(), DistributedError> {
+    match launched_size() {
+        Some(size) if size > 1 => Err(DistributedError::OneProcessOnly {
+            command: command.to_string(),
+            size,
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The processes of this job: this one's rank among them, and the collectives the trainer
 /// needs. Holds MPI's environment: dropping it finalises MPI.
 pub struct World {
@@ -141,17 +153,6 @@ impl World {
     /// Rank 0, which alone writes the run directory.
     pub fn is_leader(&self) -> bool {
         self.rank() == 0
-    }
-
-    /// An error unless this is one process: for commands that data parallelism does not split.
-    pub fn one_process(&self, command: &str) -> Result<(), DistributedError> {
-        match self.size() {
-            1 => Ok(()),
-            size => Err(DistributedError::OneProcessOnly {
-                command: command.to_string(),
-                size,
-            }),
-        }
     }
 
     /// Waits until every rank has reached this point.

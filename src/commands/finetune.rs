@@ -35,18 +35,24 @@ const DESCRIBE_SEVERITY: f32 = 1.0;
 
 pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
     let device = args.train.common.device_on(world)?;
-    let leader = if world.is_leader() {
-        Some(match &args.train.resume {
+    let (made, run_dir) = crate::cli::agree_on_run(world, || -> anyhow::Result<_> {
+        let (config, pretrained) = match &args.train.resume {
             Some(dir) => {
-                let (config, pretrained) = finetune::run_record(dir)
-                    .with_context(|| format!("resuming {}", dir.display()))?;
-                check_ranks(world, &config)?;
-                (config, dir.clone(), pretrained)
+                finetune::run_record(dir).with_context(|| format!("resuming {}", dir.display()))?
             }
             None => {
                 let config = args.train.common.load_config()?;
-                check_ranks(world, &config)?;
                 let pretrained = pretrained_run(&config, &args.train.common, world)?;
+                (config, pretrained)
+            }
+        };
+        let settings = config
+            .finetune
+            .loop_settings(&config.data, &config.distributed);
+        super::prepare_ranks(world, &config, &settings, true)?;
+        let dir = match &args.train.resume {
+            Some(dir) => dir.clone(),
+            None => {
                 if let Some(out) = &args.train.common.output_dir {
                     crate::run::check_apart(out, &pretrained.dir)?;
                 }
@@ -61,16 +67,13 @@ pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
                             }
                         })
                     })?;
-                (config, run.path().to_path_buf(), pretrained)
+                run.path().to_path_buf()
             }
-        })
-    } else {
-        None
-    };
-    let run_dir =
-        crate::cli::agree_on_run(world, leader.as_ref().map(|(_, dir, _)| dir.as_path()))?;
-    let (config, pretrained) = match leader {
-        Some((config, _, pretrained)) => (config, pretrained),
+        };
+        Ok(((config, pretrained), dir))
+    })?;
+    let (config, pretrained) = match made {
+        Some(made) => made,
         // What rank 0 recorded, which it trains with.
         None => finetune::run_record(&run_dir)
             .with_context(|| format!("reading the run in {}", run_dir.display()))?,
@@ -192,17 +195,4 @@ fn write_summary(run_dir: &Path, json: &serde_json::Value) -> anyhow::Result<()>
     let path = run_dir.join(RunLayout::SUMMARY);
     crate::io::atomic::write_atomic(&path, serde_json::to_string_pretty(json)?.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Before a run directory is made: the ranks must split a step evenly, and find the default
-/// weights in place.
-fn check_ranks(world: &World, config: &ExperimentConfig) -> anyhow::Result<()> {
-    world.check_divides(
-        "finetune.gradient_accumulation",
-        config.finetune.gradient_accumulation,
-    )?;
-    if world.size() > 1 {
-        crate::experiment::fetch_default_weights(config, true)?;
-    }
-    Ok(())
 }

@@ -8,18 +8,16 @@ pub mod pretrain;
 
 use std::process::ExitCode;
 
+use crate::distributed::World;
+use crate::experiment::ExperimentConfig;
+use crate::train::trainer::LoopSettings;
+
 /// Runs a binary's body; an error becomes one line on stderr (causes joined by `: `) and exit
 /// status 1, never a panic trace. Output to stdout goes through `crate::console`, which drops
 /// it quietly once the reader has gone.
 pub fn main_with(command: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     let one_process = || {
-        match crate::distributed::launched_size() {
-            Some(size) if size > 1 => Err(crate::distributed::DistributedError::OneProcessOnly {
-                command: command.to_string(),
-                size,
-            })?,
-            _ => {}
-        }
+        crate::distributed::one_process(command)?;
         body()
     };
     match one_process() {
@@ -78,4 +76,28 @@ fn one_line(err: &anyhow::Error) -> String {
         }
     }
     line
+}
+
+/// What rank 0 does before it makes or resumes a run of `settings`: checks that the ranks split
+/// a step evenly (the trainer checks too, but only once the run directory exists), and with
+/// several ranks fetches the default weights the config leaves unset (with `llm`, the LLM's),
+/// which the ranks would otherwise all fetch into one folder at once.
+fn prepare_ranks(
+    world: &World,
+    config: &ExperimentConfig,
+    settings: &LoopSettings,
+    llm: bool,
+) -> anyhow::Result<()> {
+    world.check_divides(settings.accumulation_key, settings.gradient_accumulation)?;
+    if world.size() > 1 {
+        let weights = &config.model.weights;
+        if let crate::model::VisionConfig::EfficientnetLite0(_) = config.model.vision {
+            crate::io::encoders::efficientnet_lite0_weights(weights)?;
+        }
+        crate::io::encoders::text_encoder_dir(weights)?;
+        if llm {
+            crate::experiment::finetune::llm_path(config)?;
+        }
+    }
+    Ok(())
 }

@@ -21,27 +21,28 @@ pub struct Args {
 pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
     let device = args.train.common.device_on(world)?;
     let resume = args.train.resume.is_some();
-    let leader = if world.is_leader() {
-        Some(match &args.train.resume {
+    let (made, run_dir) = crate::cli::agree_on_run(world, || -> anyhow::Result<_> {
+        let config = match &args.train.resume {
             Some(dir) => {
-                let config = pretrain::run_config(dir)
-                    .with_context(|| format!("resuming {}", dir.display()))?;
-                check_ranks(world, &config)?;
-                (config, dir.clone())
+                pretrain::run_config(dir).with_context(|| format!("resuming {}", dir.display()))?
             }
+            None => args.train.common.load_config()?,
+        };
+        let settings = config
+            .pretrain
+            .loop_settings(&config.data, &config.distributed);
+        super::prepare_ranks(world, &config, &settings, false)?;
+        let dir = match &args.train.resume {
+            Some(dir) => dir.clone(),
             None => {
-                let config = args.train.common.load_config()?;
-                check_ranks(world, &config)?;
                 let run = args.train.common.start_run("pretrain", &config)?;
-                (config, run.path().to_path_buf())
+                run.path().to_path_buf()
             }
-        })
-    } else {
-        None
-    };
-    let run_dir = crate::cli::agree_on_run(world, leader.as_ref().map(|(_, dir)| dir.as_path()))?;
-    let config = match leader {
-        Some((config, _)) => config,
+        };
+        Ok((config, dir))
+    })?;
+    let config = match made {
+        Some(config) => config,
         // The config rank 0 recorded, which it trains with.
         None => pretrain::run_config(&run_dir)
             .with_context(|| format!("reading the run in {}", run_dir.display()))?,
@@ -62,18 +63,5 @@ pub fn run(args: Args, world: &World) -> anyhow::Result<()> {
         report.pairs,
         run_dir.join(RunLayout::SUMMARY).display()
     )?;
-    Ok(())
-}
-
-/// Before a run directory is made: the ranks must split a step evenly, and find the default
-/// weights in place.
-fn check_ranks(world: &World, config: &crate::experiment::ExperimentConfig) -> anyhow::Result<()> {
-    world.check_divides(
-        "pretrain.gradient_accumulation",
-        config.pretrain.gradient_accumulation,
-    )?;
-    if world.size() > 1 {
-        crate::experiment::fetch_default_weights(config, false)?;
-    }
     Ok(())
 }

@@ -171,7 +171,8 @@ fn build_mixes(config: &ExperimentConfig, photos: &[PathBuf]) -> Result<Vec<Mix>
         .collect()
 }
 
-/// Fine-tunes in the run directory `run` (holding the resolved config) from `pretrained`,
+/// Fine-tunes in the run directory `run` (holding the resolved config and the record of
+/// `pretrained` that `write_pretrained` writes) from `pretrained`,
 /// from scratch or, with `resume`, from the run's latest checkpoint, as one rank of `world`
 /// (only the leader returns a summary).
 pub fn finetune(
@@ -190,9 +191,6 @@ pub fn finetune(
         resume,
         world,
     )?;
-    if !resume && world.is_leader() {
-        write_pretrained(run, pretrained)?;
-    }
     // The pretraining run's split: its held-out photos stay unseen here too.
     let split = pretraining_split(pretrained)?;
     let mixes = build_mixes(config, &split.train)?;

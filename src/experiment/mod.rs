@@ -17,31 +17,6 @@ use crate::model::ModelConfig;
 use crate::train::finetune::FinetuneConfig;
 use crate::train::pretrain::PretrainConfig;
 
-/// Fetches the default weights `config` leaves unset (with `llm`, the LLM's too): rank 0 of a
-/// data-parallel job does before the others start, which then find them in place instead of
-/// all fetching into one folder at once.
-pub fn fetch_default_weights(
-    config: &ExperimentConfig,
-    llm: bool,
-) -> Result<(), crate::io::models::ModelsError> {
-    use crate::io::models::{FetchedModel, ensure_fetched};
-    let weights = &config.model.weights;
-    let efficientnet = matches!(
-        config.model.vision,
-        crate::model::VisionConfig::EfficientnetLite0(_)
-    );
-    if efficientnet && weights.vision.is_none() {
-        ensure_fetched(FetchedModel::EfficientnetLite0)?;
-    }
-    if weights.text_encoder.is_none() {
-        ensure_fetched(FetchedModel::Minilm)?;
-    }
-    if llm && weights.llm.is_none() {
-        ensure_fetched(FetchedModel::Smollm2)?;
-    }
-    Ok(())
-}
-
 /// Everything a run reads. Each binary uses the sections it needs; unknown keys anywhere are
 /// errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -27,6 +27,14 @@ pub enum EncoderError {
     ConfigMismatch { dir: PathBuf, message: String },
 }
 
+/// The EfficientNet-Lite0 weights: `model.weights.vision`, or the fetched ImageNet ones.
+pub fn efficientnet_lite0_weights(weights: &WeightsConfig) -> Result<PathBuf, EncoderError> {
+    match &weights.vision {
+        Some(p) => Ok(p.clone()),
+        None => Ok(ensure_fetched(FetchedModel::EfficientnetLite0)?),
+    }
+}
+
 /// The frozen image encoder `vision` describes, with its weights.
 pub fn load_image_encoder(
     vision: &VisionConfig,
@@ -35,10 +43,7 @@ pub fn load_image_encoder(
 ) -> Result<(FrozenEncoder, LoadReport), EncoderError> {
     match vision {
         VisionConfig::EfficientnetLite0(config) => {
-            let path = match &weights.vision {
-                Some(p) => p.clone(),
-                None => ensure_fetched(FetchedModel::EfficientnetLite0)?,
-            };
+            let path = efficientnet_lite0_weights(weights)?;
             let (model, report) = load_efficientnet_lite0(&path, config, device)?;
             Ok((
                 FrozenEncoder::new(Encoder::EfficientnetLite0(model)),
