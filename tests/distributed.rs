@@ -4,8 +4,11 @@
 //! fine-tuning with LoRA and fine-tuning with the whole LLM, each with four micro-batches per
 //! step so that every rank adds two before the ranks add theirs; a rank killed with SIGKILL
 //! ends the job within 30 s with a message naming it, and the run resumes, on two ranks or on
-//! one, to exactly what an uninterrupted run computes. Needs `--features mpi` and Open MPI's
-//! `mpirun` (`.ci/run` installs it).
+//! one, to exactly what an uninterrupted run computes. With the optimiser state sharded (ZeRO
+//! stage 1, issue #23), the ranks still compute exactly what unsharded ranks compute, each
+//! checkpoint holds one share per rank, and a run resumes from them on two ranks or one, and
+//! from an unsharded checkpoint sharded. Needs `--features mpi` and Open MPI's `mpirun`
+//! (`.ci/run` installs it).
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -267,7 +270,7 @@ fn pretraining_on_two_ranks_computes_what_one_process_does() {
     let out = train(ranks(2, "pretrain"), Path::new(TINY), &set, &two);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("data parallel: 2 ranks; each step sums"),
+        stderr.contains("data parallel: 2 ranks; each step's") && stderr.contains("are summed"),
         "{stderr}"
     );
     assert_identical(&one, &two, "pretraining");
@@ -279,7 +282,7 @@ fn pretraining_on_two_ranks_computes_what_one_process_does() {
     assert!(summary["degradations"]["pairs"].as_u64().is_some());
 }
 
-fn finetune_on_one_and_two(stages: &str, what: &str) {
+fn finetune_on_one_and_two(stages: &str, what: &str, set: &[&str]) {
     let s = setup();
     let dir = tempfile::tempdir_in(&s.root).expect("tempdir");
     let config = write(
@@ -293,18 +296,25 @@ fn finetune_on_one_and_two(stages: &str, what: &str) {
     train(one_process, &config, &[], &one);
     let mut two_ranks = ranks(2, "finetune");
     two_ranks.arg("--no-eval");
-    train(two_ranks, &config, &[], &two);
+    train(two_ranks, &config, set, &two);
     assert_identical(&one, &two, what);
 }
 
 #[test]
 fn finetuning_with_lora_on_two_ranks_computes_what_one_process_does() {
-    finetune_on_one_and_two(LORA_STAGES, "fine-tuning with LoRA");
+    finetune_on_one_and_two(LORA_STAGES, "fine-tuning with LoRA", &[]);
+}
+
+/// Two stages that train different parameters, an MFAM learning-rate group and score heads
+/// clipped apart: each takes its own path through the sharded step.
+#[test]
+fn finetuning_with_lora_and_sharded_optimizer_state_computes_what_one_process_does() {
+    finetune_on_one_and_two(LORA_STAGES, "fine-tuning with LoRA, ZeRO stage 1", &[ZERO]);
 }
 
 #[test]
 fn finetuning_the_whole_llm_on_two_ranks_computes_what_one_process_does() {
-    finetune_on_one_and_two(FULL_STAGES, "fine-tuning the whole LLM");
+    finetune_on_one_and_two(FULL_STAGES, "fine-tuning the whole LLM", &[]);
 }
 
 #[test]
@@ -466,4 +476,115 @@ fn a_killed_rank_ends_the_job_and_the_run_resumes_on_two_ranks_or_one() {
         c
     });
     assert_identical(&whole, &victim_one, "resumed on one process");
+}
+
+/// The `--set` that shards the optimiser state over the ranks.
+const ZERO: &str = "distributed.zero=optimizer_state";
+
+/// `run` as it was after the checkpoint of `step`: later checkpoints and the final model are
+/// gone and `latest` names that step, as if the job had been stopped just after it.
+fn rewind(run: &Path, step: usize) {
+    let root = run.join("checkpoints");
+    let name = format!("step-{step:08}");
+    for entry in std::fs::read_dir(&root).expect("checkpoints") {
+        let path = entry.expect("entry").path();
+        let file = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if file.starts_with("step-") && file > name {
+            std::fs::remove_dir_all(&path).expect("remove");
+        }
+    }
+    std::fs::write(root.join("latest"), format!("{name}\n")).expect("latest");
+    for file in ["model.safetensors", "summary.json"] {
+        let _ = std::fs::remove_file(run.join(file));
+    }
+}
+
+fn resume(mut command: Command, run: &Path, set: &[&str]) {
+    command.arg("--resume").arg(run);
+    for s in set {
+        command.args(["--set", s]);
+    }
+    ok(command);
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .len()
+}
+
+#[test]
+fn sharded_optimizer_state_trains_what_unsharded_ranks_train_and_resumes_on_any_ranks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set = ["pretrain.steps=6", "pretrain.checkpoint_every=3"];
+    let (plain, sharded) = (dir.path().join("plain"), dir.path().join("sharded"));
+    train(ranks(2, "pretrain"), Path::new(TINY), &set, &plain);
+    let zero: Vec<&str> = set.iter().copied().chain([ZERO]).collect();
+    let out = train(ranks(2, "pretrain"), Path::new(TINY), &zero, &sharded);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("reduce-scattered (ZeRO stage 1"),
+        "{stderr}"
+    );
+    assert_identical(&plain, &sharded, "ZeRO stage 1 against unsharded ranks");
+
+    // Each rank saved its share: together about the unsharded state, each about half of it.
+    let step = |run: &Path, s: usize| run.join("checkpoints").join(format!("step-{s:08}"));
+    let whole = file_len(&step(&plain, 3).join("optimizer.bpk"));
+    assert!(!step(&sharded, 3).join("optimizer.bpk").exists());
+    let shares: Vec<u64> = (0..2)
+        .map(|r| file_len(&step(&sharded, 3).join(format!("optimizer.{r:05}-of-00002.bpk"))))
+        .collect();
+    eprintln!("optimizer state: {whole} bytes unsharded, shares {shares:?}");
+    let total: u64 = shares.iter().sum();
+    assert!(
+        total.abs_diff(whole) < whole / 10,
+        "the shares ({shares:?}) add up to the whole state ({whole})"
+    );
+    for share in &shares {
+        assert!(
+            *share < whole * 3 / 4,
+            "each rank holds part of the state: {shares:?} of {whole}"
+        );
+    }
+
+    // Stopped after step 3 and resumed: sharded on two ranks, on one process from the
+    // shares, and sharded from a one-process checkpoint.
+    let one = dir.path().join("one");
+    train(alone("pretrain"), Path::new(TINY), &set, &one);
+    assert_identical(&one, &sharded, "ZeRO stage 1 against one process");
+    let cases = [
+        ("two ranks, sharded", &sharded, ranks(2, "pretrain"), false),
+        (
+            "one process, from the shares",
+            &sharded,
+            alone("pretrain"),
+            false,
+        ),
+        (
+            "two ranks, sharded, from a whole state",
+            &one,
+            ranks(2, "pretrain"),
+            true,
+        ),
+    ];
+    for (i, (what, from, command, shard)) in cases.into_iter().enumerate() {
+        let copy = dir.path().join(format!("resumed{i}"));
+        common::copy_dir(from, &copy);
+        rewind(&copy, 3);
+        if shard {
+            // A resumed run keeps its recorded config; sharding is changed there.
+            let path = copy.join("config.resolved.yaml");
+            let text = std::fs::read_to_string(&path).expect("config");
+            assert!(text.contains("zero: none"), "{text}");
+            std::fs::write(&path, text.replace("zero: none", "zero: optimizer_state"))
+                .expect("config");
+        }
+        resume(command, &copy, &[]);
+        assert_identical(&one, &copy, &format!("resumed on {what}"));
+    }
 }

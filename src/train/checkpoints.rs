@@ -4,6 +4,11 @@
 //! complete one. A checkpoint is written in a temporary folder and renamed into place, and only
 //! then does `latest` change (atomically), so a crash at any point leaves `latest` naming a
 //! complete checkpoint.
+//!
+//! With the optimiser state sharded over W ranks (ZeRO stage 1), each rank writes its own
+//! share, `optimizer.RRRRR-of-WWWWW.bpk`, into the leader's temporary folder before the leader
+//! renames it. Any number of ranks reads either form: each keeps the state of the parameters
+//! it now steps, so a run resumes on another number of ranks, or on one process.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +41,10 @@ pub enum TrainCheckpointError {
     State { path: PathBuf, message: String },
     #[error("{0} holds no checkpoint (no checkpoints/latest)")]
     NoCheckpoint(PathBuf),
+    #[error(
+        "{dir}: the optimiser state is incomplete: {message}; a checkpoint's shards are written by every rank before it is named `latest`"
+    )]
+    Shards { dir: PathBuf, message: String },
 }
 
 impl From<AtomicWriteError> for TrainCheckpointError {
@@ -135,35 +144,69 @@ pub fn save_matching<M: Module>(
     state: &TrainerState,
     keep: usize,
 ) -> Result<PathBuf, TrainCheckpointError> {
+    let staged = stage(run, state.step)?;
+    write_optimizer(&staged.join(OPTIMIZER), optimizer)?;
+    commit(run, &staged, model, kept, state, keep)
+}
+
+/// The temporary folder of the checkpoint after `step` steps, made empty: the optimiser's
+/// state goes there (`write_optimizer`), then `commit` adds the rest and names it `latest`.
+pub fn stage(run: &Path, step: usize) -> Result<PathBuf, TrainCheckpointError> {
     let root = run.join(crate::run::RunLayout::CHECKPOINTS);
     std::fs::create_dir_all(&root).map_err(io(&root))?;
-    let name = step_name(state.step);
-    let tmp = root.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = root.join(format!(".{}.{}.tmp", step_name(step), std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-    save_module_matching(model, &tmp.join(MODEL), kept.predicate())?;
-    let optimizer_path = tmp.join(OPTIMIZER);
+    Ok(tmp)
+}
+
+/// The file of rank `rank`'s share of a sharded optimiser state over `ranks` ranks.
+pub fn optimizer_shard(rank: usize, ranks: usize) -> String {
+    format!("optimizer.{rank:05}-of-{ranks:05}.bpk")
+}
+
+/// `optimizer`'s state (all of it, or this rank's share) at `path`.
+pub fn write_optimizer(
+    path: &Path,
+    optimizer: &ModuleOptimizer,
+) -> Result<(), TrainCheckpointError> {
     let bytes = optimizer
         .into_bytes()
         .map_err(|e| TrainCheckpointError::Optimizer {
-            path: optimizer_path.clone(),
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    write_atomic(&optimizer_path, &bytes)?;
+    write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Writes the model and the loop's state into the `staged` folder, renames it into place,
+/// points `latest` at it and prunes all but the newest `keep` (0 keeps all).
+pub fn commit<M: Module>(
+    run: &Path,
+    staged: &Path,
+    model: &M,
+    kept: Kept,
+    state: &TrainerState,
+    keep: usize,
+) -> Result<PathBuf, TrainCheckpointError> {
+    let root = run.join(crate::run::RunLayout::CHECKPOINTS);
+    let name = step_name(state.step);
+    save_module_matching(model, &staged.join(MODEL), kept.predicate())?;
     let state_json =
         serde_json::to_string_pretty(state).map_err(|e| TrainCheckpointError::State {
-            path: tmp.join(STATE),
+            path: staged.join(STATE),
             message: e.to_string(),
         })?;
-    write_atomic(&tmp.join(STATE), state_json.as_bytes())?;
+    write_atomic(&staged.join(STATE), state_json.as_bytes())?;
     let dir = root.join(&name);
     // A checkpoint of the same step left by a run that was killed before it moved `latest`.
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
     }
-    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    std::fs::rename(staged, &dir).map_err(io(&dir))?;
     write_atomic(&root.join(LATEST), format!("{name}\n").as_bytes())?;
     if keep > 0 {
         prune(&root, &name, keep)?;
@@ -247,16 +290,21 @@ pub fn load<M: Module>(
     model: &mut M,
     optimizer: ModuleOptimizer,
 ) -> Result<(ModuleOptimizer, TrainerState), TrainCheckpointError> {
-    load_matching(dir, model, optimizer, Kept::All)
+    load_matching(dir, model, optimizer, Kept::All, None)
 }
 
+/// Which parameters' optimiser state a rank keeps, by parameter id (`None`: all of them).
+pub type StateFilter<'a> = Option<&'a dyn Fn(u64) -> bool>;
+
 /// `load` for a checkpoint of `save_matching`: parameters `kept` does not hold were not saved
-/// and keep the values `model` has.
+/// and keep the values `model` has. The optimiser keeps the state of the parameters `owned`
+/// accepts, from the whole state or from the shards of a sharded one.
 pub fn load_matching<M: Module>(
     dir: &Path,
     model: &mut M,
     optimizer: ModuleOptimizer,
     kept: Kept,
+    owned: StateFilter<'_>,
 ) -> Result<(ModuleOptimizer, TrainerState), TrainCheckpointError> {
     let report = load_module_except(model, &dir.join(MODEL), |path| !kept.holds(path))?;
     if !report.unexpected.is_empty() {
@@ -268,15 +316,7 @@ pub fn load_matching<M: Module>(
             ),
         });
     }
-    let optimizer_path = dir.join(OPTIMIZER);
-    let bytes = crate::files::read_bytes(&optimizer_path, crate::files::MAX_WEIGHTS_BYTES)
-        .map_err(io(&optimizer_path))?;
-    let optimizer = optimizer
-        .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| TrainCheckpointError::Optimizer {
-            path: optimizer_path,
-            message: e.to_string(),
-        })?;
+    let optimizer = load_optimizer(dir, optimizer, owned)?;
     let state_path = dir.join(STATE);
     let text = crate::files::read_string(&state_path, crate::files::MAX_CONFIG_BYTES)
         .map_err(io(&state_path))?;
@@ -285,4 +325,115 @@ pub fn load_matching<M: Module>(
         message: e.to_string(),
     })?;
     Ok((optimizer, state))
+}
+
+/// The optimiser state of checkpoint `dir`: `optimizer.bpk`, or every shard of a sharded
+/// state, keeping what `owned` accepts. Shards are read lazily, so a rank materialises only
+/// its own share however large the whole is.
+fn load_optimizer(
+    dir: &Path,
+    optimizer: ModuleOptimizer,
+    owned: StateFilter<'_>,
+) -> Result<ModuleOptimizer, TrainCheckpointError> {
+    let whole = dir.join(OPTIMIZER);
+    let files = if whole.is_file() {
+        vec![whole]
+    } else {
+        shard_files(dir)?
+    };
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: burn::store::burn_pack::Error| TrainCheckpointError::Optimizer {
+            path,
+            message: e.to_string(),
+        }
+    };
+    if files.len() == 1 && owned.is_none() {
+        let path = &files[0];
+        let bytes =
+            crate::files::read_bytes(path, crate::files::MAX_WEIGHTS_BYTES).map_err(io(path))?;
+        return optimizer
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| TrainCheckpointError::Optimizer {
+                path: path.clone(),
+                message: e.to_string(),
+            });
+    }
+    let keeps = |id: u64| owned.is_none_or(|f| f(id));
+    let mut tensors = Vec::new();
+    let mut scalars = std::collections::BTreeMap::new();
+    let mut metadata = std::collections::BTreeMap::new();
+    for path in &files {
+        let reader = burn::store::burn_pack::Reader::from_file_exact(path).map_err(failed(path))?;
+        // Scalars and paths are keyed "{id}.{field}" and "{id}", as Burn's optimiser record
+        // writes them.
+        let id_of = |key: &str| key.split('.').next().and_then(|id| id.parse::<u64>().ok());
+        for (key, value) in reader.scalars() {
+            if id_of(key).is_none_or(keeps) {
+                scalars.insert(key.clone(), *value);
+            }
+        }
+        for (key, value) in reader.metadata() {
+            if id_of(key).is_none_or(keeps) {
+                metadata.insert(key.clone(), value.clone());
+            }
+        }
+        for tensor in reader.into_tensors().map_err(failed(path))? {
+            if tensor.param_id.is_none_or(keeps) {
+                tensors.push(tensor);
+            }
+        }
+    }
+    let mut writer = burn::store::burn_pack::Writer::new(tensors);
+    for (key, value) in &scalars {
+        writer = writer.with_scalar(key, *value);
+    }
+    for (key, value) in &metadata {
+        writer = writer.with_metadata(key, value);
+    }
+    let bytes = writer.into_bytes().map_err(failed(dir))?;
+    optimizer
+        .from_bytes(bytes)
+        .map_err(|e| TrainCheckpointError::Optimizer {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
+/// The shards of a sharded optimiser state in `dir`, in rank order; an error unless all W of
+/// one sharding are there.
+fn shard_files(dir: &Path) -> Result<Vec<PathBuf>, TrainCheckpointError> {
+    let incomplete = |message: String| TrainCheckpointError::Shards {
+        dir: dir.to_path_buf(),
+        message,
+    };
+    let mut found: Vec<(usize, usize)> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let name = entry.map_err(io(dir))?.file_name();
+        let name = name.to_string_lossy();
+        let parsed = name
+            .strip_prefix("optimizer.")
+            .and_then(|n| n.strip_suffix(".bpk"))
+            .and_then(|n| n.split_once("-of-"))
+            .and_then(|(r, w)| Some((r.parse::<usize>().ok()?, w.parse::<usize>().ok()?)));
+        if let Some(pair) = parsed {
+            found.push(pair);
+        }
+    }
+    found.sort_unstable();
+    let Some(&(_, ranks)) = found.first() else {
+        return Err(incomplete(format!(
+            "neither {OPTIMIZER} nor any optimizer.RRRRR-of-WWWWW.bpk"
+        )));
+    };
+    let expected: Vec<(usize, usize)> = (0..ranks).map(|r| (r, ranks)).collect();
+    if found != expected {
+        return Err(incomplete(format!(
+            "found shards {:?} (rank, of), expected all {ranks}",
+            found
+        )));
+    }
+    Ok((0..ranks)
+        .map(|r| dir.join(optimizer_shard(r, ranks)))
+        .collect())
 }

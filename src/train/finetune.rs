@@ -250,6 +250,7 @@ impl FinetuneConfig {
             lr_key: "the stage's schedule.peak_lr",
             accumulation_key: "finetune.gradient_accumulation",
             check_every: distributed.check_every,
+            zero: distributed.zero,
             throughput_unit: "tok/s",
         }
     }

@@ -11,6 +11,7 @@ pub mod optim;
 pub mod pretrain;
 pub mod progress;
 pub mod projector_init;
+pub mod replicas;
 pub mod schedule;
 pub mod tensorboard;
 pub mod trainer;

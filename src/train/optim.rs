@@ -103,27 +103,46 @@ pub fn numbered_params<M: Module>(module: M) -> M {
 
 /// The L2 norm of all of `module`'s gradients taken together.
 pub fn global_grad_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
+    norm_of(
+        square_sums(module, grads)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect(),
+    )
+}
+
+/// Each gradient's sum of squares, beside its parameter's place among `module`'s float
+/// parameters in visiting order; parameters without a gradient are left out.
+pub fn square_sums<M: Module>(module: &M, grads: &GradientsParams) -> Vec<(usize, Tensor<1>)> {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
-        sums: Vec<Tensor<1>>,
+        index: usize,
+        sums: Vec<(usize, Tensor<1>)>,
     }
     impl ModuleVisitor for SumSquares<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.get::<D>(param.id) {
-                self.sums.push(g.powi_scalar(2).sum());
+                self.sums.push((self.index, g.powi_scalar(2).sum()));
             }
+            self.index += 1;
         }
     }
     let mut visitor = SumSquares {
         grads,
+        index: 0,
         sums: Vec::new(),
     };
     module.visit(&mut visitor);
-    if visitor.sums.is_empty() {
+    visitor.sums
+}
+
+/// The square root of the sum of `squares`, added on the device in their order.
+pub fn norm_of(squares: Vec<Tensor<1>>) -> f64 {
+    if squares.is_empty() {
         return 0.0;
     }
     // One read-back for the whole model, not one per parameter.
-    f64::from(Tensor::cat(visitor.sums, 0).sum().into_scalar::<f32>()).sqrt()
+    f64::from(Tensor::cat(squares, 0).sum().into_scalar::<f32>()).sqrt()
 }
 
 /// Moves the gradients of `part`'s parameters (a sub-module of the model `grads` came from)
@@ -147,6 +166,13 @@ pub fn move_grads<M: Module>(part: &M, grads: &mut GradientsParams, into: &mut G
 /// Scales every gradient by `max_norm / norm` when their global norm exceeds `max_norm`, as
 /// `clip_grad_norm_` does (with its 1e-6 guard); returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let norm = global_grad_norm(module, grads);
+    scale_to_norm(module, grads, norm, max_norm);
+    norm
+}
+
+/// The scaling of `clip_global_norm` for gradients whose global norm is `norm`.
+pub fn scale_to_norm<M: Module>(module: &M, grads: &mut GradientsParams, norm: f64, max_norm: f64) {
     struct Scale<'a> {
         grads: &'a mut GradientsParams,
         factor: f64,
@@ -158,10 +184,8 @@ pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_
             }
         }
     }
-    let norm = global_grad_norm(module, grads);
     let factor = max_norm / (norm + 1e-6);
     if factor < 1.0 {
         module.visit(&mut Scale { grads, factor });
     }
-    norm
 }

@@ -123,6 +123,7 @@ impl PretrainConfig {
             lr_key: "pretrain.schedule.peak_lr",
             accumulation_key: "pretrain.gradient_accumulation",
             check_every: distributed.check_every,
+            zero: distributed.zero,
             throughput_unit: "img/s",
         }
     }

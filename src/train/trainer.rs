@@ -18,18 +18,18 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::Instant;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoints::{self, Kept, TrainCheckpointError, TrainerState};
 use super::metrics::{self, MetricsError, StepLine};
-use super::optim::{clip_global_norm, global_grad_norm};
 use super::progress::Progress;
+use super::replicas::Replicas;
 use super::tensorboard::{EventError, EventWriter};
-use crate::distributed::{DistributedError, FNV_OFFSET, World, fnv1a};
+use crate::distributed::{DistributedError, World, ZeroStage};
 use crate::run::{RunError, RunLayout, RunLock};
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +84,8 @@ pub struct LoopSettings {
     pub accumulation_key: &'static str,
     /// Replicas compare their parameters every this many steps (0: never).
     pub check_every: usize,
+    /// What the replicas shard of the optimiser's state.
+    pub zero: ZeroStage,
     /// What the throughput counts in the progress line, e.g. "img/s".
     pub throughput_unit: &'static str,
 }
@@ -207,209 +209,6 @@ pub trait Job: Sync {
         tally: Self::Tally,
         seconds: f64,
     ) -> StepRecord<Self::Fields>;
-}
-
-/// The replicas a step's gradients are summed over: the processes of a data-parallel job
-/// (`distributed::World`), of which each computes every `size`-th micro-batch of a step.
-/// One process has nothing to sum and takes none of these paths.
-pub struct Replicas<'w> {
-    world: &'w World,
-    /// Gradients in the last reduction, to log the buffer's size when it changes.
-    last_count: std::cell::Cell<usize>,
-}
-
-impl<'w> Replicas<'w> {
-    pub fn new(world: &'w World) -> Self {
-        Self {
-            world,
-            last_count: std::cell::Cell::new(0),
-        }
-    }
-
-    fn many(&self) -> bool {
-        self.world.size() > 1
-    }
-
-    /// `value` summed over every replica.
-    pub fn sum<S: Summed>(&self, mut value: S) -> S {
-        if self.many() {
-            let mut sums = value.sums();
-            self.world.sum_f64(&mut sums);
-            value.set_sums(&sums);
-        }
-        value
-    }
-
-    /// The step's gradients and its tally summed over every replica, in two buffers: one of
-    /// f32 for every trainable parameter's gradient (zeros where this rank's micro-batches gave
-    /// it none), one of f64 for the tally and whether each parameter received a gradient on
-    /// some rank (those that did on none stay without one, as in one process, so Adam leaves
-    /// them alone).
-    pub fn reduce<M: Module, T: Summed>(
-        &self,
-        model: &M,
-        grads: GradientsParams,
-        tally: &mut T,
-    ) -> GradientsParams {
-        if !self.many() {
-            return grads;
-        }
-        let mut packed = Pack {
-            grads,
-            values: Vec::new(),
-            received: Vec::new(),
-            slots: Vec::new(),
-        };
-        model.visit(&mut packed);
-        let Pack {
-            values: mut buffer,
-            received,
-            slots,
-            ..
-        } = packed;
-        let mut scalars = tally.sums();
-        let tally_len = scalars.len();
-        scalars.extend(received);
-        if self.world.is_leader() && self.last_count.replace(buffer.len()) != buffer.len() {
-            crate::errln!(
-                "data parallel: {} ranks; each step sums {} gradients ({:.1} MB) in one f32 buffer and {} scalars in one f64 buffer",
-                self.world.size(),
-                buffer.len(),
-                (buffer.len() * 4) as f64 / 1e6,
-                scalars.len()
-            );
-        }
-        self.world.sum_f32(&mut buffer);
-        self.world.sum_f64(&mut scalars);
-        tally.set_sums(&scalars[..tally_len]);
-        let mut unpack = Unpack {
-            grads: GradientsParams::new(),
-            buffer: &buffer,
-            received: &scalars[tally_len..],
-            slots: &slots,
-            next: 0,
-        };
-        model.visit(&mut unpack);
-        unpack.grads
-    }
-
-    /// Every replica's list of skipped items (one process: none besides its own).
-    pub fn gather_skipped(&self, skipped: &[String]) -> Vec<Vec<String>> {
-        if !self.many() {
-            return Vec::new();
-        }
-        self.world
-            .gather_bytes(skipped.join("\0").into_bytes())
-            .into_iter()
-            .map(|bytes| {
-                String::from_utf8_lossy(&bytes)
-                    .split('\0')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// An error unless every replica holds the same parameters, bit for bit.
-    pub fn check_same_params<M: Module>(
-        &self,
-        model: &M,
-        step: usize,
-    ) -> Result<(), DistributedError> {
-        if !self.many() {
-            return Ok(());
-        }
-        struct Checksum(u64);
-        impl ModuleVisitor for Checksum {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                for v in param.val().into_data().iter::<f32>() {
-                    self.0 = fnv1a(self.0, &v.to_bits().to_le_bytes());
-                }
-            }
-        }
-        let mut sum = Checksum(FNV_OFFSET);
-        model.visit(&mut sum);
-        let checksums = self.world.gather(sum.0);
-        if checksums.iter().all(|&c| c == checksums[0]) {
-            Ok(())
-        } else {
-            Err(DistributedError::Diverged { step, checksums })
-        }
-    }
-}
-
-/// A trainable parameter's place in the reduction buffer: its shape and device.
-struct Slot {
-    shape: Vec<usize>,
-    device: burn::tensor::Device,
-}
-
-struct Pack {
-    grads: GradientsParams,
-    values: Vec<f32>,
-    received: Vec<f64>,
-    slots: Vec<Slot>,
-}
-
-impl ModuleVisitor for Pack {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
-        let value = param.val();
-        let shape = value.dims().to_vec();
-        let len: usize = shape.iter().product();
-        match self.grads.remove::<D>(param.id) {
-            Some(g) => {
-                self.received.push(1.0);
-                self.slots.push(Slot {
-                    shape,
-                    device: g.device(),
-                });
-                self.values.extend(g.into_data().iter::<f32>());
-            }
-            None => {
-                self.received.push(0.0);
-                self.slots.push(Slot {
-                    shape,
-                    device: value.device().inner(),
-                });
-                // -0.0 is addition's identity (+0.0 would turn another rank's -0.0 into +0.0).
-                self.values.extend(std::iter::repeat_n(-0.0, len));
-            }
-        }
-    }
-}
-
-struct Unpack<'a> {
-    grads: GradientsParams,
-    buffer: &'a [f32],
-    received: &'a [f64],
-    slots: &'a [Slot],
-    next: usize,
-}
-
-impl ModuleVisitor for Unpack<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
-        let index = self.next;
-        self.next += 1;
-        let (Some(slot), Some(&received)) = (self.slots.get(index), self.received.get(index))
-        else {
-            return;
-        };
-        let len: usize = slot.shape.iter().product();
-        let (values, rest) = self.buffer.split_at(len.min(self.buffer.len()));
-        self.buffer = rest;
-        if received > 0.0 {
-            let data = TensorData::new(values.to_vec(), slot.shape.clone());
-            self.grads
-                .register::<D>(param.id, Tensor::from_data(data, &slot.device));
-        }
-    }
 }
 
 /// What a finished run of `J` reports.
@@ -616,14 +415,46 @@ impl<'w> Trainer<'w> {
         if let Some(dir) = latest {
             // Still fresh here: the clone copies no state.
             let optimizer = self.optimizer.clone();
+            // Sharded, a rank keeps the state of the parameters it now steps, whatever the
+            // number of ranks that saved it.
+            let mine = Replicas::new(self.world, self.settings.zero).owned(&*model);
+            let owned = |id: u64| {
+                let index = usize::try_from(id).ok();
+                mine.as_ref()
+                    .is_none_or(|m| index.and_then(|i| m.get(i)).is_some_and(|&own| own))
+            };
+            let filter: checkpoints::StateFilter<'_> = mine.is_some().then_some(&owned);
             (self.optimizer, self.state) =
-                checkpoints::load_matching(&dir, model, optimizer, self.settings.kept)?;
+                checkpoints::load_matching(&dir, model, optimizer, self.settings.kept, filter)?;
             self.resumed_from = Some(self.state.step);
         }
         if self.world.is_leader() {
             metrics::keep_before::<L>(&self.layout.metrics(), self.state.step)?;
         }
         Ok(self.resumed_from)
+    }
+
+    /// Every rank's share of the optimiser state written into the folder the leader staged
+    /// for this step's checkpoint, whose path it returns. The ranks wait for each other at the
+    /// end: a rank that fails to write stops the job before the leader commits.
+    fn stage_shard(&self) -> Result<std::path::PathBuf, TrainCheckpointError> {
+        let staged = if self.world.is_leader() {
+            checkpoints::stage(self.layout.root(), self.state.step)?
+        } else {
+            std::path::PathBuf::new()
+        };
+        let staged = std::path::PathBuf::from(
+            String::from_utf8_lossy(
+                &self
+                    .world
+                    .broadcast(staged.to_string_lossy().into_owned().into_bytes()),
+            )
+            .into_owned(),
+        );
+        let shard = checkpoints::optimizer_shard(self.world.rank(), self.world.size());
+        checkpoints::write_optimizer(&staged.join(shard), &self.optimizer)?;
+        self.world.barrier();
+        Ok(staged)
     }
 
     /// Trains `model` from the restored step to the last, then saves the final model. Every
@@ -652,7 +483,7 @@ impl<'w> Trainer<'w> {
         let local_accumulation = accumulation / ranks;
         let order = step_order(local_accumulation);
         let progress = leader.then(|| Progress::new(s.steps, self.state.step, s.throughput_unit));
-        let replicas = Replicas::new(self.world);
+        let replicas = Replicas::new(self.world, s.zero);
         let started = Instant::now();
         let mut examples_seen = 0;
         let first_step = self.state.step;
@@ -711,12 +542,9 @@ impl<'w> Trainer<'w> {
                 }
                 let mut apart = job.clipped_apart(&model, &mut grads);
                 if let (Some(apart), Some(max)) = (&mut apart, s.max_grad_norm) {
-                    clip_global_norm(&model, apart, max);
+                    replicas.clip(&model, apart, Some(max));
                 }
-                let grad_norm = match s.max_grad_norm {
-                    Some(max) => clip_global_norm(&model, &mut grads, max),
-                    None => global_grad_norm(&model, &grads),
-                };
+                let grad_norm = replicas.clip(&model, &mut grads, s.max_grad_norm);
                 if let Some(apart) = apart.filter(|g| !g.is_empty()) {
                     model = self.optimizer.step(lr, model, apart);
                 }
@@ -724,6 +552,7 @@ impl<'w> Trainer<'w> {
                     model = self.optimizer.step(lr * factor, model, group);
                 }
                 model = self.optimizer.step(lr, model, grads);
+                model = replicas.share_params(model);
                 self.state.step = step + 1;
                 self.state.micro_batches += accumulation;
                 examples_seen += tally.examples();
@@ -742,6 +571,13 @@ impl<'w> Trainer<'w> {
                         note_skipped(&mut self.state.skipped, list);
                     }
                 }
+                // Sharded, every rank writes its share of the optimiser state into the leader's
+                // checkpoint before the leader names it `latest`.
+                let staged = if due && replicas.sharded() {
+                    Some(self.stage_shard().map_err(TrainerError::from)?)
+                } else {
+                    None
+                };
                 let Some(log) = &mut log else {
                     continue;
                 };
@@ -752,14 +588,24 @@ impl<'w> Trainer<'w> {
                 }
                 if due {
                     log.events.flush().map_err(TrainerError::from)?;
-                    checkpoints::save_matching(
-                        self.layout.root(),
-                        &model,
-                        s.kept,
-                        &self.optimizer,
-                        &self.state,
-                        s.keep_checkpoints,
-                    )
+                    match &staged {
+                        Some(staged) => checkpoints::commit(
+                            self.layout.root(),
+                            staged,
+                            &model,
+                            s.kept,
+                            &self.state,
+                            s.keep_checkpoints,
+                        ),
+                        None => checkpoints::save_matching(
+                            self.layout.root(),
+                            &model,
+                            s.kept,
+                            &self.optimizer,
+                            &self.state,
+                            s.keep_checkpoints,
+                        ),
+                    }
                     .map_err(TrainerError::from)?;
                 }
             }
