@@ -14,6 +14,7 @@ use crate::distributed::DistributedConfig;
 use crate::eval::protocols::EvalConfig;
 use crate::eval::tasks::InferConfig;
 use crate::model::ModelConfig;
+use crate::train::config::TrainConfig;
 use crate::train::finetune::FinetuneConfig;
 use crate::train::pretrain::PretrainConfig;
 
@@ -28,6 +29,8 @@ pub struct ExperimentConfig {
     pub data: DataConfig,
     pub pretrain: PretrainConfig,
     pub finetune: FinetuneConfig,
+    /// How either stage computes: precision, activation checkpointing.
+    pub train: TrainConfig,
     pub infer: InferConfig,
     /// What `evaluate task` runs (configs/eval/).
     pub eval: EvalConfig,
@@ -43,6 +46,7 @@ impl Default for ExperimentConfig {
             data: DataConfig::default(),
             pretrain: PretrainConfig::default(),
             finetune: FinetuneConfig::default(),
+            train: TrainConfig::default(),
             infer: InferConfig::default(),
             eval: EvalConfig::default(),
             distributed: DistributedConfig::default(),
@@ -56,6 +60,7 @@ impl Validate for ExperimentConfig {
         self.data.validate()?;
         self.pretrain.validate()?;
         self.finetune.validate()?;
+        self.train.validate()?;
         self.infer.validate()?;
         self.eval.validate()?;
         let size = self.model.vision.image_size();

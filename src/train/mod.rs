@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod checkpoints;
+pub mod config;
 pub mod finetune;
 pub mod instruct_batch;
 pub mod losses;
