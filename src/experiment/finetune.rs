@@ -196,6 +196,9 @@ pub fn finetune(
     let mixes = build_mixes(config, &split.train)?;
     let train_device = device.clone().autodiff();
     let mut loaded = initial_model(config, pretrained, device, &train_device)?;
+    loaded.model = loaded
+        .model
+        .with_activation_checkpointing(config.train.activation_checkpointing);
     let resumed_from = trainer.restore::<_, StepMetrics>(&mut loaded.model)?;
     let transform = config.data.transform(&config.model.vision);
     let preparer = loaded.preparer(&transform, f.max_length);

@@ -61,6 +61,7 @@ impl Validate for ExperimentConfig {
         self.pretrain.validate()?;
         self.finetune.validate()?;
         self.train.validate()?;
+        self.train.validate_against(&self.finetune)?;
         self.infer.validate()?;
         self.eval.validate()?;
         let size = self.model.vision.image_size();

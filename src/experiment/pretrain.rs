@@ -135,7 +135,8 @@ pub fn pretrain(
     };
     trainer.note_skipped(held_out.skipped.clone());
     let train_device = device.clone().autodiff();
-    let mut model = initial_model(config, frozen, &train_device)?;
+    let mut model = initial_model(config, frozen, &train_device)?
+        .with_activation_checkpointing(config.train.activation_checkpointing);
     trainer.restore::<_, StepMetrics>(&mut model)?;
     let transform = config.data.transform(&config.model.vision);
     let job = PretrainJob {

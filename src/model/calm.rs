@@ -80,6 +80,15 @@ pub struct PackedLayout {
 }
 
 impl Calm {
+    /// The model with the LLM's decoder layers and the MFAM's Q-Former layers checkpointed
+    /// (`on`) or not (`model::checkpoint`): gradients stay the same, activations shrink to
+    /// one tensor per layer, each layer runs twice.
+    pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
+        self.mfam = self.mfam.with_activation_checkpointing(on);
+        self.llm = self.llm.with_activation_checkpointing(on);
+        self
+    }
+
     /// The visual tokens of images whose encoder states are `hidden_states`:
     /// `[N, V, D]`, V = low + middle + high + thematic.
     pub fn visual_tokens(&self, hidden_states: &[Tensor<3>]) -> Tensor<3> {

@@ -12,6 +12,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::checkpoint;
 use super::lora::{
     AttentionLora, LayerLora, LlamaLora, LoraAdapter, LoraConfig, LoraTarget, MlpLora, adapted,
 };
@@ -265,6 +266,7 @@ impl LlamaConfig {
             lora: None,
             inv_freq: self.inv_freq(),
             max_position_embeddings: self.max_position_embeddings,
+            activation_checkpointing: false,
         }
     }
 }
@@ -409,6 +411,10 @@ pub struct LlamaForCausalLM {
     /// there, as llama.cpp does when its context is full.
     #[module(skip)]
     pub max_position_embeddings: usize,
+    /// Recompute each decoder layer in the backward pass instead of keeping its activations
+    /// (`model::checkpoint`), in forwards without a KV cache. A runtime setting, not a weight.
+    #[module(skip)]
+    pub activation_checkpointing: bool,
 }
 
 /// Additive attention bias `[B, 1, T, S]` for T new positions after `past` cached ones:
@@ -440,6 +446,31 @@ pub fn causal_bias(
             (causal + blocked * f32::MIN).clamp_min(f32::MIN)
         }
     }
+}
+
+/// One pre-norm decoder layer, `x` `[B, T, H]` -> `[B, T, H]`: self-attention (appending
+/// to `past`) and the MLP, each added to its input, each projection with its adapter when
+/// `lora` has one.
+fn decoder_layer(
+    layer: &LlamaDecoderLayer,
+    lora: Option<&LayerLora>,
+    x: Tensor<3>,
+    cos: &Tensor<4>,
+    sin: &Tensor<4>,
+    bias: &Tensor<4>,
+    past: &mut Option<(Tensor<4>, Tensor<4>)>,
+) -> Tensor<3> {
+    let attended = layer.self_attn.forward(
+        layer.input_layernorm.forward(x.clone()),
+        cos,
+        sin,
+        bias,
+        past,
+        lora.map(|l| &l.self_attn),
+    );
+    let x = x + attended;
+    let normed = layer.post_attention_layernorm.forward(x.clone());
+    x + layer.mlp.forward(normed, lora.map(|l| &l.mlp))
 }
 
 impl LlamaForCausalLM {
@@ -488,9 +519,7 @@ impl LlamaForCausalLM {
     ) -> Tensor<3> {
         let [b, t, _] = embeds.dims();
         let device = embeds.device();
-        let mut scratch = KvCache::new();
-        let cache = cache.unwrap_or(&mut scratch);
-        let past = cache.len();
+        let past = cache.as_ref().map_or(0, |c| c.len());
         let positions = position_ids.unwrap_or_else(|| {
             Tensor::<1, Int>::arange(past as i64..(past + t) as i64, &device)
                 .reshape([1, t])
@@ -510,18 +539,23 @@ impl LlamaForCausalLM {
         bias: Tensor<4>,
         position_ids: Tensor<2, Int>,
     ) -> Tensor<3> {
-        self.decode(embeds, bias, position_ids, &mut KvCache::new())
+        self.decode(embeds, bias, position_ids, None)
     }
 
+    /// The decoder layers and the final norm; `cache`, when given, is read and extended (a
+    /// forward without one may checkpoint its layers, which then keep no keys or values).
     fn decode(
         &self,
         embeds: Tensor<3>,
         bias: Tensor<4>,
         positions: Tensor<2, Int>,
-        cache: &mut KvCache,
+        cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, t, _] = embeds.dims();
         let device = embeds.device();
+        let checkpointing = self.activation_checkpointing && cache.is_none();
+        let mut scratch = KvCache::new();
+        let cache = cache.unwrap_or(&mut scratch);
         cache.layers.resize(self.model.layers.len(), None);
         let half = self.inv_freq.len();
         let inv_freq =
@@ -539,17 +573,19 @@ impl LlamaForCausalLM {
             .enumerate()
         {
             let lora = self.lora.as_ref().and_then(|l| l.layers.get(i));
-            let attended = layer.self_attn.forward(
-                layer.input_layernorm.forward(x.clone()),
-                &cos,
-                &sin,
-                &bias,
-                past_kv,
-                lora.map(|l| &l.self_attn),
-            );
-            x = x + attended;
-            let normed = layer.post_attention_layernorm.forward(x.clone());
-            x = x + layer.mlp.forward(normed, lora.map(|l| &l.mlp));
+            // An adapter that drops out would draw another mask when recomputed.
+            x = if checkpointing && lora.is_none_or(|l| !l.drops_out()) {
+                checkpoint(
+                    &(layer.clone(), lora.cloned()),
+                    &(cos.clone(), sin.clone(), bias.clone()),
+                    [x],
+                    |(layer, lora), (cos, sin, bias), [x]| {
+                        decoder_layer(layer, lora.as_ref(), x, cos, sin, bias, &mut None)
+                    },
+                )
+            } else {
+                decoder_layer(layer, lora, x, &cos, &sin, &bias, past_kv)
+            };
         }
         self.model.norm.forward(x)
     }
@@ -571,6 +607,14 @@ impl LlamaForCausalLM {
 }
 
 impl LlamaForCausalLM {
+    /// The model with its decoder layers checkpointed (`on`) or not in forwards without a KV
+    /// cache: gradients stay the same, activations shrink to one tensor per layer, a layer
+    /// runs twice. Layers whose adapters drop out are never checkpointed.
+    pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
+        self.activation_checkpointing = on;
+        self
+    }
+
     /// The model with fresh adapters on `config.target_modules` of every layer and its base
     /// weights frozen: only the adapters receive gradients.
     pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Self {

@@ -122,6 +122,27 @@ pub struct LayerLora {
     pub mlp: MlpLora,
 }
 
+impl LayerLora {
+    /// Whether an adapter of the layer applies dropout when training, so that two runs of the
+    /// layer differ.
+    pub fn drops_out(&self) -> bool {
+        let a = &self.self_attn;
+        let m = &self.mlp;
+        [
+            &a.q_proj,
+            &a.k_proj,
+            &a.v_proj,
+            &a.o_proj,
+            &m.gate_proj,
+            &m.up_proj,
+            &m.down_proj,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|adapter| adapter.dropout.prob > 0.0)
+    }
+}
+
 /// Every adapter of a model, one entry per decoder layer.
 #[derive(Module, Debug)]
 pub struct LlamaLora {

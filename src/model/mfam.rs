@@ -566,6 +566,20 @@ impl Mfam {
         }
     }
 
+    /// The MFAM with every Q-Former's layers checkpointed (`on`) or not
+    /// (`QFormer::with_activation_checkpointing`).
+    pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
+        let set = |q: Option<QFormer>| q.map(|q| q.with_activation_checkpointing(on));
+        for branch in [&mut self.low, &mut self.middle, &mut self.high]
+            .into_iter()
+            .flatten()
+        {
+            branch.qformer = set(branch.qformer.take());
+        }
+        self.qformer = set(self.qformer.take());
+        self
+    }
+
     /// Takes `config`'s token pooling (levels and thematic branch), which holds no weights:
     /// a fine-tuning may pool the visual tokens of an MFAM pretrained without.
     pub fn set_pooling(&mut self, config: &MfamConfig) {

@@ -3,6 +3,7 @@
 pub mod bert;
 pub mod calm;
 pub mod chat;
+pub mod checkpoint;
 pub mod generate;
 pub mod llama;
 pub mod lora;

@@ -86,6 +86,12 @@ impl PretrainModel {
         Self::init(config.init(vision, device), config, heads, device)
     }
 
+    /// The model with the MFAM's Q-Former layers checkpointed (`on`) or not.
+    pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
+        self.mfam = self.mfam.with_activation_checkpointing(on);
+        self
+    }
+
     /// `hidden_states`: the frozen encoder's outputs for B images -> every head's output.
     pub fn forward(&self, hidden_states: &[Tensor<3>]) -> PretrainOutput {
         let out = self.mfam.forward(hidden_states);

@@ -15,6 +15,7 @@ use super::bert::{
     Attention, Bert, Intermediate, ResidualOutput, feed_forward, init_feed_forward, layer_norm,
     padding_bias,
 };
+use super::checkpoint::checkpoint;
 use super::{HiddenAct, fresh_params};
 
 /// HF `Blip2QFormerConfig` fields (the encoder width is the image encoder's, passed to
@@ -119,6 +120,10 @@ pub struct QFormerEncoder {
 pub struct QFormer {
     pub layernorm: LayerNorm,
     pub encoder: QFormerEncoder,
+    /// Recompute each layer in the backward pass instead of keeping its activations
+    /// (`model::checkpoint`). A runtime setting, not a weight.
+    #[module(skip)]
+    pub activation_checkpointing: bool,
 }
 
 impl QFormer {
@@ -201,6 +206,13 @@ impl QFormer {
             .all(|l| l.intermediate.is_some() && l.output.is_some())
     }
 
+    /// The Q-Former with its layers checkpointed (`on`) or not: gradients stay the same,
+    /// activations shrink to the layers' inputs, a layer runs twice.
+    pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
+        self.activation_checkpointing = on;
+        self
+    }
+
     fn layers(
         &self,
         mut x: Tensor<3>,
@@ -209,30 +221,68 @@ impl QFormer {
         encoder: Option<(Tensor<3>, Option<Tensor<4>>)>,
     ) -> Tensor<3> {
         for layer in &self.encoder.layer {
-            let attended = layer.attention.forward(x.clone(), x, bias.clone());
-            let [b, t, h] = attended.dims();
-            let mut parts = Vec::with_capacity(2);
-            if query_length > 0 {
-                let mut queries = attended.clone().slice([0..b, 0..query_length, 0..h]);
-                if let (Some(cross), Some((states, mask))) = (&layer.crossattention, &encoder) {
-                    queries = cross.forward(queries, states.clone(), mask.clone());
+            let reads_image = layer.crossattention.is_some() && query_length > 0;
+            x = match &encoder {
+                _ if !self.activation_checkpointing => {
+                    qformer_layer(layer, x, query_length, bias.clone(), encoder.clone())
                 }
-                parts.push(feed_forward(
-                    &layer.intermediate_query,
-                    &layer.output_query,
-                    queries,
-                ));
-            }
-            if t > query_length
-                && let (Some(intermediate), Some(output)) = (&layer.intermediate, &layer.output)
-            {
-                let text = attended.slice([0..b, query_length..t, 0..h]);
-                parts.push(feed_forward(intermediate, output, text));
-            }
-            x = Tensor::cat(parts, 1);
+                // The image features are an input of their own: they may be tracked (the
+                // MFAM's adapters train), and constants may not.
+                Some((states, mask)) if reads_image => checkpoint(
+                    layer,
+                    &(query_length, bias.clone(), mask.clone()),
+                    [x, states.clone()],
+                    |layer, (query_length, bias, mask), [x, states]| {
+                        let encoder = Some((states, mask.clone()));
+                        qformer_layer(layer, x, *query_length, bias.clone(), encoder)
+                    },
+                ),
+                _ => checkpoint(
+                    layer,
+                    &(query_length, bias.clone()),
+                    [x],
+                    |layer, (query_length, bias), [x]| {
+                        qformer_layer(layer, x, *query_length, bias.clone(), None)
+                    },
+                ),
+            };
         }
         x
     }
+}
+
+/// One Q-Former layer, `x` `[B, Q + T, H]` -> `[B, Q + T, H]`: self-attention over queries
+/// and text (`bias` added to its scores), then the first `query_length` tokens cross-attend
+/// to `encoder` (states `[B, N, E]`, bias of their mask) where the layer has
+/// cross-attention, and each part takes its own feed-forward.
+fn qformer_layer(
+    layer: &QFormerLayer,
+    x: Tensor<3>,
+    query_length: usize,
+    bias: Option<Tensor<4>>,
+    encoder: Option<(Tensor<3>, Option<Tensor<4>>)>,
+) -> Tensor<3> {
+    let attended = layer.attention.forward(x.clone(), x, bias);
+    let [b, t, h] = attended.dims();
+    let mut parts = Vec::with_capacity(2);
+    if query_length > 0 {
+        let mut queries = attended.clone().slice([0..b, 0..query_length, 0..h]);
+        if let (Some(cross), Some((states, mask))) = (&layer.crossattention, encoder) {
+            queries = cross.forward(queries, states, mask);
+        }
+        parts.push(feed_forward(
+            &layer.intermediate_query,
+            &layer.output_query,
+            queries,
+        ));
+    }
+    if t > query_length
+        && let (Some(intermediate), Some(output)) = (&layer.intermediate, &layer.output)
+    {
+        let text = attended.slice([0..b, query_length..t, 0..h]);
+        parts.push(feed_forward(intermediate, output, text));
+    }
+    Tensor::cat(parts, 1)
 }
 
 impl QFormerConfig {
@@ -273,6 +323,7 @@ impl QFormerConfig {
         QFormer {
             layernorm: layer_norm(h, eps, device),
             encoder: QFormerEncoder { layer },
+            activation_checkpointing: false,
         }
     }
 

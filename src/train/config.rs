@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Invalid;
+use crate::train::finetune::FinetuneConfig;
 
 /// The arithmetic of the forward's matrix products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -23,14 +24,31 @@ pub enum Precision {
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     pub precision: Precision,
-    /// Keep only each transformer layer's input (LLM, Q-Formers) and recompute the layer in
-    /// the backward pass: activations shrink from every intermediate of every layer to one
-    /// tensor per layer, for about one more forward pass of time. Gradients are unchanged.
+    /// Keep only each transformer layer's input (the LLM's decoder layers with their LoRA
+    /// adapters, the MFAM's Q-Former layers) and recompute the layer in the backward pass
+    /// (`model::checkpoint`): activations shrink from every intermediate of every layer to
+    /// one tensor per layer, for about one more forward pass of time. Gradients, losses and
+    /// weights are unchanged (to the bit, except where three or more layers read one input).
+    /// LoRA dropout is refused with it: the recomputation would draw another mask.
     pub activation_checkpointing: bool,
 }
 
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    /// What the setting needs of the fine-tuning: adapters that do not drop out.
+    pub fn validate_against(&self, finetune: &FinetuneConfig) -> Result<(), Invalid> {
+        if self.activation_checkpointing && finetune.uses_lora() && finetune.lora.dropout > 0.0 {
+            return Err(Invalid::new(
+                "train.activation_checkpointing",
+                format!(
+                    "cannot be used with finetune.lora.dropout = {}: recomputing a layer in the backward pass would draw another dropout mask than its forward, and the gradients would be wrong; set the dropout to 0 or turn checkpointing off",
+                    finetune.lora.dropout
+                ),
+            ));
+        }
         Ok(())
     }
 }
