@@ -208,6 +208,75 @@ fn lora_gradients_are_bit_identical() {
     });
 }
 
+/// The same on the wgpu backend (the node's `Cube` path; software Vulkan on a CPU-only
+/// machine, skipped without an adapter outside CI): the node records and recomputes there
+/// too, and the adapters' gradients agree within 1e-5 of their largest magnitude (they are
+/// bit-identical on software Vulkan; a GPU kernel chosen by autotuning may sum in another
+/// order when the layer runs again).
+#[cfg(feature = "wgpu")]
+#[test]
+fn lora_gradients_agree_on_wgpu() {
+    let _guard = lock();
+    let Some(gpu) = wgpu_adapter() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs software Vulkan, yet no wgpu adapter was found"
+        );
+        eprintln!("no wgpu adapter on this machine; nothing to compare");
+        return;
+    };
+    within(Duration::from_secs(300), move || {
+        let device = gpu.autodiff();
+        let lora = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            ..LoraConfig::default()
+        };
+        let model = tiny_llama(3, &device).with_lora(&lora, &device);
+        let model = redraw(model, 9, &device);
+        let (ids, mask, targets) = llm_batch(&device);
+        let grads = |on: bool| {
+            let model = model.clone().with_activation_checkpointing(on);
+            let (logits, recorded, _) = counted(|| model.forward(ids.clone(), Some(mask.clone())));
+            let loss = llm_loss(logits, targets.clone());
+            let (grads, _, recomputed) = counted(|| loss.backward());
+            (param_grads(&model, &grads), recorded, recomputed)
+        };
+        let (plain, r0, c0) = grads(false);
+        let (checkpointed, r1, c1) = grads(true);
+        assert_eq!((r0, c0, r1, c1), (0, 0, 3, 3));
+        assert_eq!(plain.len(), 42);
+        for (name, grad) in &plain {
+            let floats = |g: &[u32]| g.iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>();
+            let (a, b) = (floats(grad), floats(&checkpointed[name]));
+            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                scale > 0.0 && worst <= 1e-5 * scale,
+                "{name}: {worst} against {scale}"
+            );
+        }
+    });
+}
+
+/// The default wgpu adapter, if it runs a kernel.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapter() -> Option<Device> {
+    let device = calm::device::DeviceSpec::Wgpu.device().ok()?;
+    let probe = device.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Tensor::<1>::from_floats([1.0, 2.0], &probe)
+            .sum()
+            .into_scalar::<f32>()
+    }))
+    .ok()
+    .filter(|&s| s == 3.0)
+    .map(|_| device)
+}
+
 /// Every weight of the LLaMA trains and its input embeddings are a tracked leaf (visual
 /// tokens from trained projections): their gradients too are bit-identical. Generation (a
 /// KV cache) and a forward outside autodiff are never checkpointed.
