@@ -22,6 +22,24 @@ enum What {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Predict one rank's peak memory for a training job: frozen and trained weights,
+    /// gradients, optimiser state, activations and fixed overhead, from the config's shapes,
+    /// precision, activation checkpointing, ranks and ZeRO stage.
+    Memory {
+        #[arg(long, value_enum)]
+        job: MemoryJobArg,
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Data-parallel ranks (one process per device).
+        #[arg(long, default_value_t = 1)]
+        ranks: usize,
+        /// Each device's memory, e.g. 80GB or 24GiB: says whether the job fits.
+        #[arg(long, value_name = "SIZE", value_parser = calm::experiment::memory::parse_bytes)]
+        device_memory: Option<u64>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the configured dataset once through decoding, transforms and batching; report
     /// counts and every skipped file.
     Data {
@@ -90,6 +108,12 @@ enum What {
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MemoryJobArg {
+    Pretrain,
+    Finetune,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Arch {
     ClipVision,
     #[value(name = "efficientnet-lite0")]
@@ -107,6 +131,30 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Config { common } => {
             calm::console::out(&calm::config::to_yaml(&common.load_config()?)?)?;
+            Ok(())
+        }
+        What::Memory {
+            job,
+            common,
+            ranks,
+            device_memory,
+            json,
+        } => {
+            use calm::experiment::memory::{Architectures, MemoryJob, estimate};
+            let config = common.load_config()?;
+            let job = match job {
+                MemoryJobArg::Pretrain => MemoryJob::Pretrain,
+                MemoryJobArg::Finetune => MemoryJob::Finetune,
+            };
+            let (architectures, sources) = Architectures::of(&config)?;
+            let e = estimate(&config, job, &architectures, ranks, device_memory)?;
+            if json {
+                let mut value = serde_json::to_value(&e)?;
+                value["read"] = serde_json::json!(sources);
+                calm::outln!("{}", serde_json::to_string_pretty(&value)?)?;
+            } else {
+                print_memory(&e, &sources)?;
+            }
             Ok(())
         }
         What::Data { common } => {
@@ -256,4 +304,66 @@ fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn gb(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+fn print_memory(
+    e: &calm::experiment::memory::MemoryEstimate,
+    sources: &[String],
+) -> anyhow::Result<()> {
+    calm::outln!(
+        "{:?} on {} rank(s): precision {:?}, activation checkpointing {}, ZeRO {:?}; micro-batch {}",
+        e.job,
+        e.ranks,
+        e.precision,
+        if e.activation_checkpointing {
+            "on"
+        } else {
+            "off"
+        },
+        e.zero,
+        e.micro_batch
+    )?;
+    let rows = [
+        (
+            "frozen weights",
+            e.frozen_weights_bytes,
+            format!("{} parameters", e.frozen_parameters),
+        ),
+        (
+            "trained weights",
+            e.trained_weights_bytes,
+            format!("{} parameters", e.trained_parameters),
+        ),
+        ("gradients", e.gradients_bytes, String::new()),
+        ("optimizer state", e.optimizer_state_bytes, String::new()),
+        ("activations", e.activations_bytes, String::new()),
+        ("fixed overhead", e.overhead_bytes, String::new()),
+    ];
+    for (name, bytes, note) in rows {
+        calm::outln!("  {name:<16} {:>12}  {note}", gb(bytes))?;
+    }
+    calm::outln!(
+        "  {:<16} {:>12}  per device",
+        "total",
+        gb(e.per_device_bytes)
+    )?;
+    if let (Some(memory), Some(fits)) = (e.device_memory_bytes, e.fits) {
+        calm::outln!(
+            "{} of {} per device: {}",
+            gb(e.per_device_bytes),
+            gb(memory),
+            if fits { "fits" } else { "does NOT fit" }
+        )?;
+    }
+    for a in &e.assumptions {
+        calm::outln!("assumes {a}")?;
+    }
+    for s in sources {
+        calm::outln!("{s}")?;
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 //! directories, and finding and loading the runs they leave.
 
 pub mod finetune;
+pub mod memory;
 pub mod pretrain;
 
 use serde::{Deserialize, Serialize};

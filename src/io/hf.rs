@@ -84,9 +84,17 @@ fn heads_divide(hidden: usize, heads: usize, path: &Path) -> Result<(), Checkpoi
 fn read_config(dir: &Path, accepted: &[&str]) -> Result<serde_json::Value, CheckpointError> {
     let path = dir.join("config.json");
     let value: serde_json::Value = read_json(&path)?;
+    check_model_type(value, &path, accepted)
+}
+
+fn check_model_type(
+    value: serde_json::Value,
+    path: &Path,
+    accepted: &[&str],
+) -> Result<serde_json::Value, CheckpointError> {
     match value.get("model_type").and_then(|t| t.as_str()) {
         Some(t) if !accepted.contains(&t) => Err(CheckpointError::Format {
-            path,
+            path: path.to_path_buf(),
             message: format!("model_type `{t}` is not one of: {}", accepted.join(", ")),
         }),
         _ => Ok(value),
@@ -197,8 +205,22 @@ impl Default for HfBert {
 
 /// Reads a `BertModel` (or `Bert*` head model) checkpoint's config.
 pub fn read_bert_config(dir: &Path) -> Result<BertConfig, CheckpointError> {
+    bert_config_from(read_config(dir, &["bert"])?, dir)
+}
+
+/// A BERT config from the text of a `config.json` that belongs in `dir`.
+pub fn bert_config_from_json(text: &str, dir: &Path) -> Result<BertConfig, CheckpointError> {
     let path = dir.join("config.json");
-    let hf: HfBert = parse(read_config(dir, &["bert"])?, dir)?;
+    let value = serde_json::from_str(text).map_err(|e| CheckpointError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    bert_config_from(check_model_type(value, &path, &["bert"])?, dir)
+}
+
+fn bert_config_from(value: serde_json::Value, dir: &Path) -> Result<BertConfig, CheckpointError> {
+    let path = dir.join("config.json");
+    let hf: HfBert = parse(value, dir)?;
     // Relative position schemes change the attention scores; only BERT's default is built.
     if hf.position_embedding_type != "absolute" {
         return Err(CheckpointError::Format {

@@ -99,7 +99,20 @@ fn rope(value: &serde_json::Value) -> Result<(Option<f64>, Option<RopeScaling>),
 /// Reads a `LlamaForCausalLM` checkpoint's config.
 pub fn read_llama_config(dir: &Path) -> Result<LlamaConfig, CheckpointError> {
     let path = dir.join("config.json");
-    let hf: HfLlama = read_json(&path)?;
+    llama_config_from(read_json(&path)?, &path)
+}
+
+/// A LLaMA config from the text of the `config.json` at `path`.
+pub fn llama_config_from_json(text: &str, path: &Path) -> Result<LlamaConfig, CheckpointError> {
+    let hf = serde_json::from_str(text).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    llama_config_from(hf, path)
+}
+
+fn llama_config_from(hf: HfLlama, path: &Path) -> Result<LlamaConfig, CheckpointError> {
+    let path = path.to_path_buf();
     let format = |message: String| CheckpointError::Format {
         path: path.clone(),
         message,

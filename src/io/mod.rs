@@ -2,6 +2,7 @@
 //! checkpoints onto modules with missing and unexpected keys reported, `inspect forward`, and
 //! crash-safe writes.
 
+pub mod architectures;
 pub mod atomic;
 pub mod checkpoint;
 pub mod encoders;

@@ -16,7 +16,8 @@ pub enum Precision {
     F32,
     /// Mixed precision: the matrix products' inputs in bf16 (f32 accumulation where the
     /// backend has it), softmax, norms and the loss in f32; master weights, gradients and
-    /// Adam's state stay in f32.
+    /// Adam's state stay in f32. Not implemented yet: `inspect memory` plans with it, and the
+    /// training commands refuse it.
     Bf16,
 }
 

@@ -13,6 +13,7 @@ pub mod pretrain;
 pub mod progress;
 pub mod projector_init;
 pub mod replicas;
+pub mod resident;
 pub mod schedule;
 pub mod tensorboard;
 pub mod trainer;

@@ -28,6 +28,7 @@ use super::checkpoints::{self, Kept, TrainCheckpointError, TrainerState};
 use super::metrics::{self, MetricsError, StepLine};
 use super::progress::Progress;
 use super::replicas::Replicas;
+use super::resident;
 use super::tensorboard::{EventError, EventWriter};
 use crate::distributed::{DistributedError, World, ZeroStage};
 use crate::run::{RunError, RunLayout, RunLock};
@@ -214,6 +215,14 @@ pub trait Job: Sync {
 /// What a finished run of `J` reports.
 pub type JobTrained<J> = Trained<<J as Job>::Model, <J as Job>::Fields>;
 
+/// A process's peak resident size in bytes, before its training loop (loading weights and
+/// data) and in it (`train::resident`); `None` where the system does not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeakRss {
+    pub loading_bytes: Option<u64>,
+    pub training_bytes: Option<u64>,
+}
+
 /// What a finished run reports.
 #[derive(Debug)]
 pub struct Trained<M, F> {
@@ -226,6 +235,8 @@ pub struct Trained<M, F> {
     pub last_step: StepRecord<F>,
     /// Seconds spent in the loop by this process.
     pub train_seconds: f64,
+    /// This process's peak resident size before the loop (loading) and in it (Linux only).
+    pub peak_rss: PeakRss,
     /// Examples this process trained on.
     pub examples_seen: usize,
     /// Items that could not be read, with why, over the whole run.
@@ -249,6 +260,7 @@ impl<M, F> Trained<M, F> {
             first_step: self.first_step,
             last_step: self.last_step,
             train_seconds: self.train_seconds,
+            peak_rss: self.peak_rss,
             skipped: self.skipped,
             stage,
         }
@@ -269,6 +281,8 @@ pub struct TrainSummary<F, X> {
     pub last_step: StepRecord<F>,
     /// Seconds spent in the loop by this process.
     pub train_seconds: f64,
+    /// Rank 0's peak resident size while loading and while training.
+    pub peak_rss: PeakRss,
     /// Items that could not be read, with why, over the whole run.
     pub skipped: Vec<String>,
     #[serde(flatten)]
@@ -484,6 +498,10 @@ impl<'w> Trainer<'w> {
         let order = step_order(local_accumulation);
         let progress = leader.then(|| Progress::new(s.steps, self.state.step, s.throughput_unit));
         let replicas = Replicas::new(self.world, s.zero);
+        let loading_bytes = resident::peak_bytes();
+        // What loading freed (a GGUF file's bytes, dequantisation buffers) is not the loop's.
+        resident::return_freed_memory();
+        resident::reset_peak();
         let started = Instant::now();
         let mut examples_seen = 0;
         let first_step = self.state.step;
@@ -553,6 +571,9 @@ impl<'w> Trainer<'w> {
                 }
                 model = self.optimizer.step(lr, model, grads);
                 model = replicas.share_params(model);
+                // Each step then starts from what the model holds, not from the fragments of
+                // the steps before it: the process's peak is one step's.
+                resident::return_freed_memory();
                 self.state.step = step + 1;
                 self.state.micro_batches += accumulation;
                 examples_seen += tally.examples();
@@ -612,6 +633,10 @@ impl<'w> Trainer<'w> {
             Ok(model)
         })?;
         let train_seconds = started.elapsed().as_secs_f64();
+        let peak_rss = PeakRss {
+            loading_bytes,
+            training_bytes: resident::peak_bytes(),
+        };
         if !leader {
             return Ok(None);
         }
@@ -634,6 +659,7 @@ impl<'w> Trainer<'w> {
             first_step: first,
             last_step: last,
             train_seconds,
+            peak_rss,
             examples_seen,
             skipped: self.state.skipped,
         }))
