@@ -189,7 +189,13 @@ fn run(args: Args) -> anyhow::Result<()> {
 /// checkpoint): a sweep must not tabulate or resume it under the new config.
 fn stale(dir: &Path, resolved: &str, command: SweepCommand) -> Option<RunState> {
     let path = dir.join(RunLayout::RESOLVED_CONFIG);
-    let existing = calm::files::read_string(&path, calm::files::MAX_CONFIG_BYTES).ok()?;
+    let raw = calm::files::read_string(&path, calm::files::MAX_CONFIG_BYTES).ok()?;
+    // Read back through today's config, so that a setting added since (at its default, which
+    // is the behaviour the run had) does not make it stale.
+    let existing = calm::config::load::<calm::experiment::ExperimentConfig>(Some(&path), &[])
+        .ok()
+        .and_then(|c| calm::config::to_yaml(&c).ok())
+        .unwrap_or(raw);
     if command.read_part(&existing) == command.read_part(resolved) {
         return None;
     }

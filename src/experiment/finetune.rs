@@ -195,18 +195,29 @@ pub fn finetune(
     let split = pretraining_split(pretrained)?;
     let mixes = build_mixes(config, &split.train)?;
     let train_device = device.clone().autodiff();
-    let mut loaded = initial_model(config, pretrained, device, &train_device)?;
-    loaded.model = loaded
-        .model
-        .with_activation_checkpointing(config.train.activation_checkpointing);
-    let resumed_from = trainer.restore::<_, StepMetrics>(&mut loaded.model)?;
+    let Loaded {
+        encoder,
+        tokenizer,
+        model,
+        visual_tokens,
+    } = initial_model(config, pretrained, device, &train_device)?;
+    let mut model = model.with_activation_checkpointing(config.train.activation_checkpointing);
+    let resumed_from = trainer.restore::<_, StepMetrics>(&mut model)?;
     let transform = config.data.transform(&config.model.vision);
-    let preparer = loaded.preparer(&transform, f.max_length);
+    let preparer = Preparer {
+        encoder: &encoder,
+        tokenizer: &tokenizer,
+        transform: &transform,
+        visual_tokens,
+        max_length: f.max_length,
+    };
+    // Moved, not cloned: a copy of the initial weights kept beside the trained ones would
+    // cost one more set of trained weights for the whole run.
     let model = match (resumed_from, f.projector_init.kind, mixes.first()) {
         (None, ProjectorInitKind::LeastSquares, Some(first)) => {
-            init_projections(config, &preparer, loaded.model.clone(), first, device)?
+            init_projections(config, &preparer, model, first, device)?
         }
-        _ => loaded.model.clone(),
+        _ => model,
     };
     let job = FinetuneJob {
         config: f,
