@@ -88,11 +88,6 @@ fn prepare_ranks(
     settings: &LoopSettings,
     llm: bool,
 ) -> anyhow::Result<()> {
-    if config.train.precision == crate::train::config::Precision::Bf16 {
-        anyhow::bail!(
-            "train.precision: bf16 is not implemented yet: training computes in f32; `inspect memory` can plan with it"
-        );
-    }
     world.check_divides(settings.accumulation_key, settings.gradient_accumulation)?;
     if world.size() > 1 {
         let weights = &config.model.weights;

@@ -184,6 +184,10 @@ pub fn finetune(
     world: &World,
 ) -> Result<Option<FinetuneSummary>, FinetuneError> {
     let f = &config.finetune;
+    config
+        .train
+        .validate_on(device)
+        .map_err(|e| FinetuneError::Invalid(format!("invalid configuration: {e}")))?;
     let mut trainer = Trainer::open(
         run,
         f.loop_settings(&config.data, &config.distributed),
@@ -201,7 +205,9 @@ pub fn finetune(
         model,
         visual_tokens,
     } = initial_model(config, pretrained, device, &train_device)?;
-    let mut model = model.with_activation_checkpointing(config.train.activation_checkpointing);
+    let mut model = model
+        .with_activation_checkpointing(config.train.activation_checkpointing)
+        .with_precision(config.train.precision);
     let resumed_from = trainer.restore::<_, StepMetrics>(&mut model)?;
     let transform = config.data.transform(&config.model.vision);
     let preparer = Preparer {

@@ -108,6 +108,10 @@ pub fn pretrain(
     world: &World,
 ) -> Result<Option<PretrainSummary>, PretrainError> {
     let p = &config.pretrain;
+    config
+        .train
+        .validate_on(device)
+        .map_err(PretrainError::Invalid)?;
     let mut trainer = Trainer::open(
         run,
         p.loop_settings(&config.data, &config.distributed),
@@ -136,7 +140,8 @@ pub fn pretrain(
     trainer.note_skipped(held_out.skipped.clone());
     let train_device = device.clone().autodiff();
     let mut model = initial_model(config, frozen, &train_device)?
-        .with_activation_checkpointing(config.train.activation_checkpointing);
+        .with_activation_checkpointing(config.train.activation_checkpointing)
+        .with_precision(config.train.precision);
     trainer.restore::<_, StepMetrics>(&mut model)?;
     let transform = config.data.transform(&config.model.vision);
     let job = PretrainJob {

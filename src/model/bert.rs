@@ -17,6 +17,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::HiddenAct;
+use super::precision::{Precision, lin, mm};
 
 /// HF `BertConfig` fields; the default is MiniLM-L6-H384 (all-MiniLM-L6-v2, docs/design.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,17 +130,28 @@ impl MultiHeadAttention {
         context: Tensor<3>,
         bias: Option<Tensor<4>>,
     ) -> Tensor<3> {
+        self.forward_in(hidden, context, bias, Precision::F32)
+    }
+
+    /// `forward` with its products in `precision` (the scale, bias and softmax in f32).
+    pub fn forward_in(
+        &self,
+        hidden: Tensor<3>,
+        context: Tensor<3>,
+        bias: Option<Tensor<4>>,
+        precision: Precision,
+    ) -> Tensor<3> {
         let [b, t, _] = hidden.dims();
         let s = context.dims()[1];
         let heads = self.num_attention_heads;
-        let q = self.query.forward(hidden);
+        let q = lin(&self.query, hidden, precision);
         let width = q.dims()[2];
         let head = width / heads;
         let split = |y: Tensor<3>, n: usize| y.reshape([b, n, heads, head]).swap_dims(1, 2);
         let q = split(q, t) * (head as f64).powf(-0.5);
-        let k = split(self.key.forward(context.clone()), s);
-        let v = split(self.value.forward(context), s);
-        let scores = q.matmul(k.swap_dims(2, 3));
+        let k = split(lin(&self.key, context.clone(), precision), s);
+        let v = split(lin(&self.value, context, precision), s);
+        let scores = mm(q, k.swap_dims(2, 3), precision);
         let weights = match bias {
             None => softmax(scores, 3),
             Some(bias) => {
@@ -156,7 +168,9 @@ impl MultiHeadAttention {
                 softmax(scores + bias.expand([bb, heads, bt, bs]), 3) * open
             }
         };
-        weights.matmul(v).swap_dims(1, 2).reshape([b, t, width])
+        mm(weights, v, precision)
+            .swap_dims(1, 2)
+            .reshape([b, t, width])
     }
 }
 
@@ -170,7 +184,13 @@ pub struct ResidualOutput {
 impl ResidualOutput {
     /// `[B, T, I]` and the residual `[B, T, H]` -> `[B, T, H]`.
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        self.LayerNorm.forward(self.dense.forward(x) + residual)
+        self.forward_in(x, residual, Precision::F32)
+    }
+
+    /// `forward` with the product in `precision` (the residual and the norm in f32).
+    pub fn forward_in(&self, x: Tensor<3>, residual: Tensor<3>, precision: Precision) -> Tensor<3> {
+        self.LayerNorm
+            .forward(lin(&self.dense, x, precision) + residual)
     }
 }
 
@@ -189,8 +209,21 @@ impl Attention {
         context: Tensor<3>,
         bias: Option<Tensor<4>>,
     ) -> Tensor<3> {
-        let attended = self.attention.forward(hidden.clone(), context, bias);
-        self.output.forward(attended, hidden)
+        self.forward_in(hidden, context, bias, Precision::F32)
+    }
+
+    /// `forward` with its products in `precision`.
+    pub fn forward_in(
+        &self,
+        hidden: Tensor<3>,
+        context: Tensor<3>,
+        bias: Option<Tensor<4>>,
+        precision: Precision,
+    ) -> Tensor<3> {
+        let attended = self
+            .attention
+            .forward_in(hidden.clone(), context, bias, precision);
+        self.output.forward_in(attended, hidden, precision)
     }
 
     pub(crate) fn init(
@@ -225,7 +258,12 @@ pub struct Intermediate {
 impl Intermediate {
     /// `[B, T, H]` -> `[B, T, I]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.act.apply(self.dense.forward(x))
+        self.forward_in(x, Precision::F32)
+    }
+
+    /// `forward` with the product in `precision` (the activation in f32).
+    pub fn forward_in(&self, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+        self.act.apply(lin(&self.dense, x, precision))
     }
 }
 
@@ -234,8 +272,9 @@ pub(crate) fn feed_forward(
     intermediate: &Intermediate,
     output: &ResidualOutput,
     x: Tensor<3>,
+    precision: Precision,
 ) -> Tensor<3> {
-    output.forward(intermediate.forward(x.clone()), x)
+    output.forward_in(intermediate.forward_in(x.clone(), precision), x, precision)
 }
 
 pub(crate) fn init_feed_forward(
@@ -323,7 +362,8 @@ impl Bert {
         let bias = attention_mask.map(padding_bias);
         for layer in &self.encoder.layer {
             let attended = layer.attention.forward(x.clone(), x, bias.clone());
-            x = feed_forward(&layer.intermediate, &layer.output, attended);
+            // The text encoder is frozen and runs outside training's autodiff: always f32.
+            x = feed_forward(&layer.intermediate, &layer.output, attended, Precision::F32);
         }
         let pooler_output = self.pooler.as_ref().map(|p| {
             let h = x.dims()[2];

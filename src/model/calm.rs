@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::llama::LlamaForCausalLM;
 use super::mfam::Mfam;
+use super::precision::Precision;
 use super::score_head::{ScoreHead, ScoreOutputs, emd_loss};
 
 #[derive(Module, Debug)]
@@ -86,6 +87,14 @@ impl Calm {
     pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
         self.mfam = self.mfam.with_activation_checkpointing(on);
         self.llm = self.llm.with_activation_checkpointing(on);
+        self
+    }
+
+    /// The model computing the MFAM's and the LLM's products in `precision`
+    /// (`model::precision`); the score head, the softmaxes and the losses stay f32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.mfam = self.mfam.with_precision(precision);
+        self.llm = self.llm.with_precision(precision);
         self
     }
 

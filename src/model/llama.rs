@@ -16,6 +16,7 @@ use super::checkpoint::checkpoint;
 use super::lora::{
     AttentionLora, LayerLora, LlamaLora, LoraAdapter, LoraConfig, LoraTarget, MlpLora, adapted,
 };
+use super::precision::{Precision, lin, mm};
 
 /// How rotary frequencies are rescaled for contexts longer than training (HF `rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,6 +268,7 @@ impl LlamaConfig {
             inv_freq: self.inv_freq(),
             max_position_embeddings: self.max_position_embeddings,
             activation_checkpointing: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -318,16 +320,17 @@ impl KvCache {
 }
 
 impl LlamaAttention {
-    /// `x` `[B, T, H]`; `cos`/`sin` `[B, 1, T, head_dim]`; `bias` `[B, 1, T, S]` with S the
-    /// cached plus new positions -> `[B, T, H]`, appending this step's keys and values to `past`.
+    /// `x` `[B, T, H]`; `(cos, sin)` `[B, 1, T, head_dim]` each; `bias` `[B, 1, T, S]` with S
+    /// the cached plus new positions -> `[B, T, H]`, appending this step's keys and values to
+    /// `past`.
     fn forward(
         &self,
         x: Tensor<3>,
-        cos: &Tensor<4>,
-        sin: &Tensor<4>,
+        (cos, sin): (&Tensor<4>, &Tensor<4>),
         bias: &Tensor<4>,
         past: &mut Option<(Tensor<4>, Tensor<4>)>,
         lora: Option<&AttentionLora>,
+        precision: Precision,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let pick = |f: fn(&AttentionLora) -> &Option<LoraAdapter>| lora.and_then(|l| f(l).as_ref());
@@ -335,14 +338,17 @@ impl LlamaAttention {
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let rope = |y: Tensor<4>| y.clone() * cos.clone() + rotate_half(y) * sin.clone();
         let q = rope(heads(
-            adapted(&self.q_proj, pick(|l| &l.q_proj), x.clone()),
+            adapted(&self.q_proj, pick(|l| &l.q_proj), x.clone(), precision),
             h,
         ));
         let mut k = rope(heads(
-            adapted(&self.k_proj, pick(|l| &l.k_proj), x.clone()),
+            adapted(&self.k_proj, pick(|l| &l.k_proj), x.clone(), precision),
             kvh,
         ));
-        let mut v = heads(adapted(&self.v_proj, pick(|l| &l.v_proj), x), kvh);
+        let mut v = heads(
+            adapted(&self.v_proj, pick(|l| &l.v_proj), x, precision),
+            kvh,
+        );
         if let Some((pk, pv)) = past.take() {
             k = Tensor::cat(vec![pk, k], 2);
             v = Tensor::cat(vec![pv, v], 2);
@@ -355,12 +361,14 @@ impl LlamaAttention {
                 .repeat_dim(2, h / kvh)
                 .reshape([b, h, s, d])
         };
-        let scores = q.matmul(repeat(k).swap_dims(2, 3)) / (d as f64).sqrt() + bias.clone();
-        let context = softmax(scores, 3).matmul(repeat(v));
+        // The scale and the bias stay f32: the bias holds f32::MIN, -inf in bf16.
+        let scores = mm(q, repeat(k).swap_dims(2, 3), precision) / (d as f64).sqrt() + bias.clone();
+        let context = mm(softmax(scores, 3), repeat(v), precision);
         adapted(
             &self.o_proj,
             pick(|l| &l.o_proj),
             context.swap_dims(1, 2).reshape([b, t, h * d]),
+            precision,
         )
     }
 }
@@ -376,10 +384,31 @@ impl LlamaMlp {
     /// SwiGLU: `down(silu(gate(x)) * up(x))`, `[B, T, H] -> [B, T, H]`, each projection
     /// with its adapter when `lora` has one.
     pub fn forward(&self, x: Tensor<3>, lora: Option<&MlpLora>) -> Tensor<3> {
+        self.forward_in(x, lora, Precision::F32)
+    }
+
+    /// `forward` with its products in `precision` (`silu` and the product of the two
+    /// branches in f32).
+    pub fn forward_in(
+        &self,
+        x: Tensor<3>,
+        lora: Option<&MlpLora>,
+        precision: Precision,
+    ) -> Tensor<3> {
         let pick = |f: fn(&MlpLora) -> &Option<LoraAdapter>| lora.and_then(|l| f(l).as_ref());
-        let gate = adapted(&self.gate_proj, pick(|l| &l.gate_proj), x.clone());
-        let up = adapted(&self.up_proj, pick(|l| &l.up_proj), x);
-        adapted(&self.down_proj, pick(|l| &l.down_proj), silu(gate) * up)
+        let gate = adapted(
+            &self.gate_proj,
+            pick(|l| &l.gate_proj),
+            x.clone(),
+            precision,
+        );
+        let up = adapted(&self.up_proj, pick(|l| &l.up_proj), x, precision);
+        adapted(
+            &self.down_proj,
+            pick(|l| &l.down_proj),
+            silu(gate) * up,
+            precision,
+        )
     }
 }
 
@@ -415,6 +444,10 @@ pub struct LlamaForCausalLM {
     /// (`model::checkpoint`), in forwards without a KV cache. A runtime setting, not a weight.
     #[module(skip)]
     pub activation_checkpointing: bool,
+    /// The arithmetic of the decoder's and the head's products (`with_precision`). A runtime
+    /// setting, not a weight: the weights stay f32.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// Additive attention bias `[B, 1, T, S]` for T new positions after `past` cached ones:
@@ -455,22 +488,24 @@ fn decoder_layer(
     layer: &LlamaDecoderLayer,
     lora: Option<&LayerLora>,
     x: Tensor<3>,
-    cos: &Tensor<4>,
-    sin: &Tensor<4>,
+    rope: (&Tensor<4>, &Tensor<4>),
     bias: &Tensor<4>,
     past: &mut Option<(Tensor<4>, Tensor<4>)>,
+    precision: Precision,
 ) -> Tensor<3> {
     let attended = layer.self_attn.forward(
         layer.input_layernorm.forward(x.clone()),
-        cos,
-        sin,
+        rope,
         bias,
         past,
         lora.map(|l| &l.self_attn),
+        precision,
     );
     let x = x + attended;
     let normed = layer.post_attention_layernorm.forward(x.clone());
-    x + layer.mlp.forward(normed, lora.map(|l| &l.mlp))
+    x + layer
+        .mlp
+        .forward_in(normed, lora.map(|l| &l.mlp), precision)
 }
 
 impl LlamaForCausalLM {
@@ -575,16 +610,26 @@ impl LlamaForCausalLM {
             let lora = self.lora.as_ref().and_then(|l| l.layers.get(i));
             // An adapter that drops out would draw another mask when recomputed.
             x = if checkpointing && lora.is_none_or(|l| !l.drops_out()) {
+                // The precision is a constant of the node, so that the recomputation rounds
+                // as the forward did.
                 checkpoint(
                     &(layer.clone(), lora.cloned()),
-                    &(cos.clone(), sin.clone(), bias.clone()),
+                    &((cos.clone(), sin.clone()), bias.clone(), self.precision),
                     [x],
-                    |(layer, lora), (cos, sin, bias), [x]| {
-                        decoder_layer(layer, lora.as_ref(), x, cos, sin, bias, &mut None)
+                    |(layer, lora), ((cos, sin), bias, precision), [x]| {
+                        decoder_layer(
+                            layer,
+                            lora.as_ref(),
+                            x,
+                            (cos, sin),
+                            bias,
+                            &mut None,
+                            *precision,
+                        )
                     },
                 )
             } else {
-                decoder_layer(layer, lora, x, &cos, &sin, &bias, past_kv)
+                decoder_layer(layer, lora, x, (&cos, &sin), &bias, past_kv, self.precision)
             };
         }
         self.model.norm.forward(x)
@@ -594,13 +639,11 @@ impl LlamaForCausalLM {
     pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         match &self.lm_head {
-            Some(head) => head.forward(x),
+            Some(head) => lin(head, x, self.precision),
             None => {
                 let w = self.model.embed_tokens.weight.val();
                 let [v, h] = w.dims();
-                x.reshape([b * t, h])
-                    .matmul(w.transpose())
-                    .reshape([b, t, v])
+                mm(x.reshape([b * t, h]), w.transpose(), self.precision).reshape([b, t, v])
             }
         }
     }
@@ -612,6 +655,13 @@ impl LlamaForCausalLM {
     /// runs twice. Layers whose adapters drop out are never checkpointed.
     pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
         self.activation_checkpointing = on;
+        self
+    }
+
+    /// The model computing its products in `precision` (`model::precision`); its weights,
+    /// and what else it computes, stay f32.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 

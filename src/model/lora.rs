@@ -9,6 +9,8 @@
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
+
+use super::precision::{Precision, lin};
 use serde::{Deserialize, Serialize};
 
 /// The linear layers of a LLaMA block an adapter can attach to (PEFT's `target_modules`).
@@ -86,9 +88,13 @@ impl LoraAdapter {
 
     /// `x` `[B, T, in]` -> the adapter's addition `[B, T, out]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.lora_B
-            .forward(self.lora_A.forward(self.dropout.forward(x)))
-            * self.scaling
+        self.forward_in(x, Precision::F32)
+    }
+
+    /// `forward` with its two products in `precision`.
+    pub fn forward_in(&self, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+        let down = lin(&self.lora_A, self.dropout.forward(x), precision);
+        lin(&self.lora_B, down, precision) * self.scaling
     }
 
     /// `base` with the adapter folded into its weight (`[in, out]` in Burn's layout).
@@ -149,10 +155,15 @@ pub struct LlamaLora {
     pub layers: Vec<LayerLora>,
 }
 
-/// `base(x)` plus the adapter's addition when there is one.
-pub(crate) fn adapted(base: &Linear, adapter: Option<&LoraAdapter>, x: Tensor<3>) -> Tensor<3> {
+/// `base(x)` plus the adapter's addition when there is one, products in `precision`.
+pub(crate) fn adapted(
+    base: &Linear,
+    adapter: Option<&LoraAdapter>,
+    x: Tensor<3>,
+    precision: Precision,
+) -> Tensor<3> {
     match adapter {
-        Some(a) => base.forward(x.clone()) + a.forward(x),
-        None => base.forward(x),
+        Some(a) => lin(base, x.clone(), precision) + a.forward_in(x, precision),
+        None => lin(base, x, precision),
     }
 }

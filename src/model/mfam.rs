@@ -19,6 +19,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::bert::{Bert, bert_linear};
+use super::precision::{Precision, lin};
 use super::qformer::{QFormer, QFormerConfig, QFormerError};
 use super::vision::VisionConfig;
 use super::{divisible, limits, parameters_within, size_within};
@@ -308,6 +309,7 @@ impl MfamConfig {
             high,
             qformer: shared,
             thematic,
+            precision: Precision::F32,
         })
     }
 
@@ -470,6 +472,11 @@ pub struct Projector {
 impl Projector {
     /// `[B, N, E]` -> `[B, N', D]`: N' = `pool`² with pooling, else N.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.forward_in(x, Precision::F32)
+    }
+
+    /// `forward` with its products in `precision` (GELU in f32).
+    pub fn forward_in(&self, x: Tensor<3>, precision: Precision) -> Tensor<3> {
         let x = match (self.pool, token_grid(x.dims()[1])) {
             (Some(pool), Some((skip, side))) => {
                 let [b, n, e] = x.dims();
@@ -483,9 +490,13 @@ impl Projector {
             }
             _ => x,
         };
-        let x = self.linear_1.forward(x);
+        self.project(x, precision)
+    }
+
+    fn project(&self, x: Tensor<3>, precision: Precision) -> Tensor<3> {
+        let x = lin(&self.linear_1, x, precision);
         match &self.linear_2 {
-            Some(l) => l.forward(gelu(x)),
+            Some(l) => lin(l, gelu(x), precision),
             None => x,
         }
     }
@@ -499,6 +510,9 @@ pub struct Mfam {
     /// The one Q-Former of `qformer_weights: shared`.
     pub qformer: Option<QFormer>,
     pub thematic: Option<Projector>,
+    /// The arithmetic of the products (`with_precision`). A runtime setting, not a weight.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 /// One level's result.
@@ -552,17 +566,18 @@ impl Mfam {
         let level = |branch: &Option<Branch>| {
             branch.as_ref().and_then(|b| {
                 let qformer = b.qformer.as_ref().or(self.qformer.as_ref())?;
-                Some(b.forward(hidden_states, qformer))
+                Some(b.forward(hidden_states, qformer, self.precision))
             })
         };
         MfamOutput {
             low: level(&self.low),
             middle: level(&self.middle),
             high: level(&self.high),
-            thematic: self
-                .thematic
-                .as_ref()
-                .and_then(|p| hidden_states.last().map(|last| p.forward(last.clone()))),
+            thematic: self.thematic.as_ref().and_then(|p| {
+                hidden_states
+                    .last()
+                    .map(|last| p.forward_in(last.clone(), self.precision))
+            }),
         }
     }
 
@@ -577,6 +592,21 @@ impl Mfam {
             branch.qformer = set(branch.qformer.take());
         }
         self.qformer = set(self.qformer.take());
+        self
+    }
+
+    /// The MFAM computing its products in `precision` (`model::precision`), its Q-Formers
+    /// included.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        let set = |q: Option<QFormer>| q.map(|q| q.with_precision(precision));
+        for branch in [&mut self.low, &mut self.middle, &mut self.high]
+            .into_iter()
+            .flatten()
+        {
+            branch.qformer = set(branch.qformer.take());
+        }
+        self.qformer = set(self.qformer.take());
+        self.precision = precision;
         self
     }
 
@@ -599,7 +629,12 @@ impl Mfam {
 }
 
 impl Branch {
-    fn forward(&self, hidden_states: &[Tensor<3>], qformer: &QFormer) -> LevelOutput {
+    fn forward(
+        &self,
+        hidden_states: &[Tensor<3>],
+        qformer: &QFormer,
+        precision: Precision,
+    ) -> LevelOutput {
         let memory: Vec<Tensor<3>> = self
             .layers
             .iter()
@@ -607,7 +642,7 @@ impl Branch {
             .filter_map(|(&id, adapter)| {
                 let states = hidden_states.get(id)?.clone();
                 Some(match adapter {
-                    Some(a) => a.forward(states),
+                    Some(a) => lin(a, states, precision),
                     None => states,
                 })
             })
@@ -631,7 +666,7 @@ impl Branch {
             _ => queries.clone(),
         };
         LevelOutput {
-            tokens: self.language_projection.forward(pooled),
+            tokens: lin(&self.language_projection, pooled, precision),
             queries,
         }
     }

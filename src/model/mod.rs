@@ -8,6 +8,7 @@ pub mod generate;
 pub mod llama;
 pub mod lora;
 pub mod mfam;
+pub mod precision;
 pub mod pretrain;
 pub mod qformer;
 pub mod score_head;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Invalid, Validate};
 pub use bert::BertConfig;
 pub use mfam::{Group, LevelConfig, MfamConfig, ProjectorKind, QFormerWeights, ThematicConfig};
+pub use precision::Precision;
 pub use qformer::QFormerConfig;
 pub use vision::{ClipVisionConfig, EfficientNetLite0Config, HiddenAct, VisionConfig};
 

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::bert::bert_linear;
 use super::mfam::{LevelOutput, Mfam, MfamConfig};
+use super::precision::Precision;
 use super::vision::VisionConfig;
 
 /// Output widths of the heads.
@@ -89,6 +90,14 @@ impl PretrainModel {
     /// The model with the MFAM's Q-Former layers checkpointed (`on`) or not.
     pub fn with_activation_checkpointing(mut self, on: bool) -> Self {
         self.mfam = self.mfam.with_activation_checkpointing(on);
+        self
+    }
+
+    /// The model computing the MFAM's products in `precision` (`model::precision`). The heads
+    /// stay f32: they are a few small products beside the Q-Formers, and the contrastive
+    /// loss reads them directly.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.mfam = self.mfam.with_precision(precision);
         self
     }
 

@@ -16,6 +16,7 @@ use super::bert::{
     padding_bias,
 };
 use super::checkpoint::checkpoint;
+use super::precision::Precision;
 use super::{HiddenAct, fresh_params};
 
 /// HF `Blip2QFormerConfig` fields (the encoder width is the image encoder's, passed to
@@ -124,6 +125,10 @@ pub struct QFormer {
     /// (`model::checkpoint`). A runtime setting, not a weight.
     #[module(skip)]
     pub activation_checkpointing: bool,
+    /// The arithmetic of the layers' products (`with_precision`). A runtime setting, not a
+    /// weight.
+    #[module(skip)]
+    pub precision: Precision,
 }
 
 impl QFormer {
@@ -213,6 +218,12 @@ impl QFormer {
         self
     }
 
+    /// The Q-Former computing its layers' products in `precision` (`model::precision`).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
     fn layers(
         &self,
         mut x: Tensor<3>,
@@ -220,29 +231,32 @@ impl QFormer {
         bias: Option<Tensor<4>>,
         encoder: Option<(Tensor<3>, Option<Tensor<4>>)>,
     ) -> Tensor<3> {
+        let p = self.precision;
         for layer in &self.encoder.layer {
             let reads_image = layer.crossattention.is_some() && query_length > 0;
+            // The precision is a constant of a checkpointed layer, so that the
+            // recomputation rounds as the forward did.
             x = match &encoder {
                 _ if !self.activation_checkpointing => {
-                    qformer_layer(layer, x, query_length, bias.clone(), encoder.clone())
+                    qformer_layer(layer, x, query_length, bias.clone(), encoder.clone(), p)
                 }
                 // The image features are an input of their own: they may be tracked (the
                 // MFAM's adapters train), and constants may not.
                 Some((states, mask)) if reads_image => checkpoint(
                     layer,
-                    &(query_length, bias.clone(), mask.clone()),
+                    &((query_length, p), bias.clone(), mask.clone()),
                     [x, states.clone()],
-                    |layer, (query_length, bias, mask), [x, states]| {
+                    |layer, ((query_length, p), bias, mask), [x, states]| {
                         let encoder = Some((states, mask.clone()));
-                        qformer_layer(layer, x, *query_length, bias.clone(), encoder)
+                        qformer_layer(layer, x, *query_length, bias.clone(), encoder, *p)
                     },
                 ),
                 _ => checkpoint(
                     layer,
-                    &(query_length, bias.clone()),
+                    &((query_length, p), bias.clone()),
                     [x],
-                    |layer, (query_length, bias), [x]| {
-                        qformer_layer(layer, x, *query_length, bias.clone(), None)
+                    |layer, ((query_length, p), bias), [x]| {
+                        qformer_layer(layer, x, *query_length, bias.clone(), None, *p)
                     },
                 ),
             };
@@ -261,26 +275,28 @@ fn qformer_layer(
     query_length: usize,
     bias: Option<Tensor<4>>,
     encoder: Option<(Tensor<3>, Option<Tensor<4>>)>,
+    precision: Precision,
 ) -> Tensor<3> {
-    let attended = layer.attention.forward(x.clone(), x, bias);
+    let attended = layer.attention.forward_in(x.clone(), x, bias, precision);
     let [b, t, h] = attended.dims();
     let mut parts = Vec::with_capacity(2);
     if query_length > 0 {
         let mut queries = attended.clone().slice([0..b, 0..query_length, 0..h]);
         if let (Some(cross), Some((states, mask))) = (&layer.crossattention, encoder) {
-            queries = cross.forward(queries, states, mask);
+            queries = cross.forward_in(queries, states, mask, precision);
         }
         parts.push(feed_forward(
             &layer.intermediate_query,
             &layer.output_query,
             queries,
+            precision,
         ));
     }
     if t > query_length
         && let (Some(intermediate), Some(output)) = (&layer.intermediate, &layer.output)
     {
         let text = attended.slice([0..b, query_length..t, 0..h]);
-        parts.push(feed_forward(intermediate, output, text));
+        parts.push(feed_forward(intermediate, output, text, precision));
     }
     Tensor::cat(parts, 1)
 }
@@ -324,6 +340,7 @@ impl QFormerConfig {
             layernorm: layer_norm(h, eps, device),
             encoder: QFormerEncoder { layer },
             activation_checkpointing: false,
+            precision: Precision::F32,
         }
     }
 

@@ -7,19 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Invalid;
 use crate::train::finetune::FinetuneConfig;
 
-/// The arithmetic of the forward's matrix products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    /// Everything in f32.
-    #[default]
-    F32,
-    /// Mixed precision: the matrix products' inputs in bf16 (f32 accumulation where the
-    /// backend has it), softmax, norms and the loss in f32; master weights, gradients and
-    /// Adam's state stay in f32. Not implemented yet: `inspect memory` plans with it, and the
-    /// training commands refuse it.
-    Bf16,
-}
+// The enum lives in `model`, which computes with it and must not depend on `train`.
+pub use crate::model::precision::Precision;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,6 +26,22 @@ pub struct TrainConfig {
 impl TrainConfig {
     pub fn validate(&self) -> Result<(), Invalid> {
         Ok(())
+    }
+
+    /// What the setting needs of the device that trains: bf16 arithmetic for `bf16`. Checked
+    /// where the device is known, before anything is computed, since computing in a dtype the
+    /// device lacks gives garbage rather than an error on CubeCL backends.
+    pub fn validate_on(&self, device: &burn::tensor::Device) -> Result<(), Invalid> {
+        if self.precision.supported_on(device) {
+            return Ok(());
+        }
+        Err(Invalid::new(
+            "train.precision",
+            format!(
+                "{:?} has no bf16 arithmetic (wgpu's WGSL shaders have no bf16 type; CUDA and the CPU backend have it): set train.precision: f32 or train on another device",
+                device
+            ),
+        ))
     }
 
     /// What the setting needs of the fine-tuning: adapters that do not drop out.

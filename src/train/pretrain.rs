@@ -279,6 +279,8 @@ pub enum PretrainError {
     Run(#[from] crate::run::RunError),
     #[error("no photos to evaluate")]
     NoPhotos,
+    #[error("invalid configuration: {0}")]
+    Invalid(crate::config::Invalid),
     #[error(transparent)]
     Trainer(#[from] TrainerError),
 }
