@@ -89,9 +89,13 @@ fn sharding_checkpointing_and_bf16_each_shrink_their_part() {
         .concat(),
     );
     assert!(bytes(&ckpt, "activations_bytes") * 10 < bytes(&base, "activations_bytes"));
+    // bf16 halves the saved matrix-product inputs and adds a bf16 copy of each weight used.
     let bf16 = estimate(&[&VICUNA[..], &["--set", "train.precision=bf16"]].concat());
     assert!(bytes(&bf16, "activations_bytes") < bytes(&base, "activations_bytes"));
-    assert!(bytes(&bf16, "trained_weights_bytes") > bytes(&base, "trained_weights_bytes"));
+    assert_eq!(
+        bytes(&bf16, "trained_weights_bytes"),
+        bytes(&base, "trained_weights_bytes")
+    );
 }
 
 #[test]

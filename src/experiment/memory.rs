@@ -373,7 +373,7 @@ pub fn estimate(
         .map(|&(tokens, width)| (tokens * width) as f64)
         .sum();
 
-    let (frozen_params, trained_params, activations, micro_batch) = match job {
+    let (frozen_params, trained_params, activations, micro_batch, encoders) = match job {
         MemoryJob::Pretrain => {
             let text = frozen(&architectures.text_encoder.init(false, &device));
             let heads = PretrainHeadsConfig {
@@ -395,6 +395,7 @@ pub fn estimate(
                 c.trained,
                 floats,
                 format!("{images} images"),
+                vision + text,
             )
         }
         MemoryJob::Finetune => {
@@ -464,6 +465,7 @@ pub fn estimate(
                 c.trained,
                 llm_floats + head + mfam_floats + embeds,
                 format!("{b} x {t} tokens"),
+                vision,
             )
         }
     };
@@ -472,7 +474,15 @@ pub fn estimate(
     // bf16 keeps the matrix products' inputs at 2 bytes; about half the saved tensors are.
     let activation_bytes_per_float = if bf16 { 3.0 } else { 4.0 };
     let activations_bytes = (activations * activation_bytes_per_float) as u64;
-    let trained_weights = trained_params * 4 + if bf16 { trained_params * 2 } else { 0 };
+    let trained_weights = trained_params * 4;
+    // In bf16 each micro-batch multiplies by a bf16 copy of every weight it uses, frozen ones
+    // included (the frozen encoders stay f32), held until its backward pass.
+    let bf16_copies = if bf16 {
+        (trained_params + frozen_params.saturating_sub(encoders)) * 2
+    } else {
+        0
+    };
+    let activations_bytes = activations_bytes + bf16_copies;
     let sharded = ranks > 1 && zero != ZeroStage::None;
     let shards = if sharded { ranks as u64 } else { 1 };
     // The step's summed gradients, and while micro-batches accumulate, the newest one's.
@@ -498,7 +508,7 @@ pub fn estimate(
         frozen_weights + trained_weights + gradients + optimizer + activations_bytes + overhead;
     if bf16 {
         assumptions.push(
-            "bf16: a bf16 copy of each trained weight per step, f32 master weights, gradients and Adam state".into(),
+            "bf16: f32 master weights, gradients and Adam state, and a bf16 copy of every weight a micro-batch multiplies (counted with the activations)".into(),
         );
     }
     Ok(MemoryEstimate {
