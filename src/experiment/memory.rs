@@ -567,7 +567,62 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::{FinetuneParts, count, finetune_parts, parse_bytes};
+    use crate::model::calm::Calm;
+    use crate::model::llama::LlamaConfig;
+    use crate::model::lora::LoraConfig;
+    use crate::model::score_head::ScoreHead;
+    use crate::train::finetune::{LlmTraining, Trainable, set_trainable};
+
+    /// The estimator's rule for what each `Trainable` switch trains is `set_trainable`'s: on a
+    /// small model, the counts it derives without building adapters equal those of the model
+    /// built with them and switched by `set_trainable`.
+    #[test]
+    fn trainable_counts_follow_set_trainable() {
+        let device = crate::device::DeviceSpec::Cpu
+            .device()
+            .unwrap_or_default()
+            .autodiff();
+        let vision = crate::model::VisionConfig::default();
+        let mut mfam_config = crate::model::MfamConfig::default();
+        mfam_config.llm_hidden_size = 32;
+        let llm_config = LlamaConfig {
+            vocab_size: 100,
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            ..LlamaConfig::default()
+        };
+        let lora = LoraConfig::default();
+        let mfam = mfam_config.init(&vision, &device);
+        let llm = llm_config.init(&device);
+        let parts: FinetuneParts = finetune_parts(&mfam, &llm, &lora, true);
+        let head = ScoreHead::new(32, &device);
+        let heads = count(&head).trained + count(&head).frozen;
+        let model = Calm {
+            mfam,
+            llm: llm.with_lora(&lora, &device),
+            score_head: Some(head),
+        };
+        for (mfam, projector) in [(false, false), (true, false), (false, true), (true, true)] {
+            for llm in [LlmTraining::Frozen, LlmTraining::Lora, LlmTraining::Full] {
+                let t = Trainable {
+                    mfam,
+                    projector,
+                    llm,
+                };
+                let built = count(&set_trainable(model.clone(), &t));
+                let derived = parts.split(&t, heads);
+                assert_eq!(
+                    (derived.frozen, derived.trained),
+                    (built.frozen, built.trained),
+                    "{t:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn sizes_read_in_decimal_and_binary_units() {
