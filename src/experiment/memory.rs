@@ -584,8 +584,10 @@ mod tests {
             .unwrap_or_default()
             .autodiff();
         let vision = crate::model::VisionConfig::default();
-        let mut mfam_config = crate::model::MfamConfig::default();
-        mfam_config.llm_hidden_size = 32;
+        let mfam_config = crate::model::MfamConfig {
+            llm_hidden_size: 32,
+            ..Default::default()
+        };
         let llm_config = LlamaConfig {
             vocab_size: 100,
             hidden_size: 32,
