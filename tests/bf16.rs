@@ -192,32 +192,6 @@ fn tiny_pretraining_in_bf16_follows_f32() {
     assert!(dtypes.iter().all(|d| d == "F32"), "{dtypes:?}");
 }
 
-const TINY_MODEL: &str = "
-seed: 3
-model:
-  vision:
-    kind: efficientnet_lite0
-    image_size: 64
-  mfam:
-    low: {layers: [2], num_query_tokens: 2}
-    middle: {layers: [3], num_query_tokens: 2}
-    high: {layers: [5], num_query_tokens: 2}
-    qformer: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48}
-    thematic: {pool: 1}
-    llm_hidden_size: 16
-  llm:
-    system_prompt: Judge photos.
-data:
-  image: {resize_shorter: 72, crop: random}
-  loader: {batch_size: 2}
-pretrain:
-  steps: 2
-  hold_out: 2
-  qformer_init: random
-  schedule: {peak_lr: 1.0e-3, warmup_steps: 1}
-  evaluation: {severities: [1.0]}
-";
-
 fn finetune_section(pretrained: &Path) -> String {
     format!(
         "
@@ -274,16 +248,12 @@ fn tiny_lora_finetuning_in_bf16_follows_f32() {
     let root = dir.path();
     let llm = common::tiny_llm(root);
     let pretrain_config = root.join("pretrain.yaml");
-    std::fs::write(&pretrain_config, TINY_MODEL).expect("write");
+    std::fs::write(&pretrain_config, common::TINY_MODEL).expect("write");
     let pretrained = root.join("pretrained");
     run_in_process("pretrain", &pretrain_config, &pretrained, &[]);
 
     let config = root.join("finetune.yaml");
-    let yaml = TINY_MODEL.replacen(
-        "  llm:\n",
-        &format!("  weights:\n    llm: {}\n  llm:\n", llm.display()),
-        1,
-    ) + &finetune_section(&pretrained);
+    let yaml = common::with_llm(common::TINY_MODEL, &llm) + &finetune_section(&pretrained);
     std::fs::write(&config, yaml).expect("write");
     let run = |name: &str, precision: &str, checkpointing: bool| {
         let out = root.join(name);

@@ -18,31 +18,9 @@ use burn::tensor::Device;
 const STEPS: usize = 6;
 
 /// The MFAM of both stages (it must be the pretraining run's), and the LLM.
-const MODEL: &str = "
-seed: 3
-model:
-  vision:
-    kind: efficientnet_lite0
-    image_size: 64
-  mfam:
-    low: {layers: [2], num_query_tokens: 2}
-    middle: {layers: [3], num_query_tokens: 2}
-    high: {layers: [5], num_query_tokens: 2}
-    qformer: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48}
-    thematic: {pool: 1}
-    llm_hidden_size: 16
-  llm:
-    system_prompt: Judge photos.
-data:
-  image: {resize_shorter: 72, crop: random}
-  loader: {batch_size: 2}
-pretrain:
-  steps: 2
-  hold_out: 2
-  qformer_init: random
-  schedule: {peak_lr: 1.0e-3, warmup_steps: 1}
-  evaluation: {severities: [1.0]}
-infer:
+/// What `infer` runs in these tests, beside `common::TINY_MODEL` (the MFAM of both stages,
+/// which must be the pretraining run's, and the LLM).
+const INFER: &str = "infer:
   batch_size: 2
   generation: {max_new_tokens: 4}
   score_max_new_tokens: 3
@@ -122,7 +100,7 @@ fn setup() -> &'static Setup {
         let root = dir.path().to_path_buf();
         let llm = common::tiny_llm(&root);
         let pretrain_config = root.join("pretrain.yaml");
-        std::fs::write(&pretrain_config, MODEL).expect("write");
+        std::fs::write(&pretrain_config, format!("{}{INFER}", common::TINY_MODEL)).expect("write");
         let pretrained = root.join("pretrained");
         ok(bin("pretrain")
             .arg("--config")
@@ -132,11 +110,8 @@ fn setup() -> &'static Setup {
             .output()
             .expect("runs"));
         let config = root.join("finetune.yaml");
-        let yaml = MODEL.replacen(
-            "  llm:\n",
-            &format!("  weights:\n    llm: {}\n  llm:\n", llm.display()),
-            1,
-        ) + &finetune_section(&pretrained);
+        let yaml = common::with_llm(&format!("{}{INFER}", common::TINY_MODEL), &llm)
+            + &finetune_section(&pretrained);
         std::fs::write(&config, yaml).expect("write");
         let run = root.join("whole");
         let out = ok(bin("finetune")

@@ -257,3 +257,40 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The tiny model, data and pretraining section that the fine-tuning tests share: the real
+/// EfficientNet-Lite0 at 64 px, 2-layer 32-wide Q-Formers, two pretraining steps.
+pub const TINY_MODEL: &str = "
+seed: 3
+model:
+  vision:
+    kind: efficientnet_lite0
+    image_size: 64
+  mfam:
+    low: {layers: [2], num_query_tokens: 2}
+    middle: {layers: [3], num_query_tokens: 2}
+    high: {layers: [5], num_query_tokens: 2}
+    qformer: {hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48}
+    thematic: {pool: 1}
+    llm_hidden_size: 16
+  llm:
+    system_prompt: Judge photos.
+data:
+  image: {resize_shorter: 72, crop: random}
+  loader: {batch_size: 2}
+pretrain:
+  steps: 2
+  hold_out: 2
+  qformer_init: random
+  schedule: {peak_lr: 1.0e-3, warmup_steps: 1}
+  evaluation: {severities: [1.0]}
+";
+
+/// `model` (a config holding `TINY_MODEL`'s `model:` section) with `llm` as its LLM.
+pub fn with_llm(model: &str, llm: &Path) -> String {
+    model.replacen(
+        "  llm:\n",
+        &format!("  weights:\n    llm: {}\n  llm:\n", llm.display()),
+        1,
+    )
+}
