@@ -385,6 +385,24 @@ impl Layout {
     fn len(&self) -> usize {
         self.bounds.last().copied().unwrap_or(0)
     }
+
+    /// The slot of `param` when it is the next trainable parameter in visiting order (which
+    /// `next` counts, and this advances); `None` for a frozen one.
+    fn slot<const D: usize>(&self, param: &Param<Tensor<D>>, next: &mut usize) -> Option<&Slot> {
+        if !param.is_require_grad() {
+            return None;
+        }
+        let slot = self.slots.get(*next)?;
+        *next += 1;
+        Some(slot)
+    }
+}
+
+/// `data`'s values into `slot`'s place in `buffer`.
+fn write(buffer: &mut [f32], slot: &Slot, data: TensorData) {
+    for (to, v) in buffer[slot.range()].iter_mut().zip(data.iter::<f32>()) {
+        *to = v;
+    }
 }
 
 struct PackGrads<'a> {
@@ -397,22 +415,13 @@ struct PackGrads<'a> {
 
 impl ModuleVisitor for PackGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
-        let Some(slot) = self.layout.slots.get(self.next) else {
+        let Some(slot) = self.layout.slot(param, &mut self.next) else {
             return;
         };
-        self.next += 1;
         match self.grads.remove::<D>(param.id) {
             Some(g) => {
                 self.received.push(1.0);
-                for (to, v) in self.buffer[slot.range()]
-                    .iter_mut()
-                    .zip(g.into_data().iter::<f32>())
-                {
-                    *to = v;
-                }
+                write(&mut self.buffer, slot, g.into_data());
             }
             None => self.received.push(0.0),
         }
@@ -431,14 +440,11 @@ struct UnpackGrads<'a> {
 
 impl ModuleVisitor for UnpackGrads<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
         let index = self.next;
-        self.next += 1;
-        let (Some(slot), Some(&received)) =
-            (self.layout.slots.get(index), self.received.get(index))
-        else {
+        let (Some(slot), Some(&received)) = (
+            self.layout.slot(param, &mut self.next),
+            self.received.get(index),
+        ) else {
             return;
         };
         if received <= 0.0 || self.mine.is_some_and(|me| me != slot.group) {
@@ -463,21 +469,11 @@ struct PackValues<'a> {
 
 impl ModuleVisitor for PackValues<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if !param.is_require_grad() {
-            return;
-        }
-        let Some(slot) = self.layout.slots.get(self.next) else {
-            return;
-        };
-        self.next += 1;
-        if slot.group != self.me {
-            return;
-        }
-        for (to, v) in self.buffer[slot.range()]
-            .iter_mut()
-            .zip(param.val().into_data().iter::<f32>())
-        {
-            *to = v;
+        match self.layout.slot(param, &mut self.next) {
+            Some(slot) if slot.group == self.me => {
+                write(&mut self.buffer, slot, param.val().into_data());
+            }
+            _ => {}
         }
     }
 }
@@ -492,13 +488,9 @@ struct SetValues<'a> {
 
 impl ModuleMapper for SetValues<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if !param.is_require_grad() {
-            return param;
-        }
-        let Some(slot) = self.layout.slots.get(self.next) else {
+        let Some(slot) = self.layout.slot(&param, &mut self.next) else {
             return param;
         };
-        self.next += 1;
         let Some(values) = self.buffer.get(slot.range()) else {
             return param;
         };
