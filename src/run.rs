@@ -367,7 +367,7 @@ pub fn clear(dir: &Path, keep: &[&str]) -> Result<(), RunError> {
 }
 
 /// Deletes what a killed process may leave in a folder of a run: the temporary files and
-/// folders (`.NAME.PID.tmp`) of writes it did not finish. One process writes a run at a time,
+/// folders (`.NAME.PID.tmp`, `NAME.PID-N.tmp`) of writes it did not finish. One process writes a run at a time,
 /// so any such entry is debris when a run starts or resumes.
 pub fn remove_debris(dir: &Path) -> Result<usize, RunError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -377,7 +377,7 @@ pub fn remove_debris(dir: &Path) -> Result<usize, RunError> {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with('.') && name.ends_with(".tmp")) {
+        if !is_debris(&name) {
             continue;
         }
         let path = entry.path();
@@ -391,6 +391,25 @@ pub fn remove_debris(dir: &Path) -> Result<usize, RunError> {
         removed += 1;
     }
     Ok(removed)
+}
+
+/// A scratch name of an atomic write: ours (`.name.PID.tmp`, `io::atomic`) or Burn's, where a
+/// safetensors file is streamed (`name.PID-N.tmp`).
+fn is_debris(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".tmp") else {
+        return false;
+    };
+    if name.starts_with('.') {
+        return true;
+    }
+    stem.rsplit_once('.').is_some_and(|(_, tag)| {
+        tag.split_once('-').is_some_and(|(pid, n)| {
+            !pid.is_empty()
+                && !n.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
+    })
 }
 
 /// The commit checked out, when the run starts, in the source tree this binary was built from,
@@ -447,6 +466,26 @@ pub fn utc_timestamp(time: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scratch_files_of_both_atomic_writers_are_debris_and_nothing_else_is() {
+        for name in [
+            ".model.safetensors.81.tmp",
+            "model.safetensors.81-0.tmp",
+            ".step.tmp",
+        ] {
+            assert!(super::is_debris(name), "{name}");
+        }
+        for name in [
+            "model.safetensors",
+            "notes.tmp",
+            "a.b-c.tmp",
+            "a.-1.tmp",
+            "latest",
+        ] {
+            assert!(!super::is_debris(name), "{name}");
+        }
+    }
+
     use super::*;
     use std::time::Duration;
 

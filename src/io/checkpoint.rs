@@ -272,18 +272,18 @@ pub fn save_module_matching<M: Module>(
         path: path.to_path_buf(),
         message,
     };
-    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+    // Streamed to the file a tensor at a time, into a scratch file renamed over `path` once
+    // complete: a container built in memory first would add a copy of every saved weight to
+    // the process's peak (28 GB for Vicuna-7B trained whole).
+    let mut store = SafetensorsStore::from_file(path)
+        .overwrite(true)
+        .with_to_adapter(BurnToPyTorchAdapter);
     if let Some(holds) = holds {
         store = store.with_predicate(holds);
     }
     module
         .save_into(&mut store)
-        .map_err(|e| format(e.to_string()))?;
-    let bytes = store.get_bytes().map_err(|e| format(e.to_string()))?;
-    super::atomic::write_atomic(path, &bytes).map_err(|e| CheckpointError::Io {
-        path: e.path,
-        source: e.source,
-    })
+        .map_err(|e| format(e.to_string()))
 }
 
 /// Loads a file written by `save_module` into `module` (built with the same config): a
