@@ -45,6 +45,13 @@ pub enum ZeroStage {
     /// the updated values are then sent to every rank (all-gather). Adam's 8 bytes per trained
     /// parameter become 8/W.
     OptimizerState,
+    /// ZeRO stage 2: stage 1, and each micro-batch's gradients are reduce-scattered as soon as
+    /// its backward pass ends, so that a rank keeps the running sum of its own share only: the
+    /// running sum's 4 bytes per trained parameter become 4/W, and no second whole gradient is
+    /// held while micro-batches accumulate. The price: a reduction per micro-batch instead of
+    /// per step, and sums added micro-batch by micro-batch across ranks first, so that the
+    /// result equals stage 1's up to rounding rather than bit for bit.
+    Gradients,
 }
 
 #[derive(Debug, thiserror::Error)]

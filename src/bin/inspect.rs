@@ -36,6 +36,11 @@ enum What {
         /// Each device's memory, e.g. 80GB or 24GiB: says whether the job fits.
         #[arg(long, value_name = "SIZE", value_parser = calm::experiment::memory::parse_bytes)]
         device_memory: Option<u64>,
+        /// Fine-tuning: the most tokens of a row the loss is taken on (answers); the LLM's
+        /// head runs at those alone. Default: every token of `finetune.max_length`, an upper
+        /// bound that the head's logits make large for short answers.
+        #[arg(long, value_name = "N")]
+        supervised_tokens: Option<usize>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -138,16 +143,23 @@ fn run(args: Args) -> anyhow::Result<()> {
             common,
             ranks,
             device_memory,
+            supervised_tokens,
             json,
         } => {
-            use calm::experiment::memory::{Architectures, MemoryJob, estimate};
+            use calm::experiment::memory::{Architectures, MemoryJob, MemoryQuery, estimate};
             let config = common.load_config()?;
             let job = match job {
                 MemoryJobArg::Pretrain => MemoryJob::Pretrain,
                 MemoryJobArg::Finetune => MemoryJob::Finetune,
             };
             let (architectures, sources) = Architectures::of(&config)?;
-            let e = estimate(&config, job, &architectures, ranks, device_memory)?;
+            let query = MemoryQuery {
+                job,
+                ranks,
+                device_memory,
+                supervised_tokens,
+            };
+            let e = estimate(&config, &architectures, &query)?;
             if json {
                 let mut value = serde_json::to_value(&e)?;
                 value["read"] = serde_json::json!(sources);
@@ -347,8 +359,18 @@ fn print_memory(
         calm::outln!("  {name:<16} {:>12}  {note}", gb(bytes))?;
     }
     calm::outln!(
-        "  {:<16} {:>12}  per device",
+        "  {:<16} {:>12}  a training step",
         "total",
+        gb(e.step_bytes)
+    )?;
+    calm::outln!(
+        "  {:<16} {:>12}  the weights, the optimizer state and Burn's copy of it",
+        "checkpoint write",
+        gb(e.checkpoint_write_bytes)
+    )?;
+    calm::outln!(
+        "  {:<16} {:>12}  per device (the larger)",
+        "peak",
         gb(e.per_device_bytes)
     )?;
     if let (Some(memory), Some(fits)) = (e.device_memory_bytes, e.fits) {

@@ -82,6 +82,18 @@ impl SavedPerToken {
 /// just before it loads a weight.
 const FIXED_OVERHEAD: u64 = 96 << 20;
 
+/// What to size: a job, its ranks and the data's longest answers.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryQuery {
+    pub job: MemoryJob,
+    /// Data-parallel ranks, one process per device.
+    pub ranks: usize,
+    /// Each device's memory, to say whether the job fits.
+    pub device_memory: Option<u64>,
+    /// Fine-tuning: the most supervised tokens of a row; `None` takes every token.
+    pub supervised_tokens: Option<usize>,
+}
+
 /// One rank's memory, by part.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryEstimate {
@@ -98,7 +110,13 @@ pub struct MemoryEstimate {
     pub optimizer_state_bytes: u64,
     pub activations_bytes: u64,
     pub overhead_bytes: u64,
-    /// The predicted peak of one rank's process: the sum of the parts.
+    /// A training step's peak: the sum of the parts above.
+    pub step_bytes: u64,
+    /// The peak while a checkpoint is written: the weights, the optimiser state and the copy
+    /// of it that Burn's optimiser record makes before writing it, and the overhead (the
+    /// gradients and activations are gone by then).
+    pub checkpoint_write_bytes: u64,
+    /// The predicted peak of one rank's process: the larger of the two.
     pub per_device_bytes: u64,
     pub device_memory_bytes: Option<u64>,
     pub fits: Option<bool>,
@@ -289,11 +307,15 @@ fn vision_parameters(vision: &VisionConfig, device: &Device) -> u64 {
 /// The estimate for `job` under `config` on `ranks` ranks of `device_memory` bytes each.
 pub fn estimate(
     config: &ExperimentConfig,
-    job: MemoryJob,
     architectures: &Architectures,
-    ranks: usize,
-    device_memory: Option<u64>,
+    query: &MemoryQuery,
 ) -> Result<MemoryEstimate, MemoryError> {
+    let MemoryQuery {
+        job,
+        ranks,
+        device_memory,
+        supervised_tokens,
+    } = *query;
     if ranks == 0 {
         return Err(MemoryError::NoRanks);
     }
@@ -452,14 +474,20 @@ pub fn estimate(
                 tokens * per_layer * layers
             };
             // The head runs at supervised positions only: logits and log-probabilities.
-            let head = tokens * 2.0 * l.vocab_size as f64;
+            let supervised = supervised_tokens.unwrap_or(t).min(t);
+            let head = (b * supervised) as f64 * 2.0 * l.vocab_size as f64;
             // One image per conversation at most, in the built-in tasks.
             let images = b as f64;
             let mfam_floats = images * (mfam_floats_per_image + encoder_floats_per_image);
             let embeds = tokens * 2.0 * l.hidden_size as f64;
-            assumptions.push(format!(
-                "every row {t} tokens long (finetune.max_length; {visual} of them visual) and every token supervised: an upper bound"
-            ));
+            assumptions.push(match supervised_tokens {
+                None => format!(
+                    "every row {t} tokens long (finetune.max_length; {visual} of them visual) and every token supervised: an upper bound"
+                ),
+                Some(_) => format!(
+                    "every row {t} tokens long (finetune.max_length; {visual} of them visual), {supervised} of them supervised"
+                ),
+            });
             (
                 vision + c.frozen,
                 c.trained,
@@ -485,13 +513,7 @@ pub fn estimate(
     let activations_bytes = activations_bytes + bf16_copies;
     let sharded = ranks > 1 && zero != ZeroStage::None;
     let shards = if sharded { ranks as u64 } else { 1 };
-    // The step's summed gradients, and while micro-batches accumulate, the newest one's.
-    let local = accumulation / ranks;
-    let mut gradients = trained_params * 4 * if local > 1 { 2 } else { 1 };
-    if ranks > 1 {
-        // The reduction's f32 buffer beside the gradients it packs.
-        gradients += trained_params * 4;
-    }
+    let gradients = gradient_bytes(trained_params * 4, accumulation / ranks, ranks, zero);
     let optimizer = trained_params * 8 / shards;
     let frozen_weights = frozen_params * 4;
     let loader = {
@@ -504,8 +526,10 @@ pub fn estimate(
         (per_image * images as f64 * (config.data.loader.prefetch_batches.max(1) + 1) as f64) as u64
     };
     let overhead = FIXED_OVERHEAD + loader;
-    let per_device =
+    let step =
         frozen_weights + trained_weights + gradients + optimizer + activations_bytes + overhead;
+    let checkpoint_write = frozen_weights + trained_weights + 2 * optimizer + overhead;
+    let per_device = step.max(checkpoint_write);
     if bf16 {
         assumptions.push(
             "bf16: f32 master weights, gradients and Adam state, and a bf16 copy of every weight a micro-batch multiplies (counted with the activations)".into(),
@@ -525,6 +549,8 @@ pub fn estimate(
         optimizer_state_bytes: optimizer,
         activations_bytes,
         overhead_bytes: overhead,
+        step_bytes: step,
+        checkpoint_write_bytes: checkpoint_write,
         per_device_bytes: per_device,
         device_memory_bytes: device_memory,
         fits: device_memory.map(|m| per_device <= m),
@@ -534,6 +560,30 @@ pub fn estimate(
 }
 
 /// `80GB`, `24GiB`, `512MB` or a number of bytes.
+/// The most gradient bytes one rank holds at once, `whole` being one f32 gradient of every
+/// trained parameter and `local` the micro-batches it computes per step (`trainer::Pairwise`,
+/// `train::replicas`).
+fn gradient_bytes(whole: u64, local: usize, ranks: usize, zero: ZeroStage) -> u64 {
+    let ranks = ranks.max(1) as u64;
+    if ranks > 1 && zero == ZeroStage::Gradients {
+        // A micro-batch's gradients, then the reduction's buffer that replaces them, beside
+        // the running sum of this rank's share.
+        return whole + whole / ranks;
+    }
+    // The partial sums of the step's micro-batches (a binary counter keeps one per set bit of
+    // the micro-batches added so far) and the newest micro-batch's gradients.
+    let partials = (0..local).map(|k| k.count_ones()).max().unwrap_or(0) as u64 + 1;
+    let reduction = match (ranks > 1, zero) {
+        (false, _) => 0,
+        // The buffer replaces the gradients as they are packed; the summed gradients are then
+        // rebuilt from it: two wholes.
+        (true, ZeroStage::None) => 2 * whole,
+        // The buffer, then this rank's segment of it rebuilt as gradients.
+        (true, _) => whole + whole / ranks,
+    };
+    (partials * whole).max(reduction)
+}
+
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t

@@ -93,39 +93,103 @@ impl<'w> Replicas<'w> {
         }
         let owners = self.owners(model);
         let layout = Layout::of(model, owners, self.world.size());
-        let mut pack = PackGrads {
-            grads,
-            layout: &layout,
-            // -0.0 is addition's identity (+0.0 would turn another rank's -0.0 into +0.0).
-            buffer: vec![-0.0; layout.len()],
-            received: Vec::with_capacity(layout.slots.len()),
-            next: 0,
+        let (mut buffer, received) = pack(model, &layout, grads);
+        if self.world.is_leader() && self.last_count.replace(buffer.len()) != buffer.len() {
+            self.log_buffer(&layout, tally.sums().len() + received.len());
+        }
+        let (values, base) = if owners.is_some() {
+            self.world.reduce_scatter_f32(&mut buffer, &layout.bounds);
+            // Only this rank's segment is kept: the rest of the buffer is freed before the
+            // gradients are rebuilt from it.
+            let mine = layout.group(self.world.rank());
+            let values = buffer[mine.clone()].to_vec();
+            drop(buffer);
+            (values, mine.start)
+        } else {
+            self.world.sum_f32(&mut buffer);
+            (buffer, 0)
         };
-        model.visit(&mut pack);
-        let PackGrads {
-            mut buffer,
+        self.unpack(model, &layout, &values, base, received, tally)
+    }
+
+    /// Whether each micro-batch's gradients are reduced as soon as they exist (ZeRO stage 2),
+    /// into a `Share` that `add_to_share` fills and `finish_share` turns into the step's.
+    pub fn shards_gradients(&self) -> bool {
+        self.many() && self.zero == ZeroStage::Gradients
+    }
+
+    /// An empty running sum of this rank's share of a step's gradients (ZeRO stage 2).
+    pub fn share<M: Module>(&self, model: &M) -> Share {
+        let layout = Layout::of(model, self.owners(model), self.world.size());
+        let mine = layout.group(self.world.rank());
+        Share {
+            // -0.0: addition's identity, so the first micro-batch's sums are taken as they are.
+            values: vec![-0.0; mine.len()],
+            received: vec![0.0; layout.slots.len()],
+            base: mine.start,
+            layout,
+        }
+    }
+
+    /// One micro-batch's gradients reduce-scattered over the ranks, this rank's segment added
+    /// to its running sum; the rest is dropped. Every rank calls it once per micro-batch.
+    pub fn add_to_share<M: Module>(&self, model: &M, share: &mut Share, grads: GradientsParams) {
+        let (mut buffer, received) = pack(model, &share.layout, grads);
+        if self.world.is_leader() && self.last_count.replace(buffer.len()) != buffer.len() {
+            self.log_buffer(&share.layout, received.len());
+        }
+        self.world
+            .reduce_scatter_f32(&mut buffer, &share.layout.bounds);
+        let mine = share.base..share.base + share.values.len();
+        for (sum, v) in share.values.iter_mut().zip(&buffer[mine]) {
+            *sum += *v;
+        }
+        for (any, r) in share.received.iter_mut().zip(received) {
+            *any = any.max(r);
+        }
+    }
+
+    /// The gradients of the parameters this rank owns, from the running sum of its share, with
+    /// the tally summed over the ranks.
+    pub fn finish_share<M: Module, T: Summed>(
+        &self,
+        model: &M,
+        share: Share,
+        tally: &mut T,
+    ) -> GradientsParams {
+        let Share {
+            values,
             received,
-            ..
-        } = pack;
+            base,
+            layout,
+        } = share;
+        self.unpack(model, &layout, &values, base, received, tally)
+    }
+
+    /// Sums the tally and the flags of which parameters received a gradient over the ranks,
+    /// then rebuilds the gradients in `values` (the buffer from offset `base`): this rank's
+    /// group when sharded, all of them otherwise.
+    fn unpack<M: Module, T: Summed>(
+        &self,
+        model: &M,
+        layout: &Layout,
+        values: &[f32],
+        base: usize,
+        received: Vec<f64>,
+        tally: &mut T,
+    ) -> GradientsParams {
         let mut scalars = tally.sums();
         let tally_len = scalars.len();
         scalars.extend(received);
-        if self.world.is_leader() && self.last_count.replace(buffer.len()) != buffer.len() {
-            self.log_buffer(&layout, scalars.len());
-        }
-        if owners.is_some() {
-            self.world.reduce_scatter_f32(&mut buffer, &layout.bounds);
-        } else {
-            self.world.sum_f32(&mut buffer);
-        }
         self.world.sum_f64(&mut scalars);
         tally.set_sums(&scalars[..tally_len]);
         let mut unpack = UnpackGrads {
             grads: GradientsParams::new(),
-            layout: &layout,
-            buffer: &buffer,
+            layout,
+            values,
+            base,
             received: &scalars[tally_len..],
-            mine: owners.map(|_| self.world.rank()),
+            mine: self.sharded().then(|| self.world.rank()),
             next: 0,
         };
         model.visit(&mut unpack);
@@ -140,8 +204,13 @@ impl<'w> Replicas<'w> {
                 .windows(2)
                 .map(|w| format!("{:.1}%", 100.0 * (w[1] - w[0]) as f64 / len.max(1) as f64))
                 .collect();
+            let stage = if self.shards_gradients() {
+                "micro-batch by micro-batch (ZeRO stage 2: each rank keeps and steps its share"
+            } else {
+                "(ZeRO stage 1: each rank steps its share"
+            };
             format!(
-                "reduce-scattered (ZeRO stage 1: each rank steps its share; shares by rank {})",
+                "reduce-scattered {stage}; shares by rank {})",
                 shares.join(" / ")
             )
         } else {
@@ -386,6 +455,14 @@ impl Layout {
         self.bounds.last().copied().unwrap_or(0)
     }
 
+    /// The buffer range of `rank`'s group (the whole buffer unsharded, whose one group is 0).
+    fn group(&self, rank: usize) -> std::ops::Range<usize> {
+        match (self.bounds.get(rank), self.bounds.get(rank + 1)) {
+            (Some(&start), Some(&end)) => start..end,
+            _ => 0..0,
+        }
+    }
+
     /// The slot of `param` when it is the next trainable parameter in visiting order (which
     /// `next` counts, and this advances); `None` for a frozen one.
     fn slot<const D: usize>(&self, param: &Param<Tensor<D>>, next: &mut usize) -> Option<&Slot> {
@@ -403,6 +480,22 @@ fn write(buffer: &mut [f32], slot: &Slot, data: TensorData) {
     for (to, v) in buffer[slot.range()].iter_mut().zip(data.iter::<f32>()) {
         *to = v;
     }
+}
+
+/// `grads` in `layout`'s f32 buffer, each gradient taken out of `grads` as it is copied so that
+/// the buffer replaces them rather than doubling them: its pages are the allocator's zeroed
+/// ones until written. Beside it, 1.0 or 0.0 for each trainable parameter: whether it received
+/// a gradient here.
+fn pack<M: Module>(model: &M, layout: &Layout, grads: GradientsParams) -> (Vec<f32>, Vec<f64>) {
+    let mut pack = PackGrads {
+        grads,
+        layout,
+        buffer: vec![0.0; layout.len()],
+        received: Vec::with_capacity(layout.slots.len()),
+        next: 0,
+    };
+    model.visit(&mut pack);
+    (pack.buffer, pack.received)
 }
 
 struct PackGrads<'a> {
@@ -423,15 +516,32 @@ impl ModuleVisitor for PackGrads<'_> {
                 self.received.push(1.0);
                 write(&mut self.buffer, slot, g.into_data());
             }
-            None => self.received.push(0.0),
+            None => {
+                self.received.push(0.0);
+                // -0.0 is addition's identity (+0.0 would turn another rank's -0.0 into +0.0).
+                self.buffer[slot.range()].fill(-0.0);
+            }
         }
     }
+}
+
+/// A rank's running sum of its share of a step's gradients (ZeRO stage 2).
+pub struct Share {
+    /// This rank's group of the layout's buffer.
+    values: Vec<f32>,
+    /// Whether each trainable parameter received a gradient on this rank so far (1.0 or 0.0).
+    received: Vec<f64>,
+    /// Where `values` starts in the buffer.
+    base: usize,
+    layout: Layout,
 }
 
 struct UnpackGrads<'a> {
     grads: GradientsParams,
     layout: &'a Layout,
-    buffer: &'a [f32],
+    /// The buffer from offset `base` on.
+    values: &'a [f32],
+    base: usize,
     received: &'a [f64],
     /// This rank, when it receives only its own group.
     mine: Option<usize>,
@@ -450,7 +560,12 @@ impl ModuleVisitor for UnpackGrads<'_> {
         if received <= 0.0 || self.mine.is_some_and(|me| me != slot.group) {
             return;
         }
-        let Some(values) = self.buffer.get(slot.range()) else {
+        let range = slot.range();
+        let Some(values) = range
+            .start
+            .checked_sub(self.base)
+            .and_then(|start| self.values.get(start..range.end - self.base))
+        else {
             return;
         };
         let data = TensorData::new(values.to_vec(), slot.shape.clone());

@@ -537,10 +537,16 @@ impl<'w> Trainer<'w> {
                 let scale = replicas.sum(job.scale(&batches));
                 let mut first_tally = None;
                 let mut partials = Pairwise::default();
+                // ZeRO stage 2: each micro-batch's gradients leave for their owners at once.
+                let mut share = replicas.shards_gradients().then(|| replicas.share(&model));
                 for batch in batches {
                     let mut tally = J::Tally::default();
                     let loss = job.loss(&model, batch, &scale, &mut tally);
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                    if let Some(share) = &mut share {
+                        replicas.add_to_share(&model, share, grads);
+                        grads = GradientsParams::new();
+                    }
                     partials.push(&model, grads, tally.sums());
                     first_tally.get_or_insert(tally);
                 }
@@ -548,7 +554,10 @@ impl<'w> Trainer<'w> {
                 // The first micro-batch's tally holds the step's names; the sums are the step's.
                 let mut tally = first_tally.unwrap_or_default();
                 tally.set_sums(&sums);
-                let mut grads = replicas.reduce(&model, grads, &mut tally);
+                let mut grads = match share {
+                    Some(share) => replicas.finish_share(&model, share, &mut tally),
+                    None => replicas.reduce(&model, grads, &mut tally),
+                };
                 let total = tally.total();
                 if !total.is_finite() {
                     return Err(TrainerError::NotFinite {
