@@ -149,3 +149,57 @@ fn inspect_generate_streams_the_reply_of_the_chat_template() {
         "{raw}"
     );
 }
+
+/// `--ignore-eos` generates every asked token past the reply's end, and the timings line
+/// (issue #24) counts the prompt's and the generated tokens as llama.cpp does.
+#[test]
+fn inspect_generate_ignores_the_end_and_ends_with_a_timings_line() {
+    let dir = model_dir(FetchedModel::Smollm2).expect("run scripts/fetch_models.sh smollm2");
+    let gguf = dir.join(FetchedModel::Smollm2.main_file());
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
+            .args(["generate", "--checkpoint"])
+            .arg(&gguf)
+            .args([
+                "--prompt",
+                "What is the capital of France?",
+                "--max-new-tokens",
+                "40",
+            ])
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let timings = |stderr: &str| -> (usize, usize) {
+        let line = stderr.lines().last().unwrap_or_default().to_string();
+        let words: Vec<&str> = line.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        // timings: prompt N tokens at R tokens/s, generated M tokens at R tokens/s, peak RSS S MB
+        assert!(
+            line.starts_with("timings: prompt ")
+                && words.len() == 17
+                && words[6] == "tokens/s"
+                && words[7] == "generated"
+                && words[12] == "tokens/s"
+                && words[13..15] == ["peak", "RSS"]
+                && words[16] == "MB",
+            "{line}"
+        );
+        for i in [5, 11, 15] {
+            assert!(words[i].parse::<f64>().expect("a number") > 0.0, "{line}");
+        }
+        let count = |i: usize| words[i].parse::<usize>().expect("a count");
+        (count(2), count(8))
+    };
+    // The chat template's end marker stops a short reply early ...
+    let (prompt, short) = timings(&run(&[]));
+    assert!(prompt > 3 && short < 40, "{prompt} {short}");
+    // ... unless the end is ignored.
+    let (same, all) = timings(&run(&["--ignore-eos"]));
+    assert_eq!((same, all), (prompt, 40));
+}

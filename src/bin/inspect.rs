@@ -106,6 +106,10 @@ enum What {
         /// marker always stops.
         #[arg(long = "stop", value_name = "TEXT")]
         stop: Vec<String>,
+        /// Generate all --max-new-tokens: the end-of-sequence tokens and the template's end
+        /// marker do not stop (--stop still does). For timings, as llama.cpp's --ignore-eos.
+        #[arg(long)]
+        ignore_eos: bool,
         /// Device: cpu, wgpu or cuda:N.
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: calm::device::DeviceSpec,
@@ -232,6 +236,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             repetition_penalty,
             seed,
             stop,
+            ignore_eos,
             device,
         } => {
             let sampling = top_k.is_some() || top_p.is_some();
@@ -259,8 +264,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .prompt(&[(calm::model::chat::Role::User, prompt.as_str())])
             };
             let ids = tok.encode_prompt(&text)?;
+            let prompt_tokens = ids.len();
             let mut stops: Vec<String> = stop;
-            stops.extend(tok.template.stop_strings().iter().map(|s| s.to_string()));
+            if !ignore_eos {
+                stops.extend(tok.template.stop_strings().iter().map(|s| s.to_string()));
+            }
+            let eos: &[u32] = if ignore_eos { &[] } else { &tok.eos };
             let mut printed = 0;
             let mut write_error = None;
             // Streams the reply as it grows. Text that could be the start of a stop string,
@@ -300,19 +309,37 @@ fn run(args: Args) -> anyhow::Result<()> {
                 // Nobody reads the rest once stdout is closed: stop generating.
                 stop_at.is_some() || calm::console::stdout_closed()
             };
+            // The prompt's time runs to the first new token (the prefill and one sampling);
+            // the generated tokens' from there to the last, as llama.cpp counts them.
+            let start = std::time::Instant::now();
+            let mut first = None;
             let replies = calm::model::generate::generate(
                 &model,
                 &[ids],
-                &tok.eos,
+                eos,
                 &config,
                 |_, reply| stream(reply, false),
-                |_, _| {},
+                |_, _| {
+                    first.get_or_insert_with(std::time::Instant::now);
+                },
             )?;
+            let end = std::time::Instant::now();
             stream(&replies[0], true);
             if let Some(e) = write_error {
                 return Err(e.into());
             }
             calm::outln!()?;
+            let generated = replies[0].len();
+            let first = first.unwrap_or(end);
+            let rate = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
+            let peak = calm::train::resident::peak_bytes()
+                .map(|b| format!(", peak RSS {} MB", b / 1_000_000))
+                .unwrap_or_default();
+            calm::errln!(
+                "timings: prompt {prompt_tokens} tokens at {:.1} tokens/s, generated {generated} tokens at {:.1} tokens/s{peak}",
+                rate(prompt_tokens, (first - start).as_secs_f64()),
+                rate(generated.saturating_sub(1), (end - first).as_secs_f64()),
+            );
             Ok(())
         }
     }
