@@ -51,5 +51,14 @@ fn main() -> anyhow::Result<()> {
         steps as f64 / secs,
         model.num_params()
     );
+    // For scripts/bench/compare.py (scripts/bench/transformer_step_torch.py is the twin).
+    println!(
+        "bench {}",
+        serde_json::json!({
+            "workload": "transformer_train_step",
+            "unit": "steps/s",
+            "value": steps as f64 / secs,
+        })
+    );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Prefill and decode speed of SmolLM2-135M-Instruct in f32 (the Q4_1 GGUF dequantised) on
 //! the flex CPU backend: a 128-token prompt in one forward, then 64 greedy tokens through the
-//! KV cache. `scripts/bench/smollm2.sh` runs it next to PyTorch on the same weights.
+//! KV cache. `scripts/bench/smollm2.sh` runs it next to PyTorch on the same weights, and
+//! `scripts/bench/compare.sh` next to PyTorch and llama.cpp.
 //!
 //!     cargo run --release --example smollm2_bench -- [prompt tokens] [new tokens] [repeats]
 
@@ -62,5 +63,21 @@ fn main() -> anyhow::Result<()> {
         prompt as f64 / prefill,
         1.0 / decode
     );
+    // For scripts/bench/compare.py. calm runs the Q4_1 file dequantised to f32, so the same
+    // figures stand for both of its rows until the quantised path exists.
+    for precision in ["f32", "q4_1"] {
+        bench(
+            &format!("smollm2_{precision}_prefill"),
+            prompt as f64 / prefill,
+        );
+        bench(&format!("smollm2_{precision}_decode"), 1.0 / decode);
+    }
     Ok(())
+}
+
+fn bench(workload: &str, tokens_per_second: f64) {
+    println!(
+        "bench {}",
+        serde_json::json!({"workload": workload, "unit": "tokens/s", "value": tokens_per_second})
+    );
 }

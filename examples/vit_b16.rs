@@ -56,5 +56,14 @@ fn main() -> anyhow::Result<()> {
         "calm ({spec}): {:.2} images/s ({iters} x {batch} images in {secs:.2} s)",
         (iters * batch) as f64 / secs
     );
+    // For scripts/bench/compare.py.
+    println!(
+        "bench {}",
+        serde_json::json!({
+            "workload": "vit_b16_forward",
+            "unit": "images/s",
+            "value": (iters * batch) as f64 / secs,
+        })
+    );
     Ok(())
 }

@@ -2,6 +2,7 @@
 Q4_1 GGUF (transformers dequantises it), on the CPU with as many threads as cores: the same
 prompt of 128 token ids in one forward, then 64 greedy tokens with the KV cache."""
 
+import json
 import os
 import sys
 import time
@@ -37,3 +38,6 @@ with torch.inference_mode():
 print(f"PyTorch {torch.__version__} (cpu, {torch.get_num_threads()} threads, f32): "
       f"prefill {prompt / best_prefill:.1f} tokens/s ({prompt} tokens), "
       f"decode {1 / best_decode:.1f} tokens/s ({new} tokens), best of {repeats}")
+for kind, value in [("prefill", prompt / best_prefill), ("decode", 1 / best_decode)]:
+    print("bench " + json.dumps({"workload": f"smollm2_f32_{kind}", "unit": "tokens/s",
+                                 "value": value}))
