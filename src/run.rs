@@ -393,9 +393,16 @@ pub fn remove_debris(dir: &Path) -> Result<usize, RunError> {
     Ok(removed)
 }
 
-/// A scratch name of an atomic write: ours (`.name.PID.tmp`, `io::atomic`) or Burn's, where a
-/// safetensors file is streamed (`name.PID-N.tmp`).
+/// A scratch name of an atomic write: ours (`.name.PID.tmp`, `io::atomic`), Burn's, where a
+/// safetensors file is streamed (`name.PID-N.tmp`), or the safetensors crate's own file that
+/// it writes the bytes into before renaming it onto Burn's (tempfile's `.tmpXXXXXX`).
 fn is_debris(name: &str) -> bool {
+    if let Some(random) = name.strip_prefix(".tmp")
+        && random.len() == 6
+        && random.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return true;
+    }
     let Some(stem) = name.strip_suffix(".tmp") else {
         return false;
     };
@@ -467,11 +474,12 @@ pub fn utc_timestamp(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn scratch_files_of_both_atomic_writers_are_debris_and_nothing_else_is() {
+    fn scratch_files_of_every_atomic_writer_are_debris_and_nothing_else_is() {
         for name in [
             ".model.safetensors.81.tmp",
             "model.safetensors.81-0.tmp",
             ".step.tmp",
+            ".tmpA1b2C3",
         ] {
             assert!(super::is_debris(name), "{name}");
         }
@@ -481,6 +489,7 @@ mod tests {
             "a.b-c.tmp",
             "a.-1.tmp",
             "latest",
+            ".tmpfile-x",
         ] {
             assert!(!super::is_debris(name), "{name}");
         }

@@ -335,14 +335,15 @@ fn finetuning_with_lora_and_sharded_optimizer_state_computes_what_one_process_do
 }
 
 /// The whole LLM trained with ZeRO stage 2: what one process computes, up to the rounding of
-/// adding each micro-batch over the ranks first.
+/// adding each micro-batch over the ranks first (1e-5, as for pretraining: the MFAM's key
+/// biases step on rounding; 1e-6 measured here).
 #[test]
 fn finetuning_the_whole_llm_with_sharded_gradients_computes_what_one_process_does() {
     finetune_on_one_and_two_then(
         FULL_STAGES,
         "fine-tuning the whole LLM, ZeRO stage 2",
         &[ZERO2],
-        |one, two, what| assert_close(one, two, what, 1e-6),
+        |one, two, what| assert_close(one, two, what, 1e-5),
     );
 }
 

@@ -157,6 +157,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 MemoryJobArg::Finetune => MemoryJob::Finetune,
             };
             let (architectures, sources) = Architectures::of(&config)?;
+            if supervised_tokens.is_some() && job == MemoryJob::Pretrain {
+                anyhow::bail!(
+                    "--supervised-tokens sizes fine-tuning's LLM head; pretraining has none"
+                );
+            }
             let query = MemoryQuery {
                 job,
                 ranks,

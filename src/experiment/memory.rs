@@ -559,7 +559,6 @@ pub fn estimate(
     })
 }
 
-/// `80GB`, `24GiB`, `512MB` or a number of bytes.
 /// The most gradient bytes one rank holds at once, `whole` being one f32 gradient of every
 /// trained parameter and `local` the micro-batches it computes per step (`trainer::Pairwise`,
 /// `train::replicas`).
@@ -584,6 +583,7 @@ fn gradient_bytes(whole: u64, local: usize, ranks: usize, zero: ZeroStage) -> u6
     (partials * whole).max(reduction)
 }
 
+/// `80GB`, `24GiB`, `512MB` or a number of bytes.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t

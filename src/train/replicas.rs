@@ -9,6 +9,12 @@
 //! their Adam moments), and all-gathers the new values to the other ranks. The partners and
 //! the order of the additions are those of the unsharded sum, so sharded and unsharded runs
 //! are bit-identical.
+//!
+//! With ZeRO stage 2 they meet once per micro-batch instead: each micro-batch's gradients are
+//! reduce-scattered as its backward pass ends and a rank keeps a running sum of its share
+//! only (`Share`), so that it never holds more than one micro-batch's whole gradient. The
+//! ranks then add each micro-batch before a rank adds its own, so the sums equal stage 1's up
+//! to rounding.
 
 use std::cell::{Cell, OnceCell};
 
@@ -455,7 +461,8 @@ impl Layout {
         self.bounds.last().copied().unwrap_or(0)
     }
 
-    /// The buffer range of `rank`'s group (the whole buffer unsharded, whose one group is 0).
+    /// The buffer range of `rank`'s group; unsharded, group 0 is the whole buffer and the
+    /// others are empty.
     fn group(&self, rank: usize) -> std::ops::Range<usize> {
         match (self.bounds.get(rank), self.bounds.get(rank + 1)) {
             (Some(&start), Some(&end)) => start..end,
