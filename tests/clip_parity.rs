@@ -104,7 +104,7 @@ fn the_comparison_can_fail() {
     assert_eq!(config.hidden_act, HiddenAct::QuickGelu);
     config.hidden_act = HiddenAct::Gelu;
     let mut model = config.init(&device);
-    apply(&mut model, &Tensors::read_dir(&dir).expect("weights"), &dir).expect("applies");
+    apply(&mut model, Tensors::read_dir(&dir).expect("weights"), &dir).expect("applies");
     let inputs = Tensors::read(&dir.join("inputs.safetensors")).expect("inputs");
     let expected = Tensors::read(&dir.join("outputs.safetensors")).expect("outputs");
     let out = model.forward(inputs.tensor("pixel_values", &device).expect("pixels"));
@@ -120,7 +120,7 @@ fn missing_and_misshapen_weights_are_errors_naming_the_key() {
     let mut tensors = Tensors::read_dir(&dir).expect("weights");
     tensors.tensors.remove("encoder.layers.1.mlp.fc2.bias");
     tensors.tensors.remove("post_layernorm.weight");
-    let err = apply(&mut config.init(&device), &tensors, &dir)
+    let err = apply(&mut config.init(&device), tensors, &dir)
         .expect_err("missing")
         .to_string();
     assert!(
@@ -137,7 +137,7 @@ fn missing_and_misshapen_weights_are_errors_naming_the_key() {
         "encoder.layers.0.self_attn.q_proj.weight".into(),
         (vec![shape[0] / 2, shape[1] * 2], bytes),
     );
-    let err = apply(&mut config.init(&device), &tensors, &dir)
+    let err = apply(&mut config.init(&device), tensors, &dir)
         .expect_err("shape")
         .to_string();
     assert!(

@@ -160,7 +160,7 @@ pub fn load_clip_vision(
         + patches * config.hidden_size as u128;
     check_describes(&path, declared, tensors.element_count())?;
     let mut model = config.init(device);
-    let mut report = apply(&mut model, &tensors, dir)?;
+    let mut report = apply(&mut model, tensors, dir)?;
     report.unexpected.append(&mut others);
     report.unexpected.sort();
     Ok((model, report))
@@ -295,7 +295,7 @@ pub fn load_bert(dir: &Path, device: &Device) -> Result<(Bert, LoadReport), Chec
     let tensors = tensors.rename(self_attention_keys);
     let with_pooler = tensors.tensors.contains_key("pooler.dense.weight");
     let mut model = config.init(with_pooler, device);
-    let mut report = apply(&mut model, &tensors, dir)?;
+    let mut report = apply(&mut model, tensors, dir)?;
     report.unexpected.append(&mut others);
     report.unexpected.sort();
     Ok((model, report))
@@ -431,7 +431,7 @@ pub fn load_qformer(dir: &Path, device: &Device) -> Result<(QFormer, LoadReport)
         }
     });
     let mut model = config.init(encoder_hidden_size, device);
-    let mut report = apply(&mut model, &tensors, dir)?;
+    let mut report = apply(&mut model, tensors, dir)?;
     report.unexpected.append(&mut others);
     report.unexpected.sort();
     Ok((model, report))

@@ -164,7 +164,7 @@ pub fn load_llama(
         tensors.element_count(),
     )?;
     let mut model = config.init(device);
-    let report = apply(&mut model, &tensors, dir)?;
+    let report = apply(&mut model, tensors, dir)?;
     Ok((model, config, report))
 }
 
@@ -369,7 +369,7 @@ pub fn load_llama_gguf(
         tensors.tensors.insert(name, (shape, bytes));
     }
     let mut model = config.init(device);
-    let mut report = apply(&mut model, &tensors, &file.path)?;
+    let mut report = apply(&mut model, tensors, &file.path)?;
     report.unexpected.extend(others);
     report.unexpected.sort();
     Ok((model, config, report))
