@@ -84,7 +84,7 @@ fn devices_without_bf16_are_refused() {
     };
     assert!(config.validate_on(&Device::flex()).is_ok());
     #[cfg(feature = "wgpu")]
-    if let Some(device) = wgpu_adapter() {
+    if let Some(device) = common::wgpu_adapter() {
         let err = config.validate_on(&device).expect_err("wgpu has no bf16");
         eprintln!("{err}");
         assert_eq!(err.key, "train.precision");
@@ -92,21 +92,6 @@ fn devices_without_bf16_are_refused() {
         let f32 = calm::train::config::TrainConfig::default();
         assert!(f32.validate_on(&device).is_ok());
     }
-}
-
-/// The default wgpu adapter, if this machine has one that runs a kernel.
-#[cfg(feature = "wgpu")]
-fn wgpu_adapter() -> Option<Device> {
-    let device = calm::device::DeviceSpec::Wgpu.device().ok()?;
-    let probe = device.clone();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        Tensor::<1>::from_floats([1.0, 2.0], &probe)
-            .sum()
-            .into_scalar::<f32>()
-    }))
-    .ok()
-    .filter(|&s| s == 3.0)
-    .map(|_| device)
 }
 
 fn losses(run: &Path) -> Vec<f64> {

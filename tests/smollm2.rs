@@ -112,24 +112,24 @@ fn smollm2_matches_the_reference_and_knows_the_capital_of_france() {
     }
 }
 
+/// `inspect generate` on SmolLM2's GGUF file with `args`, which must succeed: its stdout and
+/// stderr.
+fn inspect_generate(args: &[&str]) -> (String, String) {
+    let dir = model_dir(FetchedModel::Smollm2).expect("run scripts/fetch_models.sh smollm2");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
+        .args(["generate", "--checkpoint"])
+        .arg(dir.join(FetchedModel::Smollm2.main_file()))
+        .args(args)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
 #[test]
 fn inspect_generate_streams_the_reply_of_the_chat_template() {
-    let dir = model_dir(FetchedModel::Smollm2).expect("run scripts/fetch_models.sh smollm2");
-    let gguf = dir.join(FetchedModel::Smollm2.main_file());
-    let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-            .args(["generate", "--checkpoint"])
-            .arg(&gguf)
-            .args(extra)
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |extra: &[&str]| inspect_generate(extra).0;
     let r = reference();
     assert_eq!(run(&["--prompt", &r.question]), format!("{}\n", r.reply));
     // A stop string ends the reply before it; --raw skips the template.
@@ -154,27 +154,14 @@ fn inspect_generate_streams_the_reply_of_the_chat_template() {
 /// (issue #24) counts the prompt's and the generated tokens as llama.cpp does.
 #[test]
 fn inspect_generate_ignores_the_end_and_ends_with_a_timings_line() {
-    let dir = model_dir(FetchedModel::Smollm2).expect("run scripts/fetch_models.sh smollm2");
-    let gguf = dir.join(FetchedModel::Smollm2.main_file());
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_inspect"))
-            .args(["generate", "--checkpoint"])
-            .arg(&gguf)
-            .args([
-                "--prompt",
-                "What is the capital of France?",
-                "--max-new-tokens",
-                "40",
-            ])
-            .args(extra)
-            .output()
-            .expect("runs");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let asked = [
+            "--prompt",
+            "What is the capital of France?",
+            "--max-new-tokens",
+            "40",
+        ];
+        inspect_generate(&[&asked[..], extra].concat()).1
     };
     let timings = |stderr: &str| -> (usize, usize) {
         let line = stderr.lines().last().unwrap_or_default().to_string();

@@ -3,30 +3,16 @@
 //! wgpu) adapter it reports and returns, except in CI, which installs software Vulkan.
 #![cfg(feature = "wgpu")]
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+mod common;
 
 use burn::module::Module;
 use burn::nn::{LayerNormConfig, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Distribution, Tensor};
-use calm::device::DeviceSpec;
-
-fn adapter() -> Option<Device> {
-    let device = DeviceSpec::Wgpu.device().ok()?;
-    let probe = device.clone();
-    catch_unwind(AssertUnwindSafe(move || {
-        Tensor::<1>::from_floats([1.0, 2.0], &probe)
-            .sum()
-            .into_scalar::<f32>()
-    }))
-    .ok()
-    .filter(|&s| s == 3.0)
-    .map(|_| device)
-}
 
 /// The adapter, or `None` (after saying so) on a machine without one; CI must have one.
 fn adapter_outside_ci() -> Option<Device> {
-    let found = adapter();
+    let found = common::wgpu_adapter();
     if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),

@@ -100,9 +100,7 @@ impl<'w> Replicas<'w> {
         let owners = self.owners(model);
         let layout = Layout::of(model, owners, self.world.size());
         let (mut buffer, received) = pack(model, &layout, grads);
-        if self.world.is_leader() && self.last_count.replace(buffer.len()) != buffer.len() {
-            self.log_buffer(&layout, tally.sums().len() + received.len());
-        }
+        self.log_buffer(&layout, tally.sums().len() + received.len());
         let (values, base) = if owners.is_some() {
             self.world.reduce_scatter_f32(&mut buffer, &layout.bounds);
             // Only this rank's segment is kept: the rest of the buffer is freed before the
@@ -141,9 +139,7 @@ impl<'w> Replicas<'w> {
     /// to its running sum; the rest is dropped. Every rank calls it once per micro-batch.
     pub fn add_to_share<M: Module>(&self, model: &M, share: &mut Share, grads: GradientsParams) {
         let (mut buffer, received) = pack(model, &share.layout, grads);
-        if self.world.is_leader() && self.last_count.replace(buffer.len()) != buffer.len() {
-            self.log_buffer(&share.layout, received.len());
-        }
+        self.log_buffer(&share.layout, received.len());
         self.world
             .reduce_scatter_f32(&mut buffer, &share.layout.bounds);
         let mine = share.base..share.base + share.values.len();
@@ -202,8 +198,13 @@ impl<'w> Replicas<'w> {
         unpack.grads
     }
 
+    /// On the leader, says what a reduction sends when its size changes (the first step, a
+    /// stage that trains other parameters).
     fn log_buffer(&self, layout: &Layout, scalars: usize) {
         let len = layout.len();
+        if !self.world.is_leader() || self.last_count.replace(len) == len {
+            return;
+        }
         let how = if self.sharded() {
             let shares: Vec<String> = layout
                 .bounds

@@ -294,3 +294,18 @@ pub fn with_llm(model: &str, llm: &Path) -> String {
         1,
     )
 }
+
+/// The default wgpu adapter, if this machine has one that runs a kernel.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_adapter() -> Option<burn::tensor::Device> {
+    let device = calm::device::DeviceSpec::Wgpu.device().ok()?;
+    let probe = device.clone();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Tensor::<1>::from_floats([1.0, 2.0], &probe)
+            .sum()
+            .into_scalar::<f32>()
+    }))
+    .ok()
+    .filter(|&s| s == 3.0)
+    .map(|_| device)
+}
