@@ -110,6 +110,11 @@ enum What {
         /// marker do not stop (--stop still does). For timings, as llama.cpp's --ignore-eos.
         #[arg(long)]
         ignore_eos: bool,
+        /// Hold a GGUF file's matrices in f32, as training does, instead of reading them from
+        /// their quantised blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K): about 8x the memory of a 4-bit
+        /// file.
+        #[arg(long)]
+        dequantize: bool,
         /// Device: cpu, wgpu or cuda:N.
         #[arg(long, default_value = "cpu", value_name = "DEVICE")]
         device: calm::device::DeviceSpec,
@@ -242,6 +247,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             seed,
             stop,
             ignore_eos,
+            dequantize,
             device,
         } => {
             let sampling = top_k.is_some() || top_p.is_some();
@@ -260,7 +266,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 anyhow::anyhow!("--{}: {}", field.replace('_', "-"), e.message)
             })?;
             let device = device.device()?;
-            let (model, tok) = calm::io::llama::load_chat_model(&checkpoint, &device)
+            let weights = if dequantize {
+                calm::io::llama::GgufWeights::Dequantized
+            } else {
+                calm::io::llama::GgufWeights::Quantized
+            };
+            let (model, tok) = calm::io::llama::load_chat_model_with(&checkpoint, &device, weights)
                 .with_context(|| format!("loading {}", checkpoint.display()))?;
             let text = if raw {
                 prompt

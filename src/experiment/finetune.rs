@@ -68,10 +68,10 @@ pub fn initial_model(
     mfam.set_pooling(&config.model.mfam);
     let device = model_device;
     let (llm, tokenizer) = load_chat_model(&llm_path(config)?, device)?;
-    if llm.model.embed_tokens.weight.dims()[1] != config.model.mfam.llm_hidden_size {
+    if llm.hidden_size() != config.model.mfam.llm_hidden_size {
         return Err(FinetuneError::Invalid(format!(
             "the LLM's hidden size is {}, but model.mfam.llm_hidden_size is {}",
-            llm.model.embed_tokens.weight.dims()[1],
+            llm.hidden_size(),
             config.model.mfam.llm_hidden_size
         )));
     }

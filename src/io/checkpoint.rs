@@ -324,6 +324,17 @@ pub fn apply<M: Module>(
     tensors: Tensors,
     dir: &Path,
 ) -> Result<LoadReport, CheckpointError> {
+    apply_except(module, tensors, dir, |_| false)
+}
+
+/// `apply` where the module's weights for which `kept(path)` holds may be absent (set by the
+/// caller some other way).
+pub(crate) fn apply_except<M: Module>(
+    module: &mut M,
+    tensors: Tensors,
+    dir: &Path,
+    kept: impl Fn(&str) -> bool,
+) -> Result<LoadReport, CheckpointError> {
     let bytes = tensors
         .to_safetensors()
         .map_err(|message| CheckpointError::Mismatch {
@@ -335,7 +346,7 @@ pub fn apply<M: Module>(
         .with_from_adapter(PyTorchToBurnAdapter)
         .allow_partial(true)
         .validate(false);
-    load_from_store(module, store, dir)
+    load_from_store_except(module, store, dir, kept)
 }
 
 /// Applies a burn-store store, built with `allow_partial(true)` and `validate(false)` so that

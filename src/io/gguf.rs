@@ -13,8 +13,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use half::{bf16, f16};
+
+use crate::model::quant::{q4_0, q4_1, q4_k, q6_k, q8_0, scale_min_k4};
 
 /// `general.alignment` when the file does not set it (ggml's `GGUF_DEFAULT_ALIGNMENT`).
 pub const DEFAULT_ALIGNMENT: u32 = 32;
@@ -373,7 +376,8 @@ pub struct GgufFile {
     pub alignment: u32,
     /// The start of the data section, from the start of the file.
     pub data_offset: u64,
-    bytes: Vec<u8>,
+    /// Shared with the quantised matrices that read their blocks from it.
+    bytes: Arc<Vec<u8>>,
 }
 
 impl GgufFile {
@@ -400,7 +404,7 @@ impl GgufFile {
             tensors: parsed.tensors,
             alignment: parsed.alignment,
             data_offset: parsed.data_offset,
-            bytes,
+            bytes: Arc::new(bytes),
         })
     }
 
@@ -569,6 +573,21 @@ impl GgufFile {
 
     /// A tensor's raw bytes as stored.
     pub fn tensor_data(&self, name: &str) -> Result<(&TensorInfo, &[u8]), GgufError> {
+        let (info, range) = self.tensor_range(name)?;
+        Ok((info, &self.bytes[range]))
+    }
+
+    /// A tensor's bytes as stored, as the whole file's shared buffer and where in it they
+    /// start: what a quantised matrix keeps instead of a copy.
+    pub fn tensor_blocks(
+        &self,
+        name: &str,
+    ) -> Result<(&TensorInfo, Arc<Vec<u8>>, usize), GgufError> {
+        let (info, range) = self.tensor_range(name)?;
+        Ok((info, Arc::clone(&self.bytes), range.start))
+    }
+
+    fn tensor_range(&self, name: &str) -> Result<(&TensorInfo, std::ops::Range<usize>), GgufError> {
         let info = self.require_tensor(name)?;
         let Some(n_bytes) = info.n_bytes() else {
             return Err(self.unsupported(info));
@@ -579,8 +598,8 @@ impl GgufFile {
             .checked_add(info.offset)
             .and_then(|start| Some((start, start.checked_add(n_bytes)?)))
             .and_then(|(s, e)| Some(usize::try_from(s).ok()?..usize::try_from(e).ok()?));
-        match range.and_then(|r| self.bytes.get(r)) {
-            Some(data) => Ok((info, data)),
+        match range.filter(|r| r.end <= self.bytes.len()) {
+            Some(range) => Ok((info, range)),
             None => Err(GgufError::Format {
                 path: self.path.clone(),
                 message: format!(
@@ -949,24 +968,6 @@ fn half(lo: u8, hi: u8) -> f32 {
 // fifth bits of Q5 sit in a little-endian u32, bit j for element j. gguf-py computes
 // `d * q (+ m)` in f32, and so does this (no fused multiply-add), so results match bit for bit.
 
-fn q4_0(b: &[u8; 18], y: &mut [f32; 32]) {
-    let d = half(b[0], b[1]);
-    for j in 0..16 {
-        let q = b[2 + j];
-        y[j] = d * f32::from(i16::from(q & 0xF) - 8);
-        y[j + 16] = d * f32::from(i16::from(q >> 4) - 8);
-    }
-}
-
-fn q4_1(b: &[u8; 20], y: &mut [f32; 32]) {
-    let (d, m) = (half(b[0], b[1]), half(b[2], b[3]));
-    for j in 0..16 {
-        let q = b[4 + j];
-        y[j] = d * f32::from(q & 0xF) + m;
-        y[j + 16] = d * f32::from(q >> 4) + m;
-    }
-}
-
 fn q5_0(b: &[u8; 22], y: &mut [f32; 32]) {
     let d = half(b[0], b[1]);
     let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
@@ -988,13 +989,6 @@ fn q5_1(b: &[u8; 24], y: &mut [f32; 32]) {
         let hi = (q >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
         y[j] = d * f32::from(lo) + m;
         y[j + 16] = d * f32::from(hi) + m;
-    }
-}
-
-fn q8_0(b: &[u8; 34], y: &mut [f32; 32]) {
-    let d = half(b[0], b[1]);
-    for j in 0..32 {
-        y[j] = f32::from(b[2 + j] as i8) * d;
     }
 }
 
@@ -1040,35 +1034,6 @@ fn q3_k(b: &[u8; 110], y: &mut [f32; 256]) {
     }
 }
 
-/// ggml's `get_scale_min_k4`: eight 6-bit scales and mins packed in 12 bytes.
-fn scale_min_k4(scales: &[u8]) -> ([u8; 8], [u8; 8]) {
-    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
-    for j in 0..8 {
-        if j < 4 {
-            sc[j] = scales[j] & 63;
-            m[j] = scales[j + 4] & 63;
-        } else {
-            sc[j] = (scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4);
-            m[j] = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4);
-        }
-    }
-    (sc, m)
-}
-
-fn q4_k(b: &[u8; 144], y: &mut [f32; 256]) {
-    let (d, dmin) = (half(b[0], b[1]), half(b[2], b[3]));
-    let (sc, m) = scale_min_k4(&b[4..16]);
-    let qs = &b[16..144];
-    for (p, out) in y.iter_mut().enumerate() {
-        let (c, r) = (p / 64, p % 64);
-        let q = (qs[c * 32 + r % 32] >> (4 * (r / 32))) & 0xF;
-        let s = p / 32;
-        let d1 = d * f32::from(sc[s]);
-        let m1 = dmin * f32::from(m[s]);
-        *out = d1 * f32::from(q) - m1;
-    }
-}
-
 fn q5_k(b: &[u8; 176], y: &mut [f32; 256]) {
     let (d, dmin) = (half(b[0], b[1]), half(b[2], b[3]));
     let (sc, m) = scale_min_k4(&b[4..16]);
@@ -1081,18 +1046,5 @@ fn q5_k(b: &[u8; 176], y: &mut [f32; 256]) {
         let d1 = d * f32::from(sc[s]);
         let m1 = dmin * f32::from(m[s]);
         *out = d1 * f32::from(low | (high << 4)) - m1;
-    }
-}
-
-fn q6_k(b: &[u8; 210], y: &mut [f32; 256]) {
-    let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
-    let d = half(b[208], b[209]);
-    for (p, out) in y.iter_mut().enumerate() {
-        let (h, r) = (p / 128, p % 128);
-        let low = (ql[h * 64 + r % 64] >> (4 * (r / 64))) & 0xF;
-        let high = (qh[h * 32 + r % 32] >> (2 * (r / 32))) & 3;
-        let q = i16::from(low | (high << 4)) - 32;
-        let scale = d * f32::from(scales[p / 16] as i8);
-        *out = scale * f32::from(q);
     }
 }

@@ -9,11 +9,35 @@ use std::path::Path;
 use burn::tensor::Device;
 use serde::Deserialize;
 
-use super::checkpoint::{CheckpointError, LoadReport, Tensors, apply, check_describes, read_json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use burn::module::{Param, ParamId};
+use burn::nn::Linear;
+use burn::tensor::{Shape, Tensor, TensorData};
+
+use super::checkpoint::{
+    CheckpointError, LoadReport, Tensors, apply, apply_except, check_describes, read_json,
+};
+use super::gguf::GgmlType;
 use super::gguf::{GgufError, GgufFile};
 use super::tokenizer::{load_gguf_tokenizer, load_tokenizer_json};
 use crate::model::chat::LlmTokenizer;
-use crate::model::llama::{LlamaConfig, LlamaForCausalLM, RopeScaling};
+use crate::model::llama::{
+    LlamaConfig, LlamaForCausalLM, QuantizedLayer, QuantizedLlama, RopeScaling,
+};
+use crate::model::quant::{BlockFormat, QMatrix};
+
+/// How the matrices of a GGUF file are held once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GgufWeights {
+    /// Every tensor in f32, as a checkpoint folder's: what training the LLM needs.
+    #[default]
+    Dequantized,
+    /// Matrices in Q4_0, Q4_1, Q8_0, Q4_K or Q6_K stay in their blocks, read by the products
+    /// directly (`model::quant`); the rest in f32. For inference and a frozen LLM.
+    Quantized,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(default)]
@@ -186,10 +210,20 @@ pub fn load_chat_model(
     path: &Path,
     device: &Device,
 ) -> Result<(LlamaForCausalLM, LlmTokenizer), CheckpointError> {
+    load_chat_model_with(path, device, GgufWeights::Dequantized)
+}
+
+/// `load_chat_model` holding a GGUF file's matrices as `weights` says (an HF folder is
+/// always f32).
+pub fn load_chat_model_with(
+    path: &Path,
+    device: &Device,
+    weights: GgufWeights,
+) -> Result<(LlamaForCausalLM, LlmTokenizer), CheckpointError> {
     if is_gguf(path) {
         let file = GgufFile::read(path).map_err(|e| gguf_error(path, e))?;
         let tokenizer = load_gguf_tokenizer(&file)?;
-        return Ok((load_llama_gguf(&file, device)?.0, tokenizer));
+        return Ok((load_llama_gguf_with(&file, device, weights)?.0, tokenizer));
     }
     let tokenizer = load_tokenizer_json(path)?;
     Ok((load_llama(path, device)?.0, tokenizer))
@@ -344,14 +378,103 @@ pub fn load_llama_gguf(
     file: &GgufFile,
     device: &Device,
 ) -> Result<(LlamaForCausalLM, LlamaConfig, LoadReport), CheckpointError> {
+    load_llama_gguf_with(file, device, GgufWeights::Dequantized)
+}
+
+/// The block format a GGUF type keeps in memory, if the products can read it.
+fn block_format(ggml_type: GgmlType) -> Option<BlockFormat> {
+    match ggml_type {
+        GgmlType::Q4_0 => Some(BlockFormat::Q4_0),
+        GgmlType::Q4_1 => Some(BlockFormat::Q4_1),
+        GgmlType::Q8_0 => Some(BlockFormat::Q8_0),
+        GgmlType::Q4_K => Some(BlockFormat::Q4_K),
+        GgmlType::Q6_K => Some(BlockFormat::Q6_K),
+        _ => None,
+    }
+}
+
+/// HF rows of a q/k projection in GGUF's stored order (the inverse of `convert_hf_to_gguf`'s
+/// permutation, as `unpermute_rows` applies it to values).
+fn unpermuted_order(rows: usize, heads: usize) -> Vec<u32> {
+    let half = rows / heads.max(1) / 2;
+    let mut order = vec![0u32; rows];
+    for h in 0..heads {
+        for j in 0..2 {
+            for i in 0..half {
+                order[(h * 2 + j) * half + i] = ((h * half + i) * 2 + j) as u32;
+            }
+        }
+    }
+    order
+}
+
+/// A lazy parameter holding `w` in f32 as Burn stores it (`[in, out]` for a linear layer,
+/// `transpose`; `[rows, cols]` for an embedding table), dequantised only if read.
+fn lazy_weight(w: &Arc<QMatrix>, device: &Device, transpose: bool) -> Param<Tensor<2>> {
+    let shape = if transpose {
+        [w.cols, w.rows]
+    } else {
+        [w.rows, w.cols]
+    };
+    let w = Arc::clone(w);
+    Param::uninitialized(
+        ParamId::new(),
+        move |device, require_grad| {
+            let t =
+                Tensor::<2>::from_data(TensorData::new(w.dequantize(), [w.rows, w.cols]), device);
+            let t = if transpose { t.transpose() } else { t };
+            t.set_require_grad(require_grad)
+        },
+        device.clone(),
+        false,
+        Shape::new(shape),
+    )
+}
+
+/// Loads a GGUF LLaMA, its matrices held as `weights` says: renamed to HF's keys, q/k rows
+/// put back in HF's order (by reading them in that order when they stay quantised). Tensors
+/// with no HF counterpart are reported.
+pub fn load_llama_gguf_with(
+    file: &GgufFile,
+    device: &Device,
+    weights: GgufWeights,
+) -> Result<(LlamaForCausalLM, LlamaConfig, LoadReport), CheckpointError> {
     let config = read_llama_gguf_config(file)?;
     let mut tensors = Tensors::default();
     let mut others = Vec::new();
+    let mut blocks: BTreeMap<String, Arc<QMatrix>> = BTreeMap::new();
     for info in &file.tensors {
         let Some(name) = hf_name(&info.name) else {
             others.push(info.name.clone());
             continue;
         };
+        let heads = if name.contains("q_proj.") {
+            Some(config.num_attention_heads)
+        } else if name.contains("k_proj.") {
+            Some(config.num_key_value_heads)
+        } else {
+            None
+        };
+        let format = block_format(info.ggml_type).filter(|_| {
+            weights == GgufWeights::Quantized && name.ends_with(".weight") && info.dims.len() == 2
+        });
+        if let Some(format) = format {
+            let shape = info.shape();
+            let (_, data, offset) = file
+                .tensor_blocks(&info.name)
+                .map_err(|e| gguf_error(&file.path, e))?;
+            let matrix = QMatrix::new(format, shape[0], shape[1], data, offset)
+                .and_then(|m| match heads {
+                    Some(h) => m.with_row_order(unpermuted_order(shape[0], h)),
+                    None => Ok(m),
+                })
+                .map_err(|e| CheckpointError::Format {
+                    path: file.path.clone(),
+                    message: format!("{}: {e}", info.name),
+                })?;
+            blocks.insert(name, Arc::new(matrix));
+            continue;
+        }
         let (shape, mut values) = file
             .tensor_f32(&info.name)
             .map_err(|e| gguf_error(&file.path, e))?;
@@ -369,8 +492,82 @@ pub fn load_llama_gguf(
         tensors.tensors.insert(name, (shape, bytes));
     }
     let mut model = config.init(device);
-    let mut report = apply(&mut model, tensors, &file.path)?;
+    let mut report = apply_except(&mut model, tensors, &file.path, |path| {
+        blocks.contains_key(path)
+    })?;
+    if !blocks.is_empty() {
+        report.applied.extend(blocks.keys().cloned());
+        report.applied.sort();
+        quantize(&mut model, &mut blocks, &config, device, &file.path)?;
+    }
     report.unexpected.extend(others);
     report.unexpected.sort();
     Ok((model, config, report))
+}
+
+/// Hands `blocks` (by HF name) to `model`, replacing the parameters they stand for with lazy
+/// dequantisations. Every matrix must find its place and its shape.
+fn quantize(
+    model: &mut LlamaForCausalLM,
+    blocks: &mut BTreeMap<String, Arc<QMatrix>>,
+    config: &LlamaConfig,
+    device: &Device,
+    path: &Path,
+) -> Result<(), CheckpointError> {
+    let mismatch = |name: &str, expected: [usize; 2], w: &QMatrix| CheckpointError::Mismatch {
+        dir: path.to_path_buf(),
+        message: format!(
+            "`{name}` is {} x {} in the file; the config makes it {} x {}",
+            w.rows, w.cols, expected[0], expected[1]
+        ),
+    };
+    // Takes the named matrix for `linear` (`[in, out]` in Burn), checking it is `[out, in]`.
+    let mut take =
+        |name: String, linear: &mut Linear| -> Result<Option<Arc<QMatrix>>, CheckpointError> {
+            let Some(w) = blocks.remove(&name) else {
+                return Ok(None);
+            };
+            let dims = linear.weight.lazy_shape().dims::<2>();
+            if [w.cols, w.rows] != [dims[0], dims[1]] {
+                return Err(mismatch(&name, [dims[1], dims[0]], &w));
+            }
+            linear.weight = lazy_weight(&w, device, true);
+            Ok(Some(w))
+        };
+    let mut quantized = QuantizedLlama::default();
+    for (i, layer) in model.model.layers.iter_mut().enumerate() {
+        let p = |part: &str| format!("model.layers.{i}.{part}.weight");
+        let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
+        quantized.layers.push(QuantizedLayer {
+            q_proj: take(p("self_attn.q_proj"), &mut attn.q_proj)?,
+            k_proj: take(p("self_attn.k_proj"), &mut attn.k_proj)?,
+            v_proj: take(p("self_attn.v_proj"), &mut attn.v_proj)?,
+            o_proj: take(p("self_attn.o_proj"), &mut attn.o_proj)?,
+            gate_proj: take(p("mlp.gate_proj"), &mut mlp.gate_proj)?,
+            up_proj: take(p("mlp.up_proj"), &mut mlp.up_proj)?,
+            down_proj: take(p("mlp.down_proj"), &mut mlp.down_proj)?,
+        });
+    }
+    if let Some(head) = model.lm_head.as_mut() {
+        quantized.lm_head = take("lm_head.weight".into(), head)?;
+    }
+    if let Some(w) = blocks.remove("model.embed_tokens.weight") {
+        let expected = [config.vocab_size, config.hidden_size];
+        if [w.rows, w.cols] != expected {
+            return Err(mismatch("model.embed_tokens.weight", expected, &w));
+        }
+        model.model.embed_tokens.weight = lazy_weight(&w, device, false);
+        if config.tie_word_embeddings {
+            quantized.lm_head = Some(Arc::clone(&w));
+        }
+        quantized.embed_tokens = Some(w);
+    }
+    if let Some(name) = blocks.keys().next() {
+        return Err(CheckpointError::Mismatch {
+            dir: path.to_path_buf(),
+            message: format!("`{name}` has no place in the model"),
+        });
+    }
+    model.quantized = Some(Arc::new(quantized));
+    Ok(())
 }

@@ -190,20 +190,20 @@ pub fn generate(
     prompts: &[Vec<u32>],
     stop_tokens: &[u32],
     config: &GenerationConfig,
-    stop: impl FnMut(usize, &[u32]) -> bool,
-    on_token: impl FnMut(usize, u32),
+    stop: impl FnMut(usize, &[u32]) -> bool + Send,
+    on_token: impl FnMut(usize, u32) + Send,
 ) -> Result<Vec<Vec<u32>>, GenerateError> {
     if let Some(i) = prompts.iter().position(Vec::is_empty) {
         return Err(GenerateError::EmptyPrompt(i));
     }
-    let device: Device = model.model.embed_tokens.weight.device();
+    let device: Device = model.device();
     let prompts: Vec<EmbeddedPrompt> = prompts
         .iter()
         .map(|ids| {
             let data: Vec<i64> = ids.iter().map(|&t| i64::from(t)).collect();
             let ids_tensor =
                 Tensor::<2, Int>::from_data(TensorData::new(data, [1, ids.len()]), &device);
-            let h = model.model.embed_tokens.weight.dims()[1];
+            let h = model.hidden_size();
             EmbeddedPrompt {
                 embeds: model.embed(ids_tensor).reshape([ids.len(), h]),
                 seen: ids.clone(),
@@ -223,7 +223,22 @@ pub struct EmbeddedPrompt {
 }
 
 /// `generate` for prompts given as embeddings: multimodal prompts.
+///
+/// The loop runs on a thread of rayon's pool, where the products' own parallel loops
+/// (`model::quant`, the flex backend's) split their work without waking a pool from outside
+/// at each of them: a token of a 4-bit model is about 200 such products.
 pub fn generate_embedded(
+    model: &LlamaForCausalLM,
+    prompts: &[EmbeddedPrompt],
+    stop_tokens: &[u32],
+    config: &GenerationConfig,
+    stop: impl FnMut(usize, &[u32]) -> bool + Send,
+    on_token: impl FnMut(usize, u32) + Send,
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    rayon::scope(|_| decode(model, prompts, stop_tokens, config, stop, on_token))
+}
+
+fn decode(
     model: &LlamaForCausalLM,
     prompts: &[EmbeddedPrompt],
     stop_tokens: &[u32],
@@ -254,9 +269,9 @@ pub fn generate_embedded(
             context,
         });
     }
-    let device: Device = model.model.embed_tokens.weight.device();
+    let device: Device = model.device();
     let b = prompts.len();
-    let h = model.model.embed_tokens.weight.dims()[1];
+    let h = model.hidden_size();
     let lengths: Vec<usize> = prompts.iter().map(|p| p.embeds.dims()[0]).collect();
     let longest = lengths.iter().copied().max().unwrap_or(0);
     // Left padding: every row's next token is at the same column.

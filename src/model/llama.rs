@@ -9,6 +9,8 @@
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softmax};
+use std::sync::Arc;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,8 @@ use super::lora::{
     AttentionLora, LayerLora, LlamaLora, LoraAdapter, LoraConfig, LoraTarget, MlpLora, adapted,
 };
 use super::precision::{Precision, lin, mm};
+use super::qlinear::{qembedding, qlinear};
+use super::quant::QMatrix;
 
 /// How rotary frequencies are rescaled for contexts longer than training (HF `rope_scaling`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,7 +273,88 @@ impl LlamaConfig {
             max_position_embeddings: self.max_position_embeddings,
             activation_checkpointing: false,
             precision: Precision::F32,
+            quantized: None,
         }
+    }
+}
+
+/// The projections of one decoder layer that stay quantised, by HF name; `None` = dense.
+#[derive(Debug, Clone, Default)]
+pub struct QuantizedLayer {
+    pub q_proj: Option<Arc<QMatrix>>,
+    pub k_proj: Option<Arc<QMatrix>>,
+    pub v_proj: Option<Arc<QMatrix>>,
+    pub o_proj: Option<Arc<QMatrix>>,
+    pub gate_proj: Option<Arc<QMatrix>>,
+    pub up_proj: Option<Arc<QMatrix>>,
+    pub down_proj: Option<Arc<QMatrix>>,
+}
+
+impl super::checkpoint::Constants for QuantizedLayer {
+    fn any_tracked(&self) -> bool {
+        false
+    }
+}
+
+/// The matrices of a LLaMA that stay in their quantised blocks (a GGUF file's), each `[out,
+/// in]`: the products read them directly (`model::qlinear`). The module's own parameters for
+/// them are lazy and dequantise only if something reads them (a merge, a save).
+#[derive(Debug, Clone, Default)]
+pub struct QuantizedLlama {
+    /// The token table, read row by row.
+    pub embed_tokens: Option<Arc<QMatrix>>,
+    pub layers: Vec<QuantizedLayer>,
+    /// The head; the token table when the embeddings are tied.
+    pub lm_head: Option<Arc<QMatrix>>,
+}
+
+impl QuantizedLlama {
+    /// Bytes of blocks held (a matrix shared by the table and the head counted once).
+    pub fn byte_len(&self) -> usize {
+        let layer = |l: &QuantizedLayer| {
+            [
+                &l.q_proj,
+                &l.k_proj,
+                &l.v_proj,
+                &l.o_proj,
+                &l.gate_proj,
+                &l.up_proj,
+                &l.down_proj,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|m| m.byte_len())
+            .sum::<usize>()
+        };
+        let head = match (&self.lm_head, &self.embed_tokens) {
+            (Some(h), Some(e)) if Arc::ptr_eq(h, e) => 0,
+            (Some(h), _) => h.byte_len(),
+            _ => 0,
+        };
+        self.embed_tokens.as_ref().map_or(0, |m| m.byte_len())
+            + head
+            + self.layers.iter().map(layer).sum::<usize>()
+    }
+}
+
+/// `base(x)` plus the adapter's addition, reading the weight from `quant` when it has it.
+fn project(
+    base: &Linear,
+    quant: Option<&Arc<QMatrix>>,
+    adapter: Option<&LoraAdapter>,
+    x: Tensor<3>,
+    precision: Precision,
+) -> Tensor<3> {
+    let Some(y) = quant.and_then(|w| qlinear(x.clone(), w)) else {
+        return adapted(base, adapter, x, precision);
+    };
+    let y = match &base.bias {
+        Some(bias) => y + bias.val().unsqueeze(),
+        None => y,
+    };
+    match adapter {
+        Some(a) => y + a.forward_in(x, precision),
+        None => y,
     }
 }
 
@@ -330,23 +415,44 @@ impl LlamaAttention {
         bias: &Tensor<4>,
         past: &mut Option<(Tensor<4>, Tensor<4>)>,
         lora: Option<&AttentionLora>,
+        quant: Option<&QuantizedLayer>,
         precision: Precision,
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let pick = |f: fn(&AttentionLora) -> &Option<LoraAdapter>| lora.and_then(|l| f(l).as_ref());
+        let q_of =
+            |f: fn(&QuantizedLayer) -> &Option<Arc<QMatrix>>| quant.and_then(|l| f(l).as_ref());
         let (h, kvh, d) = (self.num_heads, self.num_key_value_heads, self.head_dim);
         let heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, d]).swap_dims(1, 2);
         let rope = |y: Tensor<4>| y.clone() * cos.clone() + rotate_half(y) * sin.clone();
         let q = rope(heads(
-            adapted(&self.q_proj, pick(|l| &l.q_proj), x.clone(), precision),
+            project(
+                &self.q_proj,
+                q_of(|l| &l.q_proj),
+                pick(|l| &l.q_proj),
+                x.clone(),
+                precision,
+            ),
             h,
         ));
         let mut k = rope(heads(
-            adapted(&self.k_proj, pick(|l| &l.k_proj), x.clone(), precision),
+            project(
+                &self.k_proj,
+                q_of(|l| &l.k_proj),
+                pick(|l| &l.k_proj),
+                x.clone(),
+                precision,
+            ),
             kvh,
         ));
         let mut v = heads(
-            adapted(&self.v_proj, pick(|l| &l.v_proj), x, precision),
+            project(
+                &self.v_proj,
+                q_of(|l| &l.v_proj),
+                pick(|l| &l.v_proj),
+                x,
+                precision,
+            ),
             kvh,
         );
         if let Some((pk, pv)) = past.take() {
@@ -364,8 +470,9 @@ impl LlamaAttention {
         // The scale and the bias stay f32: the bias holds f32::MIN, -inf in bf16.
         let scores = mm(q, repeat(k).swap_dims(2, 3), precision) / (d as f64).sqrt() + bias.clone();
         let context = mm(softmax(scores, 3), repeat(v), precision);
-        adapted(
+        project(
             &self.o_proj,
+            q_of(|l| &l.o_proj),
             pick(|l| &l.o_proj),
             context.swap_dims(1, 2).reshape([b, t, h * d]),
             precision,
@@ -395,16 +502,37 @@ impl LlamaMlp {
         lora: Option<&MlpLora>,
         precision: Precision,
     ) -> Tensor<3> {
+        self.forward_quantized(x, lora, None, precision)
+    }
+
+    /// `forward_in` reading the projections `quant` holds from their blocks.
+    fn forward_quantized(
+        &self,
+        x: Tensor<3>,
+        lora: Option<&MlpLora>,
+        quant: Option<&QuantizedLayer>,
+        precision: Precision,
+    ) -> Tensor<3> {
         let pick = |f: fn(&MlpLora) -> &Option<LoraAdapter>| lora.and_then(|l| f(l).as_ref());
-        let gate = adapted(
+        let q_of =
+            |f: fn(&QuantizedLayer) -> &Option<Arc<QMatrix>>| quant.and_then(|l| f(l).as_ref());
+        let gate = project(
             &self.gate_proj,
+            q_of(|l| &l.gate_proj),
             pick(|l| &l.gate_proj),
             x.clone(),
             precision,
         );
-        let up = adapted(&self.up_proj, pick(|l| &l.up_proj), x, precision);
-        adapted(
+        let up = project(
+            &self.up_proj,
+            q_of(|l| &l.up_proj),
+            pick(|l| &l.up_proj),
+            x,
+            precision,
+        );
+        project(
             &self.down_proj,
+            q_of(|l| &l.down_proj),
             pick(|l| &l.down_proj),
             silu(gate) * up,
             precision,
@@ -448,6 +576,9 @@ pub struct LlamaForCausalLM {
     /// setting, not a weight: the weights stay f32.
     #[module(skip)]
     pub precision: Precision,
+    /// The matrices read from quantised blocks (`with_quantized`); `None` = all dense.
+    #[module(skip)]
+    pub quantized: Option<Arc<QuantizedLlama>>,
 }
 
 /// Additive attention bias `[B, 1, T, S]` for T new positions after `past` cached ones:
@@ -484,9 +615,11 @@ pub fn causal_bias(
 /// One pre-norm decoder layer, `x` `[B, T, H]` -> `[B, T, H]`: self-attention (appending
 /// to `past`) and the MLP, each added to its input, each projection with its adapter when
 /// `lora` has one.
+#[allow(clippy::too_many_arguments)]
 fn decoder_layer(
     layer: &LlamaDecoderLayer,
     lora: Option<&LayerLora>,
+    quant: Option<&QuantizedLayer>,
     x: Tensor<3>,
     rope: (&Tensor<4>, &Tensor<4>),
     bias: &Tensor<4>,
@@ -499,19 +632,43 @@ fn decoder_layer(
         bias,
         past,
         lora.map(|l| &l.self_attn),
+        quant,
         precision,
     );
     let x = x + attended;
     let normed = layer.post_attention_layernorm.forward(x.clone());
     x + layer
         .mlp
-        .forward_in(normed, lora.map(|l| &l.mlp), precision)
+        .forward_quantized(normed, lora.map(|l| &l.mlp), quant, precision)
 }
 
 impl LlamaForCausalLM {
     /// `input_ids` `[B, T]` -> token embeddings `[B, T, H]`.
     pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
-        self.model.embed_tokens.forward(input_ids)
+        let Some(table) = self
+            .quantized
+            .as_ref()
+            .and_then(|q| q.embed_tokens.as_ref())
+        else {
+            return self.model.embed_tokens.forward(input_ids);
+        };
+        let [b, t] = input_ids.dims();
+        let ids = input_ids
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .unwrap_or_else(|e| unreachable!("i64 data read as i64: {e:?}"));
+        qembedding(&ids, [b, t], table, &self.device())
+    }
+
+    /// The width of the token embeddings, without reading (or dequantising) the table.
+    pub fn hidden_size(&self) -> usize {
+        self.model.embed_tokens.weight.lazy_shape().dims::<2>()[1]
+    }
+
+    /// Where the model's parameters live, without reading (or dequantising) any.
+    pub fn device(&self) -> Device {
+        self.model.embed_tokens.weight.lazy_device()
     }
 
     /// `input_ids` `[B, T]`, optional `attention_mask` `[B, T]` -> logits `[B, T, vocab]`.
@@ -608,18 +765,23 @@ impl LlamaForCausalLM {
             .enumerate()
         {
             let lora = self.lora.as_ref().and_then(|l| l.layers.get(i));
+            let quant = self.quantized.as_ref().and_then(|q| q.layers.get(i));
             // An adapter that drops out would draw another mask when recomputed.
             x = if checkpointing && lora.is_none_or(|l| !l.drops_out()) {
                 // The precision is a constant of the node, so that the recomputation rounds
                 // as the forward did.
                 checkpoint(
                     &(layer.clone(), lora.cloned()),
-                    &((cos.clone(), sin.clone()), bias.clone(), self.precision),
+                    &(
+                        ((cos.clone(), sin.clone()), bias.clone(), self.precision),
+                        quant.cloned(),
+                    ),
                     [x],
-                    |(layer, lora), ((cos, sin), bias, precision), [x]| {
+                    |(layer, lora), (((cos, sin), bias, precision), quant), [x]| {
                         decoder_layer(
                             layer,
                             lora.as_ref(),
+                            quant.as_ref(),
                             x,
                             (cos, sin),
                             bias,
@@ -629,7 +791,16 @@ impl LlamaForCausalLM {
                     },
                 )
             } else {
-                decoder_layer(layer, lora, x, (&cos, &sin), &bias, past_kv, self.precision)
+                decoder_layer(
+                    layer,
+                    lora,
+                    quant,
+                    x,
+                    (&cos, &sin),
+                    &bias,
+                    past_kv,
+                    self.precision,
+                )
             };
         }
         self.model.norm.forward(x)
@@ -638,6 +809,10 @@ impl LlamaForCausalLM {
     /// The LM head: hidden states `[B, T, H]` -> logits `[B, T, vocab]`.
     pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, _] = x.dims();
+        let quantized = self.quantized.as_ref().and_then(|q| q.lm_head.as_ref());
+        if let Some(y) = quantized.and_then(|w| qlinear(x.clone(), w)) {
+            return y;
+        }
         match &self.lm_head {
             Some(head) => lin(head, x, self.precision),
             None => {
@@ -671,7 +846,8 @@ impl LlamaForCausalLM {
         let mut model = self.no_grad();
         let wants = |t: LoraTarget| config.target_modules.contains(&t);
         let adapter = |t: LoraTarget, base: &Linear| {
-            let [input, output] = base.weight.dims();
+            // The shape without reading the weight, which may be a lazy dequantisation.
+            let [input, output] = base.weight.lazy_shape().dims::<2>();
             wants(t).then(|| LoraAdapter::init(config, input, output, device))
         };
         let layers = model
@@ -702,6 +878,25 @@ impl LlamaForCausalLM {
         let Some(lora) = model.lora.take() else {
             return model;
         };
+        // A folded projection is dense from now on: its blocks no longer hold its weight.
+        if let Some(quantized) = model.quantized.take() {
+            let mut quantized = (*quantized).clone();
+            for (q, l) in quantized.layers.iter_mut().zip(&lora.layers) {
+                let clear = |q: &mut Option<Arc<QMatrix>>, a: &Option<LoraAdapter>| {
+                    if a.is_some() {
+                        *q = None;
+                    }
+                };
+                clear(&mut q.q_proj, &l.self_attn.q_proj);
+                clear(&mut q.k_proj, &l.self_attn.k_proj);
+                clear(&mut q.v_proj, &l.self_attn.v_proj);
+                clear(&mut q.o_proj, &l.self_attn.o_proj);
+                clear(&mut q.gate_proj, &l.mlp.gate_proj);
+                clear(&mut q.up_proj, &l.mlp.up_proj);
+                clear(&mut q.down_proj, &l.mlp.down_proj);
+            }
+            model.quantized = Some(Arc::new(quantized));
+        }
         let fold = |base: &mut Linear, adapter: &Option<LoraAdapter>| {
             if let Some(a) = adapter {
                 *base = a.merge_into(base);

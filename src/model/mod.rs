@@ -11,6 +11,8 @@ pub mod mfam;
 pub mod precision;
 pub mod pretrain;
 pub mod qformer;
+pub mod qlinear;
+pub mod quant;
 pub mod score_head;
 pub mod text;
 pub mod vision;

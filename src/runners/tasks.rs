@@ -102,7 +102,7 @@ impl Runner<'_> {
         &self,
         samples: Vec<(InstructSample, Vec<Arc<RgbImage>>)>,
     ) -> Result<PreparedBatch, TaskError> {
-        let device = self.loaded.model.llm.model.embed_tokens.weight.device();
+        let device = self.loaded.model.llm.device();
         let preparer = self.loaded.preparer(self.transform, usize::MAX);
         Ok(preparer.prepare(&samples, true, &device)?)
     }
@@ -131,7 +131,7 @@ impl Runner<'_> {
             .iter()
             .map(|r| r.len().saturating_sub(1))
             .collect();
-        let device = self.loaded.model.llm.model.embed_tokens.weight.device();
+        let device = self.loaded.model.llm.device();
         let mut prepared = prepared.clone();
         let mut lengths = Vec::with_capacity(prepared.rows.len());
         for row in &mut prepared.rows {
@@ -200,7 +200,7 @@ impl Runner<'_> {
         prepared: &PreparedBatch,
         generation: &GenerationConfig,
     ) -> Result<Vec<String>, TaskError> {
-        let device = self.loaded.model.llm.model.embed_tokens.weight.device();
+        let device = self.loaded.model.llm.device();
         let batch = prepared.to_device(&device, false);
         let model = &self.loaded.model;
         let visual = model.visual_tokens(&batch.hidden_states);
