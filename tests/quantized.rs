@@ -172,9 +172,9 @@ fn gradients_reach_the_input_of_a_quantised_layer() {
     let mut dense = LinearConfig::new(cols, rows).with_bias(false).init(&device);
     let weight = Tensor::<2>::from_data(TensorData::new(w.dequantize(), [rows, cols]), &device);
     dense.weight = burn::module::Param::from_tensor(weight.transpose().set_require_grad(false));
-    // 2 x 3 rows go through the panel kernel, 1 x 2 through the 8-bit one; the gradient
+    // 4 x 5 rows go through the panel kernel, 1 x 2 through the 8-bit one; the gradient
     // is the same transposed product in both.
-    for [b, t] in [[2, 3], [1, 2]] {
+    for [b, t] in [[4, 5], [1, 2]] {
         let x: Vec<f32> = (0..b * t * cols)
             .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
             .collect();
@@ -197,8 +197,8 @@ fn gradients_reach_the_input_of_a_quantised_layer() {
             .iter()
             .zip(&gd)
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        // d(sum y^2)/dx = 2 y W: y itself carries the 8-bit kernel's rounding when t <= 4.
-        let allowed = if b * t <= 4 { 0.02 } else { 1e-5 };
+        // d(sum y^2)/dx = 2 y W: y itself carries the 8-bit kernel's rounding up to 16 rows.
+        let allowed = if b * t <= 16 { 0.02 } else { 1e-5 };
         assert!(
             worst <= allowed * scale,
             "{b}x{t}: gradients differ by {worst} ({scale})"
