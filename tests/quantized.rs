@@ -205,3 +205,60 @@ fn gradients_reach_the_input_of_a_quantised_layer() {
         );
     }
 }
+
+#[test]
+fn lora_adapters_on_the_quantised_llm_get_the_dense_models_gradients() {
+    let file = gguf();
+    let device = Device::flex().autodiff();
+    let config = calm::model::lora::LoraConfig::default();
+    let with_lora = |weights| {
+        let (model, _, _) = load_llama_gguf_with(&file, &device, weights).expect("loads");
+        device.seed(5);
+        // Numbered as fine-tuning numbers them: the adapters drawn here, the quantised
+        // matrices left lazy.
+        let lazy = model.quantized_param_ids();
+        calm::train::optim::numbered_params_keeping(model.with_lora(&config, &device), &lazy)
+    };
+    let (dense, quant) = (
+        with_lora(GgufWeights::Dequantized),
+        with_lora(GgufWeights::Quantized),
+    );
+    // 24 tokens: the exact panel kernel, so the two gradients differ by rounding only.
+    let prompt: Vec<i64> = (0..24).map(|i| 2000 + (i * 104_729) % 40000).collect();
+    let grad = |model: &LlamaForCausalLM| {
+        let embeds = model.embed(ids(&prompt, &device));
+        let hidden = model.hidden_states(embeds, None, None, None);
+        let grads = (hidden.clone() * hidden).sum().backward();
+        let adapter = model.lora.as_ref().expect("adapters").layers[0]
+            .self_attn
+            .q_proj
+            .as_ref()
+            .expect("q_proj adapter");
+        values(
+            adapter
+                .lora_B
+                .weight
+                .val()
+                .grad(&grads)
+                .expect("a gradient"),
+        )
+    };
+    let (want, got) = (grad(&dense), grad(&quant));
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "the adapter gets a gradient");
+    let worst = got
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-3 * scale,
+        "adapter gradients differ by {worst} (scale {scale})"
+    );
+    assert!(
+        !quant.model.layers[0]
+            .self_attn
+            .q_proj
+            .weight
+            .is_initialized()
+    );
+}

@@ -65,6 +65,11 @@ struct Inputs {
     /// Device: cpu, wgpu or cuda:N.
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     device: DeviceSpec,
+    /// Hold a GGUF LLM's matrices in f32, as fine-tuning and `evaluate` do, instead of
+    /// reading them from their quantised blocks (a run that trained the LLM's own weights is
+    /// always f32).
+    #[arg(long)]
+    dequantize: bool,
     /// Images to process.
     #[arg(value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -97,7 +102,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             &inputs.set,
         )?;
     }
-    let loaded = finetune::load_finetuned(&found, &device).context("loading the model")?;
+    let weights = if inputs.dequantize {
+        calm::io::llama::GgufWeights::Dequantized
+    } else {
+        calm::io::llama::GgufWeights::Quantized
+    };
+    let loaded =
+        finetune::load_finetuned_with(&found, &device, weights).context("loading the model")?;
     let transform = found
         .config
         .data

@@ -13,7 +13,7 @@ use crate::data::raters::SimulatedRaters;
 use crate::data::selfsup_instruct::SelfSupervisedTasks;
 use crate::data::tasks::{Mix, TaskBuilder, TaskSourceConfig, build_task};
 use crate::distributed::World;
-use crate::io::llama::load_chat_model;
+use crate::io::llama::{GgufWeights, load_chat_model_with};
 use crate::io::models::{FetchedModel, ensure_fetched};
 use crate::model::calm::Calm;
 use crate::model::mfam::Group;
@@ -26,7 +26,7 @@ use crate::train::finetune::{
     build_micro_batch, with_system_prompt,
 };
 use crate::train::instruct_batch::Preparer;
-use crate::train::optim::numbered_params;
+use crate::train::optim::numbered_params_keeping;
 use crate::train::pretrain::{Frozen, PretrainError, read_split, split_photos};
 use crate::train::projector_init::{ProjectorInitKind, fit_level_projections};
 use crate::train::trainer::Trainer;
@@ -62,12 +62,29 @@ pub fn initial_model(
     device: &Device,
     model_device: &Device,
 ) -> Result<Loaded, FinetuneError> {
+    initial_model_with(
+        config,
+        pretrained,
+        device,
+        model_device,
+        GgufWeights::Dequantized,
+    )
+}
+
+/// `initial_model` with a GGUF LLM's matrices held as `weights` says.
+fn initial_model_with(
+    config: &ExperimentConfig,
+    pretrained: &PretrainedRun,
+    device: &Device,
+    model_device: &Device,
+    weights: GgufWeights,
+) -> Result<Loaded, FinetuneError> {
     check_same_model(config, pretrained)?;
     let frozen = Frozen::load(&pretrained.config.model, device)?;
     let mut mfam = pretrain::load_pretrained(pretrained, &frozen, model_device)?.mfam;
     mfam.set_pooling(&config.model.mfam);
     let device = model_device;
-    let (llm, tokenizer) = load_chat_model(&llm_path(config)?, device)?;
+    let (llm, tokenizer) = load_chat_model_with(&llm_path(config)?, device, weights)?;
     if llm.hidden_size() != config.model.mfam.llm_hidden_size {
         return Err(FinetuneError::Invalid(format!(
             "the LLM's hidden size is {}, but model.mfam.llm_hidden_size is {}",
@@ -87,14 +104,18 @@ pub fn initial_model(
         .score_heads
         .enabled()
         .then(|| ScoreHead::new(config.model.mfam.llm_hidden_size, device));
+    let lazy = llm.quantized_param_ids();
     Ok(Loaded {
         encoder: frozen.encoder,
         tokenizer,
-        model: numbered_params(Calm {
-            mfam,
-            llm,
-            score_head,
-        }),
+        model: numbered_params_keeping(
+            Calm {
+                mfam,
+                llm,
+                score_head,
+            },
+            &lazy,
+        ),
         visual_tokens: config
             .model
             .mfam
@@ -428,7 +449,22 @@ fn resolve_relative(recorded: &Path, run: &Path) -> PathBuf {
 
 /// The fine-tuned model of a run, on `device`, ready for inference.
 pub fn load_finetuned(run: &FinetunedRun, device: &Device) -> Result<Loaded, FinetuneError> {
-    let mut loaded = initial_model(&run.config, &run.pretrained, device, device)?;
+    load_finetuned_with(run, device, GgufWeights::Dequantized)
+}
+
+/// `load_finetuned` with a GGUF LLM's matrices held as `weights` says. A run that trained the
+/// LLM's own weights replaces the file's, so its LLM is always loaded in f32.
+pub fn load_finetuned_with(
+    run: &FinetunedRun,
+    device: &Device,
+    weights: GgufWeights,
+) -> Result<Loaded, FinetuneError> {
+    let weights = if run.config.finetune.trains_llm_base() {
+        GgufWeights::Dequantized
+    } else {
+        weights
+    };
+    let mut loaded = initial_model_with(&run.config, &run.pretrained, device, device, weights)?;
     let kept = run.config.finetune.kept();
     let report = crate::io::checkpoint::load_module_except(&mut loaded.model, &run.model, |p| {
         !kept.holds(p)

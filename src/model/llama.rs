@@ -661,6 +661,38 @@ impl LlamaForCausalLM {
         qembedding(&ids, [b, t], table, &self.device())
     }
 
+    /// The ids of the parameters that stand for quantised matrices (lazy dequantisations
+    /// that nothing on the way of a forward reads).
+    pub fn quantized_param_ids(&self) -> std::collections::HashSet<burn::module::ParamId> {
+        let mut ids = std::collections::HashSet::new();
+        let Some(q) = &self.quantized else {
+            return ids;
+        };
+        for (layer, ql) in self.model.layers.iter().zip(&q.layers) {
+            let (a, m) = (&layer.self_attn, &layer.mlp);
+            for (linear, held) in [
+                (&a.q_proj, &ql.q_proj),
+                (&a.k_proj, &ql.k_proj),
+                (&a.v_proj, &ql.v_proj),
+                (&a.o_proj, &ql.o_proj),
+                (&m.gate_proj, &ql.gate_proj),
+                (&m.up_proj, &ql.up_proj),
+                (&m.down_proj, &ql.down_proj),
+            ] {
+                if held.is_some() {
+                    ids.insert(linear.weight.id);
+                }
+            }
+        }
+        if q.embed_tokens.is_some() {
+            ids.insert(self.model.embed_tokens.weight.id);
+        }
+        if let (Some(head), Some(_)) = (&self.lm_head, &q.lm_head) {
+            ids.insert(head.weight.id);
+        }
+        ids
+    }
+
     /// The width of the token embeddings, without reading (or dequantising) the table.
     pub fn hidden_size(&self) -> usize {
         self.model.embed_tokens.weight.lazy_shape().dims::<2>()[1]

@@ -90,15 +90,31 @@ impl OptimizerConfig {
 /// keyed by parameter id; fresh ids are random, so without this a resumed run could not match
 /// the saved state to its parameters.
 pub fn numbered_params<M: Module>(module: M) -> M {
-    struct Number(u64);
-    impl ModuleMapper for Number {
+    numbered_params_keeping(module, &std::collections::HashSet::new())
+}
+
+/// `numbered_params`, leaving the lazy parameters listed in `lazy` uninitialised (a quantised
+/// LLM's matrices, whose initialiser dequantises and draws no random numbers). Every other
+/// lazy parameter is initialised here, in visiting order, as before: its random draws must not
+/// move.
+pub fn numbered_params_keeping<M: Module>(
+    module: M,
+    lazy: &std::collections::HashSet<ParamId>,
+) -> M {
+    struct Number<'a>(u64, &'a std::collections::HashSet<ParamId>);
+    impl ModuleMapper for Number<'_> {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let (_, value, mapper) = param.consume();
             self.0 += 1;
+            if !param.is_initialized() && self.1.contains(&param.id) {
+                let mut param = param;
+                param.id = ParamId::from(self.0 - 1);
+                return param;
+            }
+            let (_, value, mapper) = param.consume();
             Param::from_mapped_value(ParamId::from(self.0 - 1), value, mapper)
         }
     }
-    module.map(&mut Number(0))
+    module.map(&mut Number(0, lazy))
 }
 
 /// The L2 norm of all of `module`'s gradients taken together.
