@@ -8,7 +8,8 @@
 #   scripts/bench/compare.sh [--json] [--quick] [--only transformer vit encoders smollm2]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --quiet --release --example backend_step --example vit_b16 --example encoders_bench \
+# With the jobs' and the tests' features (README), so that Burn is compiled once.
+cargo build --quiet --release --features wgpu --example backend_step --example vit_b16 --example encoders_bench \
   --example smollm2_bench
 if [ -z "${PYTHON:-}" ]; then
   venv=target/bench-venv
