@@ -27,6 +27,16 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec().expect("f32")
 }
 
+/// The largest difference between `got` and `want`, and `want`'s largest magnitude.
+fn worst_and_scale(got: &[f32], want: &[f32]) -> (f32, f32) {
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    (worst, scale)
+}
+
 fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
@@ -65,11 +75,7 @@ fn quantised_smollm2_matches_the_dequantised_one() {
     let prompt: Vec<i64> = (0..24).map(|i| 1000 + (i * 7919) % 40000).collect();
     let want = values(dense.forward(ids(&prompt, &device), None));
     let got = values(quant.forward(ids(&prompt, &device), None));
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .iter()
-        .zip(&want)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let (worst, scale) = worst_and_scale(&got, &want);
     assert!(
         worst <= 1e-4 * scale,
         "prompt logits differ by {worst} (scale {scale})"
@@ -103,11 +109,7 @@ fn quantised_smollm2_matches_the_dequantised_one() {
     for i in 0..10 {
         let want = step(&dense, &mut dense_cache, &next);
         let got = step(&quant, &mut quant_cache, &next);
-        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let worst = got
-            .iter()
-            .zip(&want)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (worst, scale) = worst_and_scale(&got, &want);
         // Rounding the inputs of 211 products to 8 bits moves the logits by about 1%.
         assert!(
             worst <= 0.05 * scale,
@@ -192,11 +194,7 @@ fn gradients_reach_the_input_of_a_quantised_layer() {
             xd.grad(&(yd.clone() * yd).sum().backward())
                 .expect("a gradient"),
         );
-        let scale = gd.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let worst = gq
-            .iter()
-            .zip(&gd)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (worst, scale) = worst_and_scale(&gq, &gd);
         // d(sum y^2)/dx = 2 y W: y itself carries the 8-bit kernel's rounding up to 16 rows.
         let allowed = if b * t <= 16 { 0.02 } else { 1e-5 };
         assert!(
@@ -244,12 +242,8 @@ fn lora_adapters_on_the_quantised_llm_get_the_dense_models_gradients() {
         )
     };
     let (want, got) = (grad(&dense), grad(&quant));
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (worst, scale) = worst_and_scale(&got, &want);
     assert!(scale > 0.0, "the adapter gets a gradient");
-    let worst = got
-        .iter()
-        .zip(&want)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(
         worst <= 1e-3 * scale,
         "adapter gradients differ by {worst} (scale {scale})"

@@ -478,13 +478,6 @@ pub fn load_llama_gguf_with(
         let (shape, mut values) = file
             .tensor_f32(&info.name)
             .map_err(|e| gguf_error(&file.path, e))?;
-        let heads = if name.contains("q_proj.") {
-            Some(config.num_attention_heads)
-        } else if name.contains("k_proj.") {
-            Some(config.num_key_value_heads)
-        } else {
-            None
-        };
         if let Some(heads) = heads {
             values = unpermute_rows(&values, shape.first().copied().unwrap_or(0), heads);
         }

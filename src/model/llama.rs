@@ -19,7 +19,8 @@ use super::lora::{
     AttentionLora, LayerLora, LlamaLora, LoraAdapter, LoraConfig, LoraTarget, MlpLora, adapted,
 };
 use super::precision::{Precision, lin, mm};
-use super::qlinear::{qembedding, qlinear};
+use super::qlinear::{qembedding, qlinear, qlinear_with};
+use super::quant::Inputs;
 use super::quant::QMatrix;
 
 /// How rotary frequencies are rescaled for contexts longer than training (HF `rope_scaling`).
@@ -841,8 +842,10 @@ impl LlamaForCausalLM {
     /// The LM head: hidden states `[B, T, H]` -> logits `[B, T, vocab]`.
     pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, t, _] = x.dims();
+        // The head's input stays f32: rounding it to 8 bits moves logits by about 0.1, enough
+        // to flip a near tie ("What is the capital of France?" then starts in French).
         let quantized = self.quantized.as_ref().and_then(|q| q.lm_head.as_ref());
-        if let Some(y) = quantized.and_then(|w| qlinear(x.clone(), w)) {
+        if let Some(y) = quantized.and_then(|w| qlinear_with(x.clone(), w, Inputs::F32)) {
             return y;
         }
         match &self.lm_head {

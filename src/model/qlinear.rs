@@ -17,22 +17,27 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Backend, DispatchKindConversion, DispatchTensor};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::quant::QMatrix;
+use super::quant::{Inputs, QMatrix};
 
 /// `x W^T`, `x` `[B, T, cols]` -> `[B, T, rows]`. `None` when `x` is tracked on an autodiff
 /// backend this build cannot name, where the caller uses the dense weight instead.
 pub fn qlinear(x: Tensor<3>, w: &Arc<QMatrix>) -> Option<Tensor<3>> {
+    qlinear_with(x, w, Inputs::Int8)
+}
+
+/// `qlinear` with the few-rows kernel's input held as `inputs` says.
+pub fn qlinear_with(x: Tensor<3>, w: &Arc<QMatrix>, inputs: Inputs) -> Option<Tensor<3>> {
     if !x.is_tracked() {
         let device = x.device();
-        return Some(product(x, w, &device));
+        return Some(product(x, w, &device, inputs));
     }
     #[cfg(feature = "flex")]
-    let x = match record::<burn::backend::Flex>(x, w) {
+    let x = match record::<burn::backend::Flex>(x, w, inputs) {
         Ok(y) => return Some(y),
         Err(x) => x,
     };
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    let x = match record::<burn::backend::Cube>(x, w) {
+    let x = match record::<burn::backend::Cube>(x, w, inputs) {
         Ok(y) => return Some(y),
         Err(x) => x,
     };
@@ -62,14 +67,18 @@ fn host(x: Tensor<3>) -> Vec<f32> {
 }
 
 /// The untracked product on `device`.
-fn product(x: Tensor<3>, w: &QMatrix, device: &Device) -> Tensor<3> {
+fn product(x: Tensor<3>, w: &QMatrix, device: &Device, inputs: Inputs) -> Tensor<3> {
     let [b, t, _] = x.dims();
-    let y = w.matmul_t(&host(x), b * t);
+    let y = w.matmul_t_with(&host(x), b * t, inputs);
     Tensor::from_data(TensorData::new(y, [b, t, w.rows]), device)
 }
 
 /// The tracked product on backend `B`; gives `x` back when it does not live there.
-fn record<B: Backend>(x: Tensor<3>, w: &Arc<QMatrix>) -> Result<Tensor<3>, Tensor<3>>
+fn record<B: Backend>(
+    x: Tensor<3>,
+    w: &Arc<QMatrix>,
+    inputs: Inputs,
+) -> Result<Tensor<3>, Tensor<3>>
 where
     DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
 {
@@ -80,7 +89,7 @@ where
     let input = Tensor::<3>::from_primitive::<B>(inner);
     let device = input.device();
     let dims = input.dims();
-    let Ok(output) = product(input, w, &device).try_into_primitive::<B>() else {
+    let Ok(output) = product(input, w, &device, inputs).try_into_primitive::<B>() else {
         return Err(x);
     };
     let node = QLinearBackward(Arc::clone(w));

@@ -219,9 +219,14 @@ impl QMatrix {
 
     /// `x W^T`: `x` `[n, cols]` row-major -> `[n, rows]`.
     pub fn matmul_t(&self, x: &[f32], n: usize) -> Vec<f32> {
+        self.matmul_t_with(x, n, Inputs::Int8)
+    }
+
+    /// `matmul_t`, with the few-rows kernel's input held as `inputs` says.
+    pub fn matmul_t_with(&self, x: &[f32], n: usize, inputs: Inputs) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "input of {n} rows of {}", self.cols);
         if n <= FEW_ROWS {
-            self.matmul_t_rows(x, n)
+            self.matmul_t_rows(x, n, inputs)
         } else {
             self.matmul_t_panels(x, n)
         }
@@ -331,15 +336,16 @@ impl QMatrix {
         y
     }
 
-    fn matmul_t_rows(&self, x: &[f32], n: usize) -> Vec<f32> {
+    fn matmul_t_rows(&self, x: &[f32], n: usize, inputs: Inputs) -> Vec<f32> {
         let (rows, cols) = (self.rows, self.cols);
         let simd = Simd::detect();
         // The legacy formats meet the input quantised to 8 bits, as llama.cpp's `vec_dot`
         // kernels do: integer products, one f32 scale per pair of blocks.
-        let legacy = matches!(
-            self.format,
-            BlockFormat::Q4_0 | BlockFormat::Q4_1 | BlockFormat::Q8_0
-        );
+        let legacy = inputs == Inputs::Int8
+            && matches!(
+                self.format,
+                BlockFormat::Q4_0 | BlockFormat::Q4_1 | BlockFormat::Q8_0
+            );
         let q8: Vec<Q8Row> = if legacy {
             x.chunks_exact(cols).map(Q8Row::new).collect()
         } else {
@@ -366,6 +372,8 @@ impl QMatrix {
                     for (o, xq) in o.iter_mut().zip(&q8) {
                         *o = simd.dot_q8(self.format, row, xq);
                     }
+                } else if let Some(dot) = simd.dot_f32(self.format, row, x, n) {
+                    o[0] = dot;
                 } else {
                     simd.row_dots(self.format, row, x, &mut buf, o);
                 }
@@ -387,6 +395,17 @@ impl QMatrix {
         }
         y
     }
+}
+
+/// How the few-rows kernel holds its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inputs {
+    /// Rounded to 8 bits per 32 values (Q4_0, Q4_1, Q8_0; the K-quants are always f32):
+    /// llama.cpp's integer products, fastest.
+    Int8,
+    /// In f32 against each dequantised row: the dequantised product up to rounding, for
+    /// outputs whose order matters, as an LM head's near ties.
+    F32,
 }
 
 /// An input row quantised per 32 values to 8 bits (llama.cpp's Q8_1 blocks): `x ~ d q`, and
@@ -474,6 +493,21 @@ impl Simd {
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => unsafe { row_dots_avx2(format, row, x, buf, out) },
             Self::Plain => row_dots::<false>(format, row, x, buf, out),
+        }
+    }
+
+    /// A Q4_0, Q4_1 or Q8_0 row dotted with the one f32 input row `x` (`n` = 1) in one pass;
+    /// `None` where this CPU or case has no such kernel.
+    fn dot_f32(self, format: BlockFormat, row: &[u8], x: &[f32], n: usize) -> Option<f32> {
+        let legacy = matches!(
+            format,
+            BlockFormat::Q4_0 | BlockFormat::Q4_1 | BlockFormat::Q8_0
+        );
+        match self {
+            // SAFETY: `detect` found these instructions on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 if n == 1 && legacy => Some(unsafe { avx2::dot_f32(format, row, x) }),
+            _ => None,
         }
     }
 
@@ -582,6 +616,61 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// 8 signed bytes at `q` as f32.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn widen8(q: &[u8]) -> __m256 {
+        let q: &[u8; 8] = q.first_chunk().expect("8 bytes");
+        // SAFETY: 8 bytes are read from an 8-byte array.
+        let bytes = unsafe { _mm_loadl_epi64(q.as_ptr().cast()) };
+        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn load8(x: &[f32]) -> __m256 {
+        let x: &[f32; 8] = x.first_chunk().expect("8 values");
+        // SAFETY: 8 values are read from an 8-value array.
+        unsafe { _mm256_loadu_ps(x.as_ptr()) }
+    }
+
+    /// A Q4_0, Q4_1 or Q8_0 row dotted with one f32 input row, each block's weights widened
+    /// to f32: the dequantised product up to the order of additions.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn dot_f32(format: BlockFormat, row: &[u8], x: &[f32]) -> f32 {
+        let bb = format.block_bytes();
+        let mut acc = _mm256_setzero_ps();
+        let mut offsets = 0.0f32;
+        for (b, block) in row.chunks_exact(bb).enumerate() {
+            let xs = &x[b * 32..b * 32 + 32];
+            let d = _mm256_set1_ps(f16(block[0], block[1]));
+            let mut part = _mm256_setzero_ps();
+            match format {
+                BlockFormat::Q8_0 => {
+                    for k in 0..4 {
+                        part =
+                            _mm256_fmadd_ps(widen8(&block[2 + 8 * k..]), load8(&xs[8 * k..]), part);
+                    }
+                }
+                _ => {
+                    let q = nibbles(&block[bb - 16..]);
+                    let q = if format == BlockFormat::Q4_0 {
+                        _mm256_sub_epi8(q, _mm256_set1_epi8(8))
+                    } else {
+                        offsets += f16(block[2], block[3]) * xs.iter().sum::<f32>();
+                        q
+                    };
+                    let mut bytes = [0u8; 32];
+                    // SAFETY: 32 bytes are written to an array of 32.
+                    unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), q) };
+                    for k in 0..4 {
+                        part = _mm256_fmadd_ps(widen8(&bytes[8 * k..]), load8(&xs[8 * k..]), part);
+                    }
+                }
+            }
+            acc = _mm256_fmadd_ps(d, part, acc);
+        }
+        hsum(acc) + offsets
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn dot_q8(format: BlockFormat, row: &[u8], x: &Q8Row) -> f32 {
         let bb = format.block_bytes();
@@ -617,7 +706,33 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn row_dots_avx2(format: BlockFormat, row: &[u8], x: &[f32], buf: &mut [f32], out: &mut [f32]) {
-    row_dots::<true>(format, row, x, buf, out)
+    use std::arch::x86_64::*;
+    let cols = x.len() / out.len();
+    let (be, bb) = (format.block_elements(), format.block_bytes());
+    for (block, y) in row.chunks_exact(bb).zip(buf.chunks_exact_mut(be)) {
+        format.dequantize_block(block, y);
+    }
+    for (t, o) in out.iter_mut().enumerate() {
+        let xt = &x[t * cols..(t + 1) * cols];
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (w, v) in buf.chunks_exact(32).zip(xt.chunks_exact(32)) {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: each chunk holds 32 values; 8 are read from offset 8k < 32.
+                let (w, v) = unsafe {
+                    (
+                        _mm256_loadu_ps(w.as_ptr().add(8 * k)),
+                        _mm256_loadu_ps(v.as_ptr().add(8 * k)),
+                    )
+                };
+                *acc = _mm256_fmadd_ps(w, v, *acc);
+            }
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut lanes = [0.0f32; 8];
+        // SAFETY: 8 values are written to an array of 8.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        *o = lanes.iter().sum();
+    }
 }
 
 /// `a * b + c`, fused where the caller was compiled with FMA (a plain `mul_add` without it is
@@ -853,6 +968,27 @@ mod tests {
                     assert!(
                         (f64::from(*g) - w).abs() <= allowed,
                         "{format:?} n={n}: {g} vs {w} (allowed {allowed})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_inputs_give_the_dequantised_product_to_rounding() {
+        for format in FORMATS {
+            let (rows, cols) = (37, 256);
+            let q = matrix(format, rows, cols, 13);
+            let w = q.dequantize();
+            for n in [1, 3] {
+                let x = input(n, cols);
+                let got = q.matmul_t_with(&x, n, Inputs::F32);
+                let want = reference(&w, &x, n, rows, cols);
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (f64::from(*g) - w).abs() <= 1e-5 * scale,
+                        "{format:?} n={n}"
                     );
                 }
             }
