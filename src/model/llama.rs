@@ -409,6 +409,7 @@ impl LlamaAttention {
     /// `x` `[B, T, H]`; `(cos, sin)` `[B, 1, T, head_dim]` each; `bias` `[B, 1, T, S]` with S
     /// the cached plus new positions -> `[B, T, H]`, appending this step's keys and values to
     /// `past`.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: Tensor<3>,

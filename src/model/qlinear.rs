@@ -32,15 +32,13 @@ pub fn qlinear_with(x: Tensor<3>, w: &Arc<QMatrix>, inputs: Inputs) -> Option<Te
         return Some(product(x, w, &device, inputs));
     }
     #[cfg(feature = "flex")]
-    let x = match record::<burn::backend::Flex>(x, w, inputs) {
-        Ok(y) => return Some(y),
-        Err(x) => x,
-    };
+    if let Some(y) = record::<burn::backend::Flex>(&x, w, inputs) {
+        return Some(y);
+    }
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    let x = match record::<burn::backend::Cube>(x, w, inputs) {
-        Ok(y) => return Some(y),
-        Err(x) => x,
-    };
+    if let Some(y) = record::<burn::backend::Cube>(&x, w, inputs) {
+        return Some(y);
+    }
     drop(x);
     None
 }
@@ -73,25 +71,19 @@ fn product(x: Tensor<3>, w: &QMatrix, device: &Device, inputs: Inputs) -> Tensor
     Tensor::from_data(TensorData::new(y, [b, t, w.rows]), device)
 }
 
-/// The tracked product on backend `B`; gives `x` back when it does not live there.
-fn record<B: Backend>(
-    x: Tensor<3>,
-    w: &Arc<QMatrix>,
-    inputs: Inputs,
-) -> Result<Tensor<3>, Tensor<3>>
+/// The tracked product on backend `B`; `None` when `x` does not live there.
+fn record<B: Backend>(x: &Tensor<3>, w: &Arc<QMatrix>, inputs: Inputs) -> Option<Tensor<3>>
 where
     DispatchTensor: DispatchKindConversion<B> + DispatchKindConversion<Autodiff<B>>,
 {
-    let Ok(primitive) = x.clone().try_into_primitive::<Autodiff<B>>() else {
-        return Err(x);
-    };
+    let primitive = x.clone().try_into_primitive::<Autodiff<B>>().ok()?;
     let (inner, guard) = primitive.into_parts();
     let input = Tensor::<3>::from_primitive::<B>(inner);
     let device = input.device();
     let dims = input.dims();
-    let Ok(output) = product(input, w, &device, inputs).try_into_primitive::<B>() else {
-        return Err(x);
-    };
+    let output = product(input, w, &device, inputs)
+        .try_into_primitive::<B>()
+        .ok()?;
     let node = QLinearBackward(Arc::clone(w));
     let out = match <QLinearBackward as Backward<B, 1>>::prepare::<NoCheckpointing>(node, [guard])
         .compute_bound()
@@ -100,7 +92,7 @@ where
         OpsKind::Tracked(prep) => prep.finish(dims, output),
         OpsKind::UnTracked(prep) => prep.finish(output),
     };
-    Ok(Tensor::<3>::from_primitive::<Autodiff<B>>(out))
+    Some(Tensor::<3>::from_primitive::<Autodiff<B>>(out))
 }
 
 struct QLinearBackward(Arc<QMatrix>);
