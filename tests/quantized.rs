@@ -256,3 +256,29 @@ fn lora_adapters_on_the_quantised_llm_get_the_dense_models_gradients() {
             .is_initialized()
     );
 }
+
+#[test]
+fn merging_adapters_leaves_the_quantised_model_as_it_was() {
+    let file = gguf();
+    let device = Device::flex();
+    let (dense, _, _) =
+        load_llama_gguf_with(&file, &device, GgufWeights::Dequantized).expect("dense");
+    let (quant, _, _) = load_llama_gguf_with(&file, &device, GgufWeights::Quantized).expect("q");
+    let adapted = quant.with_lora(&calm::model::lora::LoraConfig::default(), &device);
+    let merged = adapted.merged();
+    // The merged copy has dense weights of its own; the original still reads its blocks and
+    // holds no f32 copy.
+    assert!(
+        !adapted.model.layers[2]
+            .self_attn
+            .q_proj
+            .weight
+            .is_initialized()
+    );
+    let held = merged.quantized.as_ref().expect("the rest stays quantised");
+    assert!(held.layers[2].q_proj.is_none());
+    // A fresh adapter adds nothing: the merged weight is the dequantised one.
+    let a = values(merged.model.layers[2].self_attn.q_proj.weight.val());
+    let b = values(dense.model.layers[2].self_attn.q_proj.weight.val());
+    assert_eq!(a, b);
+}

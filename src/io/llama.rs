@@ -489,9 +489,13 @@ pub fn load_llama_gguf_with(
         blocks.contains_key(path)
     })?;
     if !blocks.is_empty() {
-        report.applied.extend(blocks.keys().cloned());
+        let names: Vec<String> = blocks.keys().cloned().collect();
+        let homeless = quantize(&mut model, &mut blocks, &config, device, &file.path)?;
+        report
+            .applied
+            .extend(names.into_iter().filter(|n| !homeless.contains(n)));
         report.applied.sort();
-        quantize(&mut model, &mut blocks, &config, device, &file.path)?;
+        others.extend(homeless);
     }
     report.unexpected.extend(others);
     report.unexpected.sort();
@@ -499,14 +503,15 @@ pub fn load_llama_gguf_with(
 }
 
 /// Hands `blocks` (by HF name) to `model`, replacing the parameters they stand for with lazy
-/// dequantisations. Every matrix must find its place and its shape.
+/// dequantisations; a matrix must have the shape of its place. Returns the names of those
+/// that have no place.
 fn quantize(
     model: &mut LlamaForCausalLM,
     blocks: &mut BTreeMap<String, Arc<QMatrix>>,
     config: &LlamaConfig,
     device: &Device,
     path: &Path,
-) -> Result<(), CheckpointError> {
+) -> Result<Vec<String>, CheckpointError> {
     let mismatch = |name: &str, expected: [usize; 2], w: &QMatrix| CheckpointError::Mismatch {
         dir: path.to_path_buf(),
         message: format!(
@@ -555,12 +560,7 @@ fn quantize(
         }
         quantized.embed_tokens = Some(w);
     }
-    if let Some(name) = blocks.keys().next() {
-        return Err(CheckpointError::Mismatch {
-            dir: path.to_path_buf(),
-            message: format!("`{name}` has no place in the model"),
-        });
-    }
     model.quantized = Some(Arc::new(quantized));
-    Ok(())
+    // Matrices with no place (a layer past `block_count`) are unexpected, as in f32.
+    Ok(std::mem::take(blocks).into_keys().collect())
 }

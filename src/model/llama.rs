@@ -6,7 +6,7 @@
 //!
 //! Field names are HF's checkpoint keys (`model.layers.N.self_attn.q_proj`, ...).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softmax};
 use std::sync::Arc;
@@ -914,39 +914,66 @@ impl LlamaForCausalLM {
         let Some(lora) = model.lora.take() else {
             return model;
         };
-        // A folded projection is dense from now on: its blocks no longer hold its weight.
-        if let Some(quantized) = model.quantized.take() {
-            let mut quantized = (*quantized).clone();
-            for (q, l) in quantized.layers.iter_mut().zip(&lora.layers) {
-                let clear = |q: &mut Option<Arc<QMatrix>>, a: &Option<LoraAdapter>| {
-                    if a.is_some() {
-                        *q = None;
-                    }
-                };
-                clear(&mut q.q_proj, &l.self_attn.q_proj);
-                clear(&mut q.k_proj, &l.self_attn.k_proj);
-                clear(&mut q.v_proj, &l.self_attn.v_proj);
-                clear(&mut q.o_proj, &l.self_attn.o_proj);
-                clear(&mut q.gate_proj, &l.mlp.gate_proj);
-                clear(&mut q.up_proj, &l.mlp.up_proj);
-                clear(&mut q.down_proj, &l.mlp.down_proj);
+        let device = model.device();
+        let mut quantized = model.quantized.take().map(|q| (*q).clone());
+        // A folded projection is dense from now on: its blocks no longer hold its weight. Its
+        // lazy weight shares its state with the original model's, so reading it would leave an
+        // f32 copy there too: the copy gets a dense weight of its own from the blocks.
+        let fold = |base: &mut Linear,
+                    held: Option<&mut Option<Arc<QMatrix>>>,
+                    adapter: &Option<LoraAdapter>| {
+            let Some(a) = adapter else {
+                return;
+            };
+            if let Some(w) = held.and_then(Option::take) {
+                let dense = Tensor::<2>::from_data(
+                    TensorData::new(w.dequantize(), [w.rows, w.cols]),
+                    &device,
+                );
+                base.weight = Param::from_tensor(dense.transpose());
             }
-            model.quantized = Some(Arc::new(quantized));
-        }
-        let fold = |base: &mut Linear, adapter: &Option<LoraAdapter>| {
-            if let Some(a) = adapter {
-                *base = a.merge_into(base);
-            }
+            *base = a.merge_into(base);
         };
-        for (layer, l) in model.model.layers.iter_mut().zip(&lora.layers) {
-            fold(&mut layer.self_attn.q_proj, &l.self_attn.q_proj);
-            fold(&mut layer.self_attn.k_proj, &l.self_attn.k_proj);
-            fold(&mut layer.self_attn.v_proj, &l.self_attn.v_proj);
-            fold(&mut layer.self_attn.o_proj, &l.self_attn.o_proj);
-            fold(&mut layer.mlp.gate_proj, &l.mlp.gate_proj);
-            fold(&mut layer.mlp.up_proj, &l.mlp.up_proj);
-            fold(&mut layer.mlp.down_proj, &l.mlp.down_proj);
+        for (i, (layer, l)) in model.model.layers.iter_mut().zip(&lora.layers).enumerate() {
+            let mut q = quantized.as_mut().and_then(|q| q.layers.get_mut(i));
+            let (attn, mlp) = (&mut layer.self_attn, &mut layer.mlp);
+            fold(
+                &mut attn.q_proj,
+                q.as_deref_mut().map(|q| &mut q.q_proj),
+                &l.self_attn.q_proj,
+            );
+            fold(
+                &mut attn.k_proj,
+                q.as_deref_mut().map(|q| &mut q.k_proj),
+                &l.self_attn.k_proj,
+            );
+            fold(
+                &mut attn.v_proj,
+                q.as_deref_mut().map(|q| &mut q.v_proj),
+                &l.self_attn.v_proj,
+            );
+            fold(
+                &mut attn.o_proj,
+                q.as_deref_mut().map(|q| &mut q.o_proj),
+                &l.self_attn.o_proj,
+            );
+            fold(
+                &mut mlp.gate_proj,
+                q.as_deref_mut().map(|q| &mut q.gate_proj),
+                &l.mlp.gate_proj,
+            );
+            fold(
+                &mut mlp.up_proj,
+                q.as_deref_mut().map(|q| &mut q.up_proj),
+                &l.mlp.up_proj,
+            );
+            fold(
+                &mut mlp.down_proj,
+                q.as_deref_mut().map(|q| &mut q.down_proj),
+                &l.mlp.down_proj,
+            );
         }
+        model.quantized = quantized.map(Arc::new);
         model
     }
 }

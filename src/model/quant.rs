@@ -1,6 +1,6 @@
 //! Weight matrices kept in ggml's quantised block formats (llama.cpp's `ggml-quants.c`, the
 //! GGUF files' layout) and the matrix products that read them directly, dequantising block
-//! by block as they go (docs/design.md §13).
+//! by block as they go (docs/design.md §3.4).
 //!
 //! A matrix is `[rows, cols]` row-major, as GGUF stores a linear layer's weight (`[out, in]`):
 //! each row is `cols / block_elements` consecutive blocks. The blocks stay in the buffer they
@@ -12,14 +12,15 @@
 //!   quantised to 8 bits per 32 values (Q8_1 blocks) and each pair of blocks is one integer
 //!   dot product (AVX2 where the CPU has it, chosen at run time; the same integer sums in
 //!   plain Rust elsewhere), scaled in f32. That rounding of the input is the one difference
-//!   from the dequantised product: about 0.2% of a block's largest input per value. The
-//!   K-quants decode each row once and dot it with every input row in f32;
+//!   from the dequantised product: at most half a step, 0.4% of a block's largest input, per
+//!   value. With `Inputs::F32` (an LM head) and for the K-quants, each row is dotted in f32;
 //! - more rows (prompts, training): panels of weight rows are dequantised into a scratch
 //!   buffer and multiplied with `gemm`, so that decoding a block is paid once per panel, not
 //!   once per input row. This equals the dequantised product up to the order of additions.
 //!
-//! Both run on rayon's pool over disjoint output rows (tests/quantized.rs compares them with
-//! the dequantised model).
+//! Both run on rayon's pool over disjoint output rows, except matrices under
+//! `PARALLEL_BYTES`, which stay on the calling thread; the input's gradient splits the weight
+//! rows into panels. tests/quantized.rs compares them with the dequantised model.
 
 use std::sync::Arc;
 
@@ -102,6 +103,8 @@ pub enum QuantError {
         needed: usize,
         len: usize,
     },
+    #[error("a matrix of no rows")]
+    Rows,
     #[error("a row order of {got} entries for {rows} rows, or an entry out of range")]
     RowOrder { got: usize, rows: usize },
 }
@@ -145,6 +148,9 @@ impl QMatrix {
                 cols,
                 block,
             });
+        }
+        if rows == 0 {
+            return Err(QuantError::Rows);
         }
         let needed = (cols / block)
             .checked_mul(format.block_bytes())
@@ -225,6 +231,9 @@ impl QMatrix {
     /// `matmul_t`, with the few-rows kernel's input held as `inputs` says.
     pub fn matmul_t_with(&self, x: &[f32], n: usize, inputs: Inputs) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "input of {n} rows of {}", self.cols);
+        if n == 0 {
+            return Vec::new();
+        }
         if n <= FEW_ROWS {
             self.matmul_t_rows(x, n, inputs)
         } else {
@@ -240,6 +249,9 @@ impl QMatrix {
             "gradient of {n} rows of {}",
             self.rows
         );
+        if n == 0 {
+            return Vec::new();
+        }
         let cols = self.cols;
         let panels = self.rows.div_ceil(PANEL_ROWS);
         (0..panels)
@@ -426,8 +438,18 @@ impl Q8Row {
         );
         for block in x.chunks_exact(32) {
             let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            // A NaN in the block makes its products NaN, as in f32 (`max` would skip it);
+            // a block too small for `1 / scale` to be finite rounds to zeros.
+            let scale = if block.iter().any(|v| v.is_nan()) {
+                f32::NAN
+            } else {
+                amax / 127.0
+            };
+            let inv = if scale >= f32::MIN_POSITIVE {
+                1.0 / scale
+            } else {
+                0.0
+            };
             let mut sum = 0i32;
             for v in block {
                 // Round to nearest (ties to even) by the float adder, |v * inv| <= 127: no
@@ -1056,6 +1078,7 @@ mod tests {
         assert!(QMatrix::new(BlockFormat::Q4_0, 2, 64, data.clone(), 0).is_ok());
         assert!(QMatrix::new(BlockFormat::Q4_0, 2, 64, data.clone(), 1).is_err());
         assert!(QMatrix::new(BlockFormat::Q4_0, 2, 48, data.clone(), 0).is_err());
+        assert!(QMatrix::new(BlockFormat::Q4_0, 0, 64, data.clone(), 0).is_err());
         assert!(QMatrix::new(BlockFormat::Q4_0, usize::MAX, 64, data, 0).is_err());
     }
 }
