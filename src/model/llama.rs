@@ -969,7 +969,7 @@ impl LlamaForCausalLM {
             );
             fold(
                 &mut mlp.down_proj,
-                q.as_deref_mut().map(|q| &mut q.down_proj),
+                q.map(|q| &mut q.down_proj),
                 &l.mlp.down_proj,
             );
         }
