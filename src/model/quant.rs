@@ -19,8 +19,9 @@
 //!   once per input row. This equals the dequantised product up to the order of additions.
 //!
 //! Both run on rayon's pool over disjoint output rows, except matrices under
-//! `PARALLEL_BYTES`, which stay on the calling thread; the input's gradient splits the weight
-//! rows into panels. tests/quantized.rs compares them with the dequantised model.
+//! `PARALLEL_BYTES`, which stay on the calling thread; the input's gradient over disjoint
+//! bands of its columns. Every output is summed in one fixed order, whatever the threads.
+//! tests/quantized.rs compares them with the dequantised model.
 
 use std::sync::Arc;
 
@@ -252,32 +253,49 @@ impl QMatrix {
         if n == 0 {
             return Vec::new();
         }
-        let cols = self.cols;
-        let panels = self.rows.div_ceil(PANEL_ROWS);
-        (0..panels)
+        let (rows, cols) = (self.rows, self.cols);
+        let (be, bb) = (self.format.block_elements(), self.format.block_bytes());
+        let mut dx = vec![0.0f32; n * cols];
+        let out = SendPtr(dx.as_mut_ptr());
+        // Each task owns a band of block-aligned columns and adds every panel of rows into it
+        // in order, so the sums do not depend on how rayon splits the work.
+        let band_blocks = (cols / be)
+            .div_ceil(rayon::current_num_threads() * 4)
+            .max(1);
+        let bands = (cols / be).div_ceil(band_blocks);
+        (0..bands)
             .into_par_iter()
-            .fold(
-                || (vec![0.0f32; n * cols], Vec::new()),
-                |(mut acc, mut scratch), p| {
-                    let r0 = p * PANEL_ROWS;
-                    let pr = PANEL_ROWS.min(self.rows - r0);
-                    self.dequantize_panel(r0, pr, &mut scratch);
-                    // acc [n, cols] += g[:, r0..r0 + pr] [n, pr] * panel [pr, cols]
+            .for_each_init(Vec::new, |scratch, band| {
+                let b0 = band * band_blocks;
+                let b1 = (b0 + band_blocks).min(cols / be);
+                let (c0, width) = (b0 * be, (b1 - b0) * be);
+                let out = &out;
+                for r0 in (0..rows).step_by(PANEL_ROWS) {
+                    let pr = PANEL_ROWS.min(rows - r0);
+                    scratch.resize(pr * width, 0.0);
+                    for (i, y) in scratch.chunks_exact_mut(width).enumerate() {
+                        let row = &self.row(r0 + i)[b0 * bb..b1 * bb];
+                        for (block, y) in row.chunks_exact(bb).zip(y.chunks_exact_mut(be)) {
+                            self.format.dequantize_block(block, y);
+                        }
+                    }
+                    // dx[:, c0..c0 + width] += g[:, r0..r0 + pr] [n, pr] * panel [pr, width]; the
+                    // bands' columns are disjoint.
                     unsafe {
                         gemm::gemm(
                             n,
-                            cols,
+                            width,
                             pr,
-                            acc.as_mut_ptr(),
+                            out.0.add(c0),
                             1,
                             cols as isize,
                             true,
                             g.as_ptr().add(r0),
                             1,
-                            self.rows as isize,
+                            rows as isize,
                             scratch.as_ptr(),
                             1,
-                            cols as isize,
+                            width as isize,
                             1.0,
                             1.0,
                             false,
@@ -286,17 +304,9 @@ impl QMatrix {
                             gemm::Parallelism::None,
                         );
                     }
-                    (acc, scratch)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(
-                || vec![0.0f32; n * cols],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            )
+                }
+            });
+        dx
     }
 
     /// Rows `r0..r0 + pr` in f32 into `scratch` (`[pr, cols]`).
