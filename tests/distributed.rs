@@ -8,8 +8,9 @@
 //! stage 1, issue #23), the ranks still compute exactly what unsharded ranks compute, each
 //! checkpoint holds one share per rank, and a run resumes from them on two ranks or one, and
 //! from an unsharded checkpoint sharded. With the gradients' running sum sharded too (ZeRO
-//! stage 2), the ranks compute what one process computes within 1e-6, and resume exactly. Needs `--features mpi` and Open MPI's `mpirun`
-//! (`.ci/run` installs it).
+//! stage 2), the ranks compute what one process computes up to rounding (1e-5: another order
+//! of additions), and resume exactly. Needs `--features mpi` and Open MPI's `mpirun` (`.ci/run`
+//! installs it).
 #![cfg(feature = "mpi")]
 
 mod common;
@@ -630,8 +631,10 @@ fn sharded_optimizer_state_trains_what_unsharded_ranks_train_and_resumes_on_any_
 /// ZeRO stage 2 reduces each micro-batch's gradients as soon as they exist: each rank of two
 /// adds its two micro-batches' shares after the ranks have added each micro-batch, the other
 /// order from one process's, so the runs agree up to rounding; a run stopped after a
-/// checkpoint resumes to exactly what the uninterrupted run computed. The logs agree within
-/// 1e-6 (3.6e-7 measured); the weights within 1e-5 (1.1e-6 measured), because some have a
+/// checkpoint resumes to exactly what the uninterrupted run computed. The logs (losses and
+/// norms of order one) agree within 1e-5: 3.6e-7 measured on a CPU with AVX-512, 1.3e-6 on one
+/// with AVX2 only, whose gemm kernels round otherwise; the weights within 1e-5 (1.1e-6 and
+/// 2.7e-6 measured), because some have a
 /// gradient that is zero in exact arithmetic (attention's key biases: softmax ignores a shift
 /// of all scores) and so pure rounding, which Adam divides by its own size: a step of up to
 /// the learning rate in a direction rounding chose, in either run.
@@ -652,7 +655,7 @@ fn sharded_gradients_train_what_one_process_trains_and_resume_exactly() {
     eprintln!(
         "ZeRO stage 2 against one process: largest difference {logged:e} in the logs, {weights:e} in the weights"
     );
-    assert!(logged <= 1e-6, "the logs differ by {logged:e}");
+    assert!(logged <= 1e-5, "the logs differ by {logged:e}");
     assert!(weights <= 1e-5, "the weights differ by {weights:e}");
     let step3 = sharded.join("checkpoints").join(format!("step-{:08}", 3));
     for r in 0..2 {
