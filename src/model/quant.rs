@@ -62,6 +62,14 @@ impl BlockFormat {
         }
     }
 
+    /// Decodes consecutive whole blocks into `out`, `block_elements` values each.
+    pub fn dequantize_blocks(self, blocks: &[u8], out: &mut [f32]) {
+        let (n, b) = (self.block_elements(), self.block_bytes());
+        for (block, y) in blocks.chunks_exact(b).zip(out.chunks_exact_mut(n)) {
+            self.dequantize_block(block, y);
+        }
+    }
+
     /// Decodes one block (`block_bytes` bytes) into `block_elements` values.
     pub fn dequantize_block(self, block: &[u8], out: &mut [f32]) {
         match self {
@@ -209,10 +217,7 @@ impl QMatrix {
 
     /// Logical row `r` in f32, into `out` (`cols` values).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let (n, b) = (self.format.block_elements(), self.format.block_bytes());
-        for (block, y) in self.row(r).chunks_exact(b).zip(out.chunks_exact_mut(n)) {
-            self.format.dequantize_block(block, y);
-        }
+        self.format.dequantize_blocks(self.row(r), out);
     }
 
     /// The whole matrix in f32, `[rows, cols]` row-major.
@@ -274,10 +279,8 @@ impl QMatrix {
                     let pr = PANEL_ROWS.min(rows - r0);
                     scratch.resize(pr * width, 0.0);
                     for (i, y) in scratch.chunks_exact_mut(width).enumerate() {
-                        let row = &self.row(r0 + i)[b0 * bb..b1 * bb];
-                        for (block, y) in row.chunks_exact(bb).zip(y.chunks_exact_mut(be)) {
-                            self.format.dequantize_block(block, y);
-                        }
+                        self.format
+                            .dequantize_blocks(&self.row(r0 + i)[b0 * bb..b1 * bb], y);
                     }
                     // dx[:, c0..c0 + width] += g[:, r0..r0 + pr] [n, pr] * panel [pr, width]; the
                     // bands' columns are disjoint.
@@ -524,7 +527,7 @@ impl Simd {
             // SAFETY: `detect` found these instructions on this CPU.
             #[cfg(target_arch = "x86_64")]
             Self::Avx2 => unsafe { row_dots_avx2(format, row, x, buf, out) },
-            Self::Plain => row_dots::<false>(format, row, x, buf, out),
+            Self::Plain => row_dots(format, row, x, buf, out),
         }
     }
 
@@ -740,10 +743,7 @@ mod avx2 {
 fn row_dots_avx2(format: BlockFormat, row: &[u8], x: &[f32], buf: &mut [f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
     let cols = x.len() / out.len();
-    let (be, bb) = (format.block_elements(), format.block_bytes());
-    for (block, y) in row.chunks_exact(bb).zip(buf.chunks_exact_mut(be)) {
-        format.dequantize_block(block, y);
-    }
+    format.dequantize_blocks(row, buf);
     for (t, o) in out.iter_mut().enumerate() {
         let xt = &x[t * cols..(t + 1) * cols];
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -767,13 +767,6 @@ fn row_dots_avx2(format: BlockFormat, row: &[u8], x: &[f32], buf: &mut [f32], ou
     }
 }
 
-/// `a * b + c`, fused where the caller was compiled with FMA (a plain `mul_add` without it is
-/// a libm call).
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
-}
-
 const LANES: usize = 16;
 
 #[inline(always)]
@@ -785,27 +778,17 @@ fn lanes_sum(acc: &[f32; LANES]) -> f32 {
     (s[0] + s[1]) + (s[2] + s[3])
 }
 
-/// One weight row dotted with each of the `out.len()` rows of `x`: the row decoded into
-/// `buf` once, then 16 running lanes per input row.
-#[inline(always)]
-fn row_dots<const FMA: bool>(
-    format: BlockFormat,
-    row: &[u8],
-    x: &[f32],
-    buf: &mut [f32],
-    out: &mut [f32],
-) {
+/// One weight row dotted with each of the `out.len()` rows of `x` on a CPU without AVX2: the
+/// row decoded into `buf` once, then 16 running lanes per input row.
+fn row_dots(format: BlockFormat, row: &[u8], x: &[f32], buf: &mut [f32], out: &mut [f32]) {
     let cols = x.len() / out.len();
-    let (be, bb) = (format.block_elements(), format.block_bytes());
-    for (block, y) in row.chunks_exact(bb).zip(buf.chunks_exact_mut(be)) {
-        format.dequantize_block(block, y);
-    }
+    format.dequantize_blocks(row, buf);
     for (t, o) in out.iter_mut().enumerate() {
         let xt = &x[t * cols..(t + 1) * cols];
         let mut acc = [0.0f32; LANES];
         for (w, v) in buf.chunks_exact(LANES).zip(xt.chunks_exact(LANES)) {
             for l in 0..LANES {
-                acc[l] = madd::<FMA>(w[l], v[l], acc[l]);
+                acc[l] += w[l] * v[l];
             }
         }
         *o = lanes_sum(&acc);
