@@ -9,7 +9,7 @@
 //! and other files), `run` (output directories), `eval` (metrics, the runners' configs and
 //! reports), `train` (losses, schedules, the training loop and its jobs, logging), `experiment`
 //! (the whole config; pretraining and fine-tuning runs from it), `runners` (models run over
-//! images and datasets), `cli` (what the binaries share), `commands` (what the binaries run),
+//! images and datasets), `serve` (the HTTP server of `infer serve`), `cli` (what the binaries share), `commands` (what the binaries run),
 //! `sweep` (experiment sweeps).
 
 pub mod cli;
@@ -26,6 +26,7 @@ pub mod io;
 pub mod model;
 pub mod run;
 pub mod runners;
+pub mod serve;
 pub mod streams;
 pub mod sweep;
 pub mod train;

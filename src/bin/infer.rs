@@ -12,6 +12,7 @@ use calm::data::instruct::prompts;
 use calm::device::DeviceSpec;
 use calm::experiment::finetune;
 use calm::runners::tasks::Runner;
+use calm::serve::ServeConfig;
 use clap::{Parser, Subcommand};
 use image::RgbImage;
 
@@ -43,7 +44,47 @@ enum Sub {
         #[arg(long, value_name = "RATED.csv")]
         examples: PathBuf,
     },
+    /// Serve the four tasks over HTTP until SIGINT or SIGTERM: a JSON API, OpenAI's
+    /// `/v1/chat/completions`, and a web page at `/` (docs/serve.md).
+    Serve(ServeArgs),
 }
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A fine-tuning run directory, or one of its checkpoint folders.
+    #[arg(long, value_name = "RUN")]
+    checkpoint: PathBuf,
+    /// Where to listen; loopback unless asked, as the server has no authentication. Port 0
+    /// picks a free port (the address is printed).
+    #[arg(long, value_name = "HOST:PORT", default_value_t = ServeConfig::default().addr)]
+    addr: std::net::SocketAddr,
+    /// Requests that may wait for the model; one more is answered 503.
+    #[arg(long, value_name = "N", default_value_t = ServeConfig::default().queue)]
+    queue: usize,
+    /// Seconds a request may take, its wait included; past it the answer is 504.
+    #[arg(long, value_name = "S", default_value_t = ServeConfig::default().timeout.as_secs_f64())]
+    timeout_s: f64,
+    /// The largest request body, in MiB; more is answered 413.
+    #[arg(long, value_name = "MB", default_value_t = ServeConfig::default().max_body_bytes as f64 / MIB)]
+    max_body_mb: f64,
+    /// The most pixels an image may declare, in millions, checked before decoding.
+    #[arg(long, value_name = "MP", default_value_t = ServeConfig::default().max_pixels as f64 / 1e6)]
+    max_megapixels: f64,
+    /// Images (rated examples included) in one request.
+    #[arg(long, value_name = "N", default_value_t = ServeConfig::default().max_images)]
+    max_images: usize,
+    /// Override a key of the run's config, e.g. `--set infer.batch_size=1` (no batching).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Device: cpu, wgpu or cuda:N.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    device: DeviceSpec,
+    /// Read a GGUF LLM's matrices from their quantised blocks, as `infer score --quantized`.
+    #[arg(long)]
+    quantized: bool,
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 #[derive(Debug, clap::Args)]
 struct Inputs {
@@ -85,6 +126,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (inputs, rated) = match &args.task {
         Sub::Score(i) | Sub::Comment(i) | Sub::Suggest(i) => (i, Vec::new()),
         Sub::Personalize { inputs, examples } => (inputs, read_examples(examples)?),
+        Sub::Serve(serve) => return run_serve(serve),
     };
     let mut paths = Vec::new();
     if let Some(list) = &inputs.list {
@@ -171,6 +213,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 out.flush()?;
             }
         }
+        Sub::Serve(_) => {}
         Sub::Personalize {
             examples: examples_path,
             ..
@@ -205,6 +248,47 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    Ok(())
+}
+
+fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let positive = |value: f64, flag: &str| {
+        if value.is_finite() && value > 0.0 {
+            Ok(value)
+        } else {
+            Err(anyhow::anyhow!(
+                "{flag} must be a positive number, not {value}"
+            ))
+        }
+    };
+    let config = ServeConfig {
+        addr: args.addr,
+        queue: args.queue,
+        timeout: std::time::Duration::try_from_secs_f64(positive(args.timeout_s, "--timeout-s")?)
+            .context("--timeout-s")?,
+        max_body_bytes: (positive(args.max_body_mb, "--max-body-mb")? * MIB) as usize,
+        max_pixels: (positive(args.max_megapixels, "--max-megapixels")? * 1e6) as u64,
+        max_images: args.max_images,
+    };
+    let device = args.device.device()?;
+    let mut found = finetune::find_run(&args.checkpoint)
+        .with_context(|| format!("reading the run {}", args.checkpoint.display()))?;
+    if !args.set.is_empty() {
+        found.config = calm::config::load(
+            Some(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG)),
+            &args.set,
+        )?;
+    }
+    let weights = if args.quantized {
+        calm::io::llama::GgufWeights::Quantized
+    } else {
+        calm::io::llama::GgufWeights::Dequantized
+    };
+    calm::errln!("serve: loading {}", found.dir.display());
+    calm::serve::serve(found, device, weights, config, |addr| {
+        drop(calm::outln!("serve: listening on http://{addr}"));
+    })?;
+    calm::errln!("serve: stopped");
     Ok(())
 }
 

@@ -28,9 +28,9 @@ pub enum ImageError {
     #[error("aspect ratio of {0}x{1} exceeds {MAX_ASPECT_RATIO}:1")]
     ExtremeAspect(u32, u32),
     #[error(
-        "{0}x{1} pixels exceeds the {MAX_PIXELS}-pixel limit (a decompression bomb, or a photo to downscale first)"
+        "{0}x{1} pixels exceeds the {2}-pixel limit (a decompression bomb, or a photo to downscale first)"
     )]
-    TooManyPixels(u32, u32),
+    TooManyPixels(u32, u32, u64),
 }
 
 /// Longest side over shortest side accepted: wide panoramas pass, while a 1-pixel-high strip,
@@ -41,8 +41,8 @@ pub const MAX_ASPECT_RATIO: u32 = 20;
 /// stops warning and refuses). A 179-megapixel RGB image is 537 MB once decoded.
 pub const MAX_PIXELS: u64 = 178_956_970;
 
-/// The most bytes a decoder may produce for one image: `MAX_PIXELS` at 16 bits an RGBA channel.
-pub const MAX_DECODED_BYTES: u64 = MAX_PIXELS * 8;
+/// The most bytes a decoder may produce a pixel: 16 bits an RGBA channel.
+const MAX_DECODED_BYTES_PER_PIXEL: u64 = 8;
 
 /// Reads and decodes an image file into 8-bit RGB, upright. Only a regular file of at most
 /// `files::MAX_IMAGE_BYTES` is read; what it decodes into is bounded by `MAX_PIXELS`.
@@ -71,6 +71,13 @@ fn read_image_file(path: &Path) -> Result<Vec<u8>, ImageError> {
 /// Decodes an in-memory image into 8-bit RGB, upright; refuses images no transform could use
 /// (empty, over `MAX_ASPECT_RATIO`) and those over `MAX_PIXELS`, before decoding them.
 pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
+    decode_rgb_within(bytes, MAX_PIXELS)
+}
+
+/// As `decode_rgb`, with a lower pixel limit (a server's, where many requests decode at once);
+/// `max_pixels` above `MAX_PIXELS` is taken as `MAX_PIXELS`.
+pub fn decode_rgb_within(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, ImageError> {
+    let max_pixels = max_pixels.min(MAX_PIXELS);
     let format = image::guess_format(bytes).map_err(|_| ImageError::UnknownFormat)?;
     match format {
         ImageFormat::Jpeg => {
@@ -88,16 +95,17 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
         .into_decoder()
         .map_err(|e| ImageError::Decode(e.to_string()))?;
     let (w, h) = decoder.dimensions();
-    check_dimensions(w, h)?;
+    check_dimensions_within(w, h, max_pixels)?;
     // `from_decoder` allocates what the header declares without asking the limits, so the
     // declared size is checked above and the decoder's own allocations are bounded here.
-    if decoder.total_bytes() > MAX_DECODED_BYTES {
-        return Err(ImageError::TooManyPixels(w, h));
+    let max_bytes = max_pixels * MAX_DECODED_BYTES_PER_PIXEL;
+    if decoder.total_bytes() > max_bytes {
+        return Err(ImageError::TooManyPixels(w, h, max_pixels));
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(w);
     limits.max_image_height = Some(h);
-    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    limits.max_alloc = Some(max_bytes);
     decoder
         .set_limits(limits)
         .map_err(|e| ImageError::Decode(e.to_string()))?;
@@ -107,7 +115,7 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     let mut image =
         DynamicImage::from_decoder(decoder).map_err(|e| ImageError::Decode(e.to_string()))?;
     image.apply_orientation(orientation);
-    check_dimensions(image.width(), image.height())?;
+    check_dimensions_within(image.width(), image.height(), max_pixels)?;
     Ok(match image {
         DynamicImage::ImageRgb8(rgb) => rgb,
         other => other.to_rgb8(),
@@ -116,11 +124,15 @@ pub fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
 
 /// Whether an image of `w` x `h` may be decoded and transformed.
 pub fn check_dimensions(w: u32, h: u32) -> Result<(), ImageError> {
+    check_dimensions_within(w, h, MAX_PIXELS)
+}
+
+fn check_dimensions_within(w: u32, h: u32, max_pixels: u64) -> Result<(), ImageError> {
     if w == 0 || h == 0 {
         return Err(ImageError::Empty(w, h));
     }
-    if u64::from(w) * u64::from(h) > MAX_PIXELS {
-        return Err(ImageError::TooManyPixels(w, h));
+    if u64::from(w) * u64::from(h) > max_pixels {
+        return Err(ImageError::TooManyPixels(w, h, max_pixels));
     }
     if u64::from(w.max(h)) > u64::from(MAX_ASPECT_RATIO) * u64::from(w.min(h)) {
         return Err(ImageError::ExtremeAspect(w, h));

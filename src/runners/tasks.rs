@@ -47,6 +47,14 @@ pub type Readable = (
 /// regression) per prompt where the model has heads.
 type ProbabilitiesAndHeads = (Vec<Vec<f64>>, Option<Vec<(f64, f64)>>);
 
+/// A conversation ending with the user's turn: user and assistant turns, the user's holding
+/// one `<image>` an image, in order.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    pub turns: Vec<(Role, String)>,
+    pub images: Vec<Arc<RgbImage>>,
+}
+
 /// The runners' shared state.
 pub struct Runner<'a> {
     pub loaded: &'a Loaded,
@@ -200,6 +208,20 @@ impl Runner<'_> {
         prepared: &PreparedBatch,
         generation: &GenerationConfig,
     ) -> Result<Vec<String>, TaskError> {
+        let replies = self.generate_tokens(prepared, generation, |_, _| false, |_, _| {})?;
+        replies.iter().map(|ids| self.decode(ids)).collect()
+    }
+
+    /// The reply tokens to prepared prompts, each row's tokens passed to `on_token(row, id)`
+    /// as it is chosen; `stop(row, reply so far)` ends a row early (a stop string, a client
+    /// gone). The end-of-sequence token is not part of a reply.
+    pub fn generate_tokens(
+        &self,
+        prepared: &PreparedBatch,
+        generation: &GenerationConfig,
+        stop: impl FnMut(usize, &[u32]) -> bool + Send,
+        on_token: impl FnMut(usize, u32) + Send,
+    ) -> Result<Vec<Vec<u32>>, TaskError> {
         let device = self.loaded.model.llm.device();
         let batch = prepared.to_device(&device, false);
         let model = &self.loaded.model;
@@ -221,24 +243,37 @@ impl Runner<'_> {
             })
             .collect();
         debug_assert_eq!((b, t), (prompts.len(), prepared.width()));
-        let tokenizer = &self.loaded.tokenizer;
-        let replies = generate_embedded(
+        Ok(generate_embedded(
             &model.llm,
             &prompts,
-            &tokenizer.eos,
+            &self.loaded.tokenizer.eos,
             generation,
-            |_, _| false,
-            |_, _| {},
-        )?;
-        replies
-            .iter()
-            .map(|ids| {
-                tokenizer
-                    .decode(ids)
-                    .map(|s| s.trim().to_string())
-                    .map_err(|e| TaskError::Tokenizer(e.to_string()))
-            })
-            .collect()
+            stop,
+            on_token,
+        )?)
+    }
+
+    /// The text of reply tokens, trimmed as every task writes it.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TaskError> {
+        self.loaded
+            .tokenizer
+            .decode(ids)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| TaskError::Tokenizer(e.to_string()))
+    }
+
+    /// Conversations tokenized as prompts awaiting the assistant's reply, their images
+    /// encoded.
+    pub fn prepare_conversations(
+        &self,
+        conversations: Vec<Conversation>,
+    ) -> Result<PreparedBatch, TaskError> {
+        self.prepare(
+            conversations
+                .into_iter()
+                .map(|c| (ask(Task::Commenting, c.turns, c.images.len()), c.images))
+                .collect(),
+        )
     }
 
     /// Scores of `images` (as the encoder sees them), `config.batch_size` at a time.
