@@ -94,6 +94,10 @@ struct App {
     created: u64,
     jobs: std::sync::mpsc::Sender<Job>,
     waiting: Arc<AtomicUsize>,
+    /// Requests between admission and their answer's last byte: bounded so that bodies
+    /// being read cannot exhaust memory while the queue is short.
+    admitted: AtomicUsize,
+    batch_size: usize,
     served: AtomicU64,
     failed: AtomicU64,
     completions: AtomicU64,
@@ -126,6 +130,7 @@ pub fn serve(
         .centred();
     let infer = run.config.infer.clone();
     let generation = infer.generation.clone();
+    let batch_size = infer.batch_size.max(1);
     let model = run
         .dir
         .file_name()
@@ -168,6 +173,8 @@ pub fn serve(
             .map_or(0, |d| d.as_secs()),
         jobs,
         waiting,
+        admitted: AtomicUsize::new(0),
+        batch_size,
         served: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         completions: AtomicU64::new(0),
@@ -480,11 +487,49 @@ fn enqueue(app: &App, work: Work, deadline: Instant) -> Result<(), ApiError> {
 
 async fn task(task: Task, State(app): AppState, request: Request) -> Response {
     let deadline = Instant::now() + app.config.timeout;
-    let answer = tokio::time::timeout_at(deadline.into(), run_task(task, &app, request, deadline));
-    match answer.await {
-        Ok(Ok(response)) => response,
+    admitted(&app, deadline, run_task(task, &app, request, deadline)).await
+}
+
+/// One admitted request, counted until it is dropped.
+struct Admission(Arc<App>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs `work` if fewer than `queue` + `batch_size` requests are in progress (else 503), within
+/// `deadline` (else 504); a streamed answer holds its admission until its last byte.
+async fn admitted(
+    app: &Arc<App>,
+    deadline: Instant,
+    work: impl Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    let limit = app.config.queue + app.batch_size;
+    let admission = app
+        .admitted
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .map(|_| Admission(app.clone()));
+    let Ok(admission) = admission else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_full",
+            format!("{limit} requests are already in progress; try again shortly"),
+        )
+        .into_response();
+    };
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(Ok(response)) => response.map(|body| {
+            Body::from_stream(body.into_data_stream().map(move |chunk| {
+                let _held = &admission;
+                chunk
+            }))
+        }),
         Ok(Err(e)) => e.into_response(),
-        Err(_) => timeout_error(&app).into_response(),
+        Err(_) => timeout_error(app).into_response(),
     }
 }
 
@@ -727,14 +772,9 @@ fn describe_stream(
     sse_response(Body::from_stream(stream))
 }
 
-async fn chat(State(app): State<Arc<App>>, request: Request) -> Response {
+async fn chat(State(app): AppState, request: Request) -> Response {
     let deadline = Instant::now() + app.config.timeout;
-    let answer = tokio::time::timeout_at(deadline.into(), run_chat(&app, request, deadline));
-    match answer.await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => timeout_error(&app).into_response(),
-    }
+    admitted(&app, deadline, run_chat(&app, request, deadline)).await
 }
 
 async fn run_chat(
