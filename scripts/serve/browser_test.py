@@ -13,9 +13,10 @@ then, with a server listening:
         --photo data/samples/mate-backgrounds__Aqua.jpg [--screenshot OUT.png] [--timeout-s 300]
 
 Selenium talks to Debian's chromedriver, which matches Debian's chromium exactly; nothing is
-downloaded at run time. The test loads the page, uploads the photo through the file input,
-waits for its card to show a score, the five level bars, a comment and a suggestion (streamed),
-then does the same in personalize mode (the photo rated twice, then scored for that person),
+downloaded at run time. The test loads the page, uploads the photo (or photos: --photo may be
+repeated) through the file input, waits for each card to show a score, the five level bars, a
+comment and a suggestion (streamed), then does the same in personalize mode (the first photos
+rated 5 and 2, the last scored for that person),
 checks that the page sent no request to any host but the server's and logged no error, checks
 that at 375 px wide nothing overflows horizontally, and writes a full-page screenshot if asked.
 Exit 0 on success; 1 with a message naming the failed check otherwise.
@@ -107,21 +108,22 @@ class Page:
     def cards(self):
         return self.d.find_elements(By.CSS_SELECTOR, '[data-testid="card"]')
 
-    def upload(self, testid, path):
-        self.d.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').send_keys(path)
+    def upload(self, testid, paths):
+        self.d.find_element(By.CSS_SELECTOR, f'[data-testid="{testid}"]').send_keys("\n".join(paths))
 
-    def wait_card(self, count_before, kind):
-        """Waits for the newest card (the last one) to leave `pending`; returns it."""
-        self.wait(f"a new {kind} card", lambda: len(self.cards()) > count_before)
-        card = self.cards()[-1]
-        if card.get_attribute("data-kind") != kind:
-            raise Failure(f"newest card is {card.get_attribute('data-kind')!r}, expected {kind!r}")
-        state = self.wait(f"the {kind} card to finish (data-state done or error)",
-                          lambda: (s := card.get_attribute("data-state")) != "pending" and s, poll=0.5)
-        if state != "done":
-            errors = [e.text for e in card.find_elements(By.CSS_SELECTOR, '[data-testid="error"]')]
-            raise Failure(f"{kind} card ended in state {state!r}: " + (" | ".join(errors) or card.text))
-        return card
+    def wait_cards(self, count_before, count, kind):
+        """Waits for `count` new cards (appended last) to leave `pending`, in order; returns them."""
+        self.wait(f"{count} new {kind} card(s)", lambda: len(self.cards()) >= count_before + count)
+        cards = self.cards()[count_before:count_before + count]
+        for i, card in enumerate(cards):
+            if card.get_attribute("data-kind") != kind:
+                raise Failure(f"new card {i} is {card.get_attribute('data-kind')!r}, expected {kind!r}")
+            state = self.wait(f"{kind} card {i} to finish (data-state done or error)",
+                              lambda: (s := card.get_attribute("data-state")) != "pending" and s, poll=0.5)
+            if state != "done":
+                errors = [e.text for e in card.find_elements(By.CSS_SELECTOR, '[data-testid="error"]')]
+                raise Failure(f"{kind} card {i} ended in state {state!r}: " + (" | ".join(errors) or card.text))
+        return cards
 
 
 def text_of(card, testid):
@@ -227,9 +229,10 @@ def screenshot(driver, path, width):
 
 
 def run(args):
-    photo = os.path.abspath(args.photo)
-    if not os.path.isfile(photo):
-        raise Failure(f"no such photo: {photo}")
+    photos = [os.path.abspath(p) for p in args.photo]
+    for photo in photos:
+        if not os.path.isfile(photo):
+            raise Failure(f"no such photo: {photo}")
     base = args.url.rstrip("/") + "/"
     driver = start_browser()
     try:
@@ -245,23 +248,23 @@ def run(args):
             raise Failure(f"the page could not read /health: {model!r}")
         print(f"page loaded, {model}")
 
-        page.upload("file-input", photo)
-        card = page.wait_card(0, "assess")
-        got = check_assess_card(card)
-        print(f"assess: score {got['score']}, levels {got['levels']}")
-        print(f"  comment: {got['comment']!r}")
-        print(f"  suggestion: {got['suggestion']!r}")
+        page.upload("file-input", photos)
+        for photo, card in zip(photos, page.wait_cards(0, len(photos), "assess")):
+            got = check_assess_card(card)
+            print(f"assess {os.path.basename(photo)}: score {got['score']}, levels {got['levels']}")
+            print(f"  comment: {got['comment']!r}")
+            print(f"  suggestion: {got['suggestion']!r}")
 
         if not args.skip_personalize:
             driver.find_element(By.CSS_SELECTOR, '[data-testid="mode-personalize"]').click()
-            for rating in ("8", "3"):
-                page.upload("example-input", photo)
+            for i, rating in enumerate(("5", "2")):
+                page.upload("example-input", [photos[i % len(photos)]])
                 select = page.wait("the example's rating control", lambda: driver.find_elements(
                     By.CSS_SELECTOR, '[data-testid="example-score"]')[-1:] or None)[0]
                 Select(select).select_by_value(rating)
             before = len(page.cards())
-            page.upload("file-input", photo)
-            pcard = page.wait_card(before, "personal")
+            page.upload("file-input", [photos[-1]])
+            pcard = page.wait_cards(before, 1, "personal")[0]
             pscore = check_score(pcard, "personalize card")
             print(f"personalize: score {pscore} {text_of(pcard, 'score-extra')}")
 
@@ -288,7 +291,9 @@ def run(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", required=True, help="the server, e.g. http://127.0.0.1:8080")
-    ap.add_argument("--photo", required=True, help="a JPEG, PNG or WebP photo to upload")
+    ap.add_argument("--photo", required=True, action="append",
+                    help="a JPEG, PNG or WebP photo to upload; repeat it to upload several at once "
+                         "(the first two are then the rated photos in personalize mode, the last is scored)")
     ap.add_argument("--screenshot", help="write a full-page screenshot (1100 px wide) here")
     ap.add_argument("--narrow-screenshot", help="write a full-page screenshot 375 px wide here")
     ap.add_argument("--timeout-s", type=float, default=300, help="the whole test's budget for waits")

@@ -273,35 +273,64 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
     response
 }
 
-/// Counts and logs each request as its answer leaves (a stream's when it starts).
+/// Counts and logs each request when its answer has left (a stream's after its last byte).
 async fn log(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
     let line = format!("{} {}", request.method(), request.uri().path());
+    let start = Instant::now();
     let response = next.run(request).await;
-    let status = response.status();
-    let (served, failed) = if status.is_client_error() || status.is_server_error() {
-        (
-            app.served.load(Ordering::SeqCst),
-            app.failed.fetch_add(1, Ordering::SeqCst) + 1,
-        )
-    } else {
-        (
-            app.served.fetch_add(1, Ordering::SeqCst) + 1,
-            app.failed.load(Ordering::SeqCst),
-        )
+    let entry = LogEntry {
+        app,
+        line,
+        start,
+        status: response.status(),
+        streamed: response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream")),
     };
-    let streamed = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|t| t.as_bytes().starts_with(b"text/event-stream"));
-    crate::errln!(
-        "serve: {line} {} in {:.3} s{} (served {served}, failed {failed}, waiting {})",
-        status.as_u16(),
-        start.elapsed().as_secs_f64(),
-        if streamed { ", streaming" } else { "" },
-        app.waiting.load(Ordering::SeqCst)
-    );
-    response
+    if !entry.streamed {
+        return response;
+    }
+    response.map(|body| {
+        Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _logged_when_dropped = &entry;
+            chunk
+        }))
+    })
+}
+
+/// A request's log line, written when it is dropped.
+struct LogEntry {
+    app: Arc<App>,
+    line: String,
+    start: Instant,
+    status: StatusCode,
+    streamed: bool,
+}
+
+impl Drop for LogEntry {
+    fn drop(&mut self) {
+        let app = &self.app;
+        let (served, failed) = if self.status.is_client_error() || self.status.is_server_error() {
+            (
+                app.served.load(Ordering::SeqCst),
+                app.failed.fetch_add(1, Ordering::SeqCst) + 1,
+            )
+        } else {
+            (
+                app.served.fetch_add(1, Ordering::SeqCst) + 1,
+                app.failed.load(Ordering::SeqCst),
+            )
+        };
+        crate::errln!(
+            "serve: {} {} in {:.3} s{} (served {served}, failed {failed}, waiting {})",
+            self.line,
+            self.status.as_u16(),
+            self.start.elapsed().as_secs_f64(),
+            if self.streamed { ", streamed" } else { "" },
+            app.waiting.load(Ordering::SeqCst)
+        );
+    }
 }
 
 async fn page() -> Response {
