@@ -325,15 +325,9 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// One server for the tests that only ask it things.
-fn shared() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| Server::start(&[]))
-}
-
 #[test]
 fn every_endpoint_answers_in_the_documented_shape() {
-    let s = shared();
+    let s = Server::start(&[]);
     s.healthy();
     let health = s.get("/health").json();
     assert_eq!(health["model"], "run");
@@ -700,7 +694,7 @@ fn the_official_openai_client_gets_completions_streamed_and_not() {
         eprintln!("skipped: CALM_OPENAI_PYTHON is not set (see scripts/serve/requirements.txt)");
         return;
     };
-    let s = shared();
+    let s = Server::start(&[]);
     let photo = &common::sample_photo_paths()[0];
     let out = Command::new(python)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
