@@ -502,6 +502,27 @@ fn every_endpoint_answers_in_the_documented_shape() {
         chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
         finish
     );
+
+    // A reply cut by the end of the context ends for length, not as if it had finished.
+    let near_end = json!({
+        "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": format!("data:image/jpeg;base64,{}", b64(&photo0))}},
+            {"type": "text", "text": "word ".repeat(470)}]}],
+        "max_tokens": 200,
+    });
+    let v = s.json("/v1/chat/completions", &near_end).json();
+    let total = v["usage"]["total_tokens"].as_u64().expect("total");
+    assert!(total <= 512, "{v}");
+    let completion = v["usage"]["completion_tokens"]
+        .as_u64()
+        .expect("completion");
+    assert!(
+        completion < 200,
+        "the context, not max_tokens, bounds this reply: {v}"
+    );
+    if total == 512 {
+        assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    }
 }
 
 #[test]
@@ -513,8 +534,19 @@ fn bad_input_gets_a_4xx_naming_the_problem_and_the_server_goes_on() {
         "4",
         "--max-images",
         "3",
+        "--queue",
+        "2",
     ]);
     let (_, photo0) = photo(0);
+    let image_url = json!({"type": "image_url", "image_url": {"url": format!("data:image/jpeg;base64,{}", b64(&photo0))}});
+    let long_chat = |stream: bool| {
+        json!({"messages": [{"role": "user", "content": [image_url, {"type": "text", "text": "word ".repeat(1000)}]}], "stream": stream})
+            .to_string()
+            .into_bytes()
+    };
+    let far_score =
+        json!({"examples": [{"image": b64(&photo0), "score": 1e308}], "images": [b64(&photo0)]})
+            .to_string();
     let truncated = &photo0[..photo0.len() / 2];
     let bomb = common::hostile::png_bomb(100_000, 100_000);
     let part = |bytes: &[u8]| multipart(&[("image", Some("x"), bytes)]);
@@ -530,6 +562,11 @@ fn bad_input_gets_a_4xx_naming_the_problem_and_the_server_goes_on() {
         ("an unknown multipart part", request("POST", "/v1/score", Some(&mt), &multipart(&[("photo", Some("x"), &photo0)])), 400, "bad_multipart", "photo"),
         ("an empty body", request("POST", "/v1/score", None, b""), 400, "empty_body", "no body"),
         ("an empty JSON body", request("POST", "/v1/comment", Some("application/json"), b""), 400, "empty_body", "no body"),
+        ("no body, no length, no type", b"POST /v1/score HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), 400, "empty_body", "no body"),
+        ("a chat without an image", request("POST", "/v1/chat/completions", Some("application/json"), br#"{"messages": [{"role": "user", "content": "hello"}]}"#), 400, "bad_request", "no image"),
+        ("a prompt beyond the context", request("POST", "/v1/chat/completions", Some("application/json"), &long_chat(false)), 400, "bad_request", "context"),
+        ("a streamed prompt beyond the context", request("POST", "/v1/chat/completions", Some("application/json"), &long_chat(true)), 400, "bad_request", "context"),
+        ("a personal score far out of range", request("POST", "/v1/personalize", Some("application/json"), far_score.as_bytes()), 400, "bad_request", "outside 0 to 100"),
         ("no images", request("POST", "/v1/score", Some("application/json"), br#"{"images": []}"#), 400, "bad_request", "no images"),
         ("too many images", request("POST", "/v1/score", Some(&mt), &multipart(&[("image", None, b"a"), ("image", None, b"b"), ("image", None, b"c"), ("image", None, b"d")])), 400, "bad_request", "at most 3"),
         ("bad base64", request("POST", "/v1/score", Some("application/json"), br#"{"images": ["%%%"]}"#), 400, "bad_image", "base64"),
@@ -572,13 +609,20 @@ fn bad_input_gets_a_4xx_naming_the_problem_and_the_server_goes_on() {
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(r.error_code(), "body_too_large");
     s.healthy();
-    // A declared length the body never reaches: the per-request timeout is the bound, so the
-    // server still answers others meanwhile.
-    let mut slow = TcpStream::connect(s.addr).expect("connects");
-    slow.write_all(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"im")
-        .expect("writes");
+    // Bodies that never arrive take no place from the model's queue: with room for 2 + 4
+    // requests, 10 stalled uploads leave a real one its answer.
+    let stalled: Vec<TcpStream> = (0..10)
+        .map(|_| {
+            let mut slow = TcpStream::connect(s.addr).expect("connects");
+            slow.write_all(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"im")
+                .expect("writes");
+            slow
+        })
+        .collect();
     s.healthy();
-    drop(slow);
+    let r = s.post("/v1/score", &mt, &part(&photo0));
+    assert_eq!(r.status, 200, "beside stalled uploads: {}", r.text());
+    drop(stalled);
     // A good request still works after all that.
     let r = s.post("/v1/score", &mt, &part(&photo0));
     assert_eq!(r.status, 200, "{}", r.text());
@@ -679,6 +723,25 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
         TcpStream::connect(addr).is_err(),
         "still listening after exit"
     );
+}
+
+#[test]
+fn a_connection_stuck_in_its_headers_delays_the_stop_by_the_timeout_at_most() {
+    let s = Server::start(&["--timeout-s", "2"]);
+    let mut stuck = TcpStream::connect(s.addr).expect("connects");
+    stuck
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .expect("writes");
+    s.healthy();
+    let start = std::time::Instant::now();
+    let (status, log) = s.terminate();
+    assert!(status.success(), "{log}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "took {:?} to stop",
+        start.elapsed()
+    );
+    drop(stuck);
 }
 
 /// The official `openai` package (pinned in scripts/serve/requirements.txt) gets a completion

@@ -244,12 +244,18 @@ fn parse_task_json(task: Task, body: &[u8]) -> Result<TaskRequest, ApiError> {
     })
 }
 
+/// The scores a person's rating may take: any scale from 0 up to percentages. Each is written
+/// into the prompt as a number, so an unbounded one would be an unbounded prompt.
+pub const SCORES: std::ops::RangeInclusive<f64> = 0.0..=100.0;
+
 fn checked_score(score: f64, i: usize) -> Result<f64, ApiError> {
-    if score.is_finite() {
+    if SCORES.contains(&score) {
         Ok(score)
     } else {
         Err(ApiError::bad_request(format!(
-            "example {i}: the score {score} is not a finite number"
+            "example {i}: the score {score} is outside {} to {}",
+            SCORES.start(),
+            SCORES.end()
         )))
     }
 }
@@ -295,7 +301,7 @@ async fn parse_task_multipart(
                 let i = scores.len();
                 let score = text().parse::<f64>().map_err(|_| {
                     ApiError::bad_request(format!(
-                        "example_score {i}: `{}` is not a number",
+                        "example {i}: the score `{}` is not a number",
                         text()
                     ))
                 })?;
@@ -594,6 +600,11 @@ pub fn parse_chat(body: &[u8], defaults: &GenerationConfig) -> Result<Chat, ApiE
     if stop.len() > 4 || stop.iter().any(String::is_empty) {
         return Err(ApiError::bad_request(
             "`stop`: up to 4 non-empty strings, as OpenAI allows",
+        ));
+    }
+    if images.is_empty() {
+        return Err(ApiError::bad_request(
+            "no image: calm answers about photos; send at least one image_url part",
         ));
     }
     Ok(Chat {

@@ -35,6 +35,13 @@ use crate::runners::tasks::Runner;
 use api::{ApiError, BodyKind, Task, TaskRequest, Upload};
 use worker::{Finish, GenerationEvent, Job, JobError, Reply, Work};
 
+/// Bodies of the largest size that may be read at once, all requests together: the memory
+/// bodies take is bounded by this times `max_body_bytes`, however many connections trickle.
+const BODIES_AT_ONCE: usize = 8;
+
+/// How long a body may send nothing before it is refused.
+const BODY_IDLE: Duration = Duration::from_secs(30);
+
 /// The page at `/`: plain HTML, CSS and JS, no request outside the server.
 const PAGE: &str = include_str!("page.html");
 
@@ -94,9 +101,10 @@ struct App {
     created: u64,
     jobs: std::sync::mpsc::Sender<Job>,
     waiting: Arc<AtomicUsize>,
-    /// Requests between admission and their answer's last byte: bounded so that bodies
-    /// being read cannot exhaust memory while the queue is short.
+    /// Requests between their body's end and their answer's last byte.
     admitted: AtomicUsize,
+    /// Bytes that bodies being read may still take, all requests together.
+    body_budget: AtomicUsize,
     batch_size: usize,
     served: AtomicU64,
     failed: AtomicU64,
@@ -104,8 +112,9 @@ struct App {
     transform: Transform,
     /// The run's `infer.generation`: comments, suggestions, and chat defaults.
     generation: GenerationConfig,
-    /// Images decoded at once: decoding is CPU work taken from the model's cores.
-    decoding: tokio::sync::Semaphore,
+    /// Requests decoding images at once: decoding is CPU work taken from the model's cores,
+    /// and a 50-megapixel image is 150 MB decoded.
+    decoding: Arc<tokio::sync::Semaphore>,
 }
 
 /// Loads `run` and serves it until SIGINT or SIGTERM, then finishes the requests in flight.
@@ -163,9 +172,10 @@ pub fn serve(
         .map_err(|_| ServeError::Worker)?
         .map_err(ServeError::Load)?;
     let app = Arc::new(App {
-        decoding: tokio::sync::Semaphore::new(
+        decoding: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-        ),
+        )),
+        body_budget: AtomicUsize::new(config.max_body_bytes.saturating_mul(BODIES_AT_ONCE)),
         config,
         model,
         created: SystemTime::now()
@@ -195,14 +205,33 @@ pub fn serve(
             })?;
         let addr = listener.local_addr().map_err(ServeError::Serve)?;
         listening(addr);
-        axum::serve(listener, router(app.clone()))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(ServeError::Serve)
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let server =
+            axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                stop.send_replace(true);
+            });
+        // A connection that never finishes its request (headers trickled, a body never sent)
+        // would hold the stop forever: it gets the requests' own time limit, then is cut.
+        let grace = app.config.timeout + Duration::from_secs(1);
+        tokio::select! {
+            served = server => served.map_err(ServeError::Serve),
+            () = async move {
+                drop(stopped.wait_for(|&s| s).await);
+                tokio::time::sleep(grace).await;
+            } => {
+                crate::errln!(
+                    "serve: connections still open {:.0} s after the stop; closing them",
+                    grace.as_secs_f64()
+                );
+                Ok(())
+            }
+        }
     });
-    // The last sender goes with the app: the model's thread ends once its queue is empty.
+    // The last sender goes with the app and the connections' tasks: the model's thread ends
+    // once its queue is empty.
     drop(app);
-    drop(runtime);
+    runtime.shutdown_timeout(Duration::from_secs(1));
     worker.join().map_err(|_| ServeError::Worker)?;
     served
 }
@@ -424,8 +453,25 @@ fn model_gone() -> ApiError {
     )
 }
 
-/// Reads a body of at most `max_body_bytes`, refusing a declared length over it unread.
-async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+/// Bytes of the shared body budget that one request holds until dropped.
+struct BodyLease {
+    app: Arc<App>,
+    bytes: usize,
+}
+
+impl Drop for BodyLease {
+    fn drop(&mut self) {
+        self.app.body_budget.fetch_add(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// Reads a body of at most `max_body_bytes` from the shared budget, refusing a declared
+/// length over it unread and a body that stalls for `BODY_IDLE`.
+async fn read_body(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Bytes, BodyLease), ApiError> {
     let limit = app.config.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -441,41 +487,73 @@ async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, 
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let mut lease = BodyLease {
+        app: app.clone(),
+        bytes: 0,
+    };
     let mut stream = body.into_data_stream();
     let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+    loop {
+        let chunk = match tokio::time::timeout(BODY_IDLE, stream.next()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_stalled",
+                    format!("the body sent nothing for {} s", BODY_IDLE.as_secs_f64()),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(chunk)) => {
+                chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?
+            }
+        };
         if bytes.len() + chunk.len() > limit {
             // Closing with unread data resets the connection, and the client may lose the
             // answer with it: up to another limit's worth is read and dropped first.
             let mut discarded = bytes.len() + chunk.len();
             drop(bytes);
             while discarded <= 2 * limit {
-                match stream.next().await {
-                    Some(Ok(more)) => discarded += more.len(),
+                match tokio::time::timeout(BODY_IDLE, stream.next()).await {
+                    Ok(Some(Ok(more))) => discarded += more.len(),
                     _ => break,
                 }
             }
             return Err(too_large());
         }
+        let n = chunk.len();
+        app.body_budget
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(n)
+            })
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_full",
+                    "the server is reading as many bodies as it holds at once; try again shortly",
+                )
+            })?;
+        lease.bytes += n;
         bytes.extend_from_slice(&chunk);
     }
-    Ok(Bytes::from(bytes))
+    Ok((Bytes::from(bytes), lease))
 }
 
-/// Decodes and crops uploads off the async threads, a few at a time.
+/// Decodes and crops uploads off the async threads, a few requests at a time; the permit goes
+/// with the work, so a client that leaves does not free it before the decoding ends.
 async fn decode(
     app: &Arc<App>,
     uploads: Vec<Upload>,
     first_index: usize,
 ) -> Result<Vec<Arc<RgbImage>>, ApiError> {
-    let _permit = app
+    let permit = app
         .decoding
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::bad_request("the server is stopping"))?;
     let app = app.clone();
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         uploads
             .iter()
             .enumerate()
@@ -516,10 +594,23 @@ fn enqueue(app: &App, work: Work, deadline: Instant) -> Result<(), ApiError> {
 
 async fn task(task: Task, State(app): AppState, request: Request) -> Response {
     let deadline = Instant::now() + app.config.timeout;
-    admitted(&app, deadline, run_task(task, &app, request, deadline)).await
+    within(&app, deadline, run_task(task, &app, request, deadline)).await
 }
 
-/// One admitted request, counted until it is dropped.
+/// `work`'s answer, or a 504 past `deadline`.
+async fn within(
+    app: &App,
+    deadline: Instant,
+    work: impl Future<Output = Result<Response, ApiError>>,
+) -> Response {
+    match tokio::time::timeout_at(deadline.into(), work).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => timeout_error(app).into_response(),
+    }
+}
+
+/// One admitted request, counted until it is dropped (a stream's with its last byte).
 struct Admission(Arc<App>);
 
 impl Drop for Admission {
@@ -528,38 +619,43 @@ impl Drop for Admission {
     }
 }
 
-/// Runs `work` if fewer than `queue` + `batch_size` requests are in progress (else 503), within
-/// `deadline` (else 504); a streamed answer holds its admission until its last byte.
-async fn admitted(
-    app: &Arc<App>,
-    deadline: Instant,
-    work: impl Future<Output = Result<Response, ApiError>>,
-) -> Response {
+/// Admits a request whose body has been read if fewer than `queue` + `batch_size` are
+/// being decoded, waiting or running; else 503.
+fn admit(app: &Arc<App>) -> Result<Admission, ApiError> {
     let limit = app.config.queue + app.batch_size;
-    let admission = app
-        .admitted
+    app.admitted
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
             (n < limit).then_some(n + 1)
         })
-        .map(|_| Admission(app.clone()));
-    let Ok(admission) = admission else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "queue_full",
-            format!("{limit} requests are already in progress; try again shortly"),
-        )
-        .into_response();
-    };
-    match tokio::time::timeout_at(deadline.into(), work).await {
-        Ok(Ok(response)) => response.map(|body| {
-            Body::from_stream(body.into_data_stream().map(move |chunk| {
-                let _held = &admission;
-                chunk
-            }))
-        }),
-        Ok(Err(e)) => e.into_response(),
-        Err(_) => timeout_error(app).into_response(),
+        .map(|_| Admission(app.clone()))
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "queue_full",
+                format!("{limit} requests are already in progress; try again shortly"),
+            )
+        })
+}
+
+/// The body, and what kind it is; an empty body is refused as such whatever its type.
+async fn body_of(
+    app: &Arc<App>,
+    request: Request,
+) -> Result<(BodyKind, Bytes, BodyLease), ApiError> {
+    let (parts, body) = request.into_parts();
+    let (bytes, lease) = read_body(app, &parts.headers, body).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_body",
+            "the request has no body",
+        ));
     }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    Ok((api::body_kind(content_type.as_deref())?, bytes, lease))
 }
 
 async fn run_task(
@@ -568,13 +664,7 @@ async fn run_task(
     request: Request,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let kind = body_kind_or_empty(content_type.as_deref(), &parts.headers)?;
-    let body = read_body(app, &parts.headers, body).await?;
+    let (kind, body, lease) = body_of(app, request).await?;
     let TaskRequest {
         images,
         examples,
@@ -587,10 +677,13 @@ async fn run_task(
             app.config.max_images
         )));
     }
+    let admission = admit(app)?;
     let names: Vec<String> = images.iter().map(|u| u.name.clone()).collect();
     let (example_uploads, scores): (Vec<Upload>, Vec<f64>) = examples.into_iter().unzip();
     let example_images = decode(app, example_uploads, 0).await?;
     let images = decode(app, images, 0).await?;
+    // The encoded bytes are gone; what is held now is the cropped images.
+    drop(lease);
     match task {
         Task::Score => {
             let (reply, answer) = oneshot::channel();
@@ -673,7 +766,18 @@ async fn run_task(
                 deadline,
             )?;
             if stream {
-                Ok(describe_stream(app.clone(), received, names, key, deadline))
+                let (first, received) = first_event(app, received).await?;
+                Ok(describe_stream(
+                    Streaming {
+                        app: app.clone(),
+                        received,
+                        first: Some(first),
+                        deadline,
+                        _admission: admission,
+                    },
+                    names,
+                    key,
+                ))
             } else {
                 let replies = collect_replies(app, received, names.len()).await?;
                 let results: Vec<Value> = names
@@ -687,21 +791,43 @@ async fn run_task(
     }
 }
 
-/// The body's kind; an empty body without a type is reported as empty, not as untyped.
-fn body_kind_or_empty(
-    content_type: Option<&str>,
-    headers: &HeaderMap,
-) -> Result<BodyKind, ApiError> {
-    let empty = headers
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() == b"0");
-    match api::body_kind(content_type) {
-        Err(_) if content_type.is_none() && empty => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_body",
-            "the request has no body",
-        )),
-        other => other,
+/// The first event of a generation, so that a request refused by the model (a prompt over
+/// the context) is answered with its status before a stream starts.
+async fn first_event(
+    app: &App,
+    mut received: mpsc::UnboundedReceiver<GenerationEvent>,
+) -> Result<(GenerationEvent, mpsc::UnboundedReceiver<GenerationEvent>), ApiError> {
+    match received.recv().await {
+        Some(GenerationEvent::Failed(e)) => Err(e.api(app)),
+        Some(event) => Ok((event, received)),
+        None => Err(model_gone()),
+    }
+}
+
+/// A stream's source: the model's events (the first already taken), its deadline, and the
+/// admission it holds to its last byte.
+struct Streaming {
+    app: Arc<App>,
+    received: mpsc::UnboundedReceiver<GenerationEvent>,
+    first: Option<GenerationEvent>,
+    deadline: Instant,
+    /// Held, not read: the request counts as in progress until the stream is dropped.
+    _admission: Admission,
+}
+
+impl Streaming {
+    /// The next event: the first, then the model's, or an error past the deadline.
+    async fn next(&mut self) -> GenerationEvent {
+        if let Some(event) = self.first.take() {
+            return event;
+        }
+        match tokio::time::timeout_at(self.deadline.into(), self.received.recv()).await {
+            Err(_) => GenerationEvent::Failed(JobError::Timeout),
+            Ok(None) => GenerationEvent::Failed(JobError::Model(
+                "the model stopped before answering".into(),
+            )),
+            Ok(Some(event)) => event,
+        }
     }
 }
 
@@ -755,32 +881,22 @@ fn sse_response(body: Body) -> Response {
 type Step = (Bytes, bool);
 
 /// Streams the replies of `/v1/comment` and `/v1/suggest` (docs/serve.md).
-fn describe_stream(
-    app: Arc<App>,
-    received: mpsc::UnboundedReceiver<GenerationEvent>,
-    names: Vec<String>,
-    key: &'static str,
-    deadline: Instant,
-) -> Response {
-    let state = (received, 0usize);
-    let stream = futures_util::stream::unfold(Some(state), move |state| {
-        let (app, names) = (app.clone(), names.clone());
+fn describe_stream(source: Streaming, names: Vec<String>, key: &'static str) -> Response {
+    let stream = futures_util::stream::unfold(Some((source, 0usize)), move |state| {
+        let names = names.clone();
         async move {
-            let (mut received, mut done) = state?;
-            let event = tokio::time::timeout_at(deadline.into(), received.recv()).await;
+            let (mut source, mut done) = state?;
             let error = |e: ApiError| (sse(Some("error"), &e.body().to_string()), false);
-            let (bytes, more): Step = match event {
-                Err(_) => error(timeout_error(&app)),
-                Ok(None) => error(model_gone()),
-                Ok(Some(GenerationEvent::Failed(e))) => error(e.api(&app)),
-                Ok(Some(GenerationEvent::Delta { row, text })) => (
+            let (bytes, more): Step = match source.next().await {
+                GenerationEvent::Failed(e) => error(e.api(&source.app)),
+                GenerationEvent::Delta { row, text } => (
                     sse(
                         Some("delta"),
                         &json!({"index": row, "text": text}).to_string(),
                     ),
                     true,
                 ),
-                Ok(Some(GenerationEvent::Done { row, reply })) => {
+                GenerationEvent::Done { row, reply } => {
                     done += 1;
                     let name = names.get(row).cloned().unwrap_or_default();
                     let result = json!({"index": row, "image": name, key: reply.text});
@@ -794,7 +910,7 @@ fn describe_stream(
             };
             Some((
                 Ok::<Bytes, std::convert::Infallible>(bytes),
-                more.then_some((received, done)),
+                more.then_some((source, done)),
             ))
         }
     });
@@ -803,7 +919,7 @@ fn describe_stream(
 
 async fn chat(State(app): AppState, request: Request) -> Response {
     let deadline = Instant::now() + app.config.timeout;
-    admitted(&app, deadline, run_chat(&app, request, deadline)).await
+    within(&app, deadline, run_chat(&app, request, deadline)).await
 }
 
 async fn run_chat(
@@ -811,22 +927,14 @@ async fn run_chat(
     request: Request,
     deadline: Instant,
 ) -> Result<Response, ApiError> {
-    let (parts, body) = request.into_parts();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    match body_kind_or_empty(content_type.as_deref(), &parts.headers)? {
-        BodyKind::Json => {}
-        BodyKind::Multipart { .. } => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "chat completions take application/json",
-            ));
-        }
+    let (kind, body, lease) = body_of(app, request).await?;
+    if kind != BodyKind::Json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "chat completions take application/json",
+        ));
     }
-    let body = read_body(app, &parts.headers, body).await?;
     let chat = api::parse_chat(&body, &app.generation)?;
     if chat.images.len() > app.config.max_images {
         return Err(ApiError::bad_request(format!(
@@ -835,7 +943,9 @@ async fn run_chat(
             app.config.max_images
         )));
     }
+    let admission = admit(app)?;
     let images = decode(app, chat.images, 0).await?;
+    drop((body, lease));
     let (events, received) = mpsc::unbounded_channel();
     enqueue(
         app,
@@ -859,15 +969,20 @@ async fn run_chat(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     if chat.stream {
+        let (first, received) = first_event(app, received).await?;
         return Ok(chat_stream(
-            app.clone(),
-            received,
+            Streaming {
+                app: app.clone(),
+                received,
+                first: Some(first),
+                deadline,
+                _admission: admission,
+            },
             ChunkHeader {
                 id,
                 created,
                 include_usage: chat.include_usage,
             },
-            deadline,
         ));
     }
     let reply = collect_replies(app, received, 1)
@@ -917,20 +1032,15 @@ struct ChunkHeader {
 
 /// Streams a completion as OpenAI does: a first chunk with the role, content deltas, a last
 /// chunk with the finish reason, the usage where asked, then `[DONE]`.
-fn chat_stream(
-    app: Arc<App>,
-    received: mpsc::UnboundedReceiver<GenerationEvent>,
-    header: ChunkHeader,
-    deadline: Instant,
-) -> Response {
+fn chat_stream(source: Streaming, header: ChunkHeader) -> Response {
     let chunk = {
-        let (app, header) = (app.clone(), header.clone());
+        let (model, header) = (source.app.model.clone(), header.clone());
         move |delta: Value, finish: Option<&str>, usage: Option<Value>| {
             let mut c = json!({
                 "id": header.id,
                 "object": "chat.completion.chunk",
                 "created": header.created,
-                "model": app.model,
+                "model": model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
             });
             if let Some(u) = usage {
@@ -940,28 +1050,24 @@ fn chat_stream(
             sse(None, &c.to_string())
         }
     };
-    let first = chunk(json!({"role": "assistant", "content": ""}), None, None);
-    // State: the receiver and the text sent so far.
-    let state = (received, String::new());
-    let rest = futures_util::stream::unfold(Some(state), move |state| {
-        let (app, chunk, include_usage) = (app.clone(), chunk.clone(), header.include_usage);
+    let opening = chunk(json!({"role": "assistant", "content": ""}), None, None);
+    // State: the source and the text sent so far.
+    let rest = futures_util::stream::unfold(Some((source, String::new())), move |state| {
+        let (chunk, include_usage) = (chunk.clone(), header.include_usage);
         async move {
-            let (mut received, mut sent) = state?;
-            let event = tokio::time::timeout_at(deadline.into(), received.recv()).await;
+            let (mut source, mut sent) = state?;
             let error = |e: ApiError| {
                 let mut bytes = sse(None, &e.body().to_string()).to_vec();
                 bytes.extend_from_slice(&sse(None, "[DONE]"));
                 (Bytes::from(bytes), false)
             };
-            let (bytes, more): Step = match event {
-                Err(_) => error(timeout_error(&app)),
-                Ok(None) => error(model_gone()),
-                Ok(Some(GenerationEvent::Failed(e))) => error(e.api(&app)),
-                Ok(Some(GenerationEvent::Delta { text, .. })) => {
+            let (bytes, more): Step = match source.next().await {
+                GenerationEvent::Failed(e) => error(e.api(&source.app)),
+                GenerationEvent::Delta { text, .. } => {
                     sent.push_str(&text);
                     (chunk(json!({"content": text}), None, None), true)
                 }
-                Ok(Some(GenerationEvent::Done { reply, .. })) => {
+                GenerationEvent::Done { reply, .. } => {
                     let mut bytes = Vec::new();
                     // Text held back while it might have become a stop string.
                     if let Some(tail) = reply.text.strip_prefix(sent.as_str())
@@ -983,10 +1089,10 @@ fn chat_stream(
             };
             Some((
                 Ok::<Bytes, std::convert::Infallible>(bytes),
-                more.then_some((received, sent)),
+                more.then_some((source, sent)),
             ))
         }
     });
-    let stream = futures_util::stream::once(async move { Ok(first) }).chain(rest);
+    let stream = futures_util::stream::once(async move { Ok(opening) }).chain(rest);
     sse_response(Body::from_stream(stream))
 }

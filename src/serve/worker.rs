@@ -176,7 +176,14 @@ pub fn run(runner: &Runner<'_>, jobs: &Receiver<Job>, waiting: &AtomicUsize) {
             live.push(job);
         }
         if !live.is_empty() {
-            run_batch(runner, live);
+            // A panic in the model (a shape nothing checked) drops the batch's senders, so its
+            // clients get a 500; the thread goes on with the next jobs.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_batch(runner, live);
+            }));
+            if ran.is_err() {
+                crate::errln!("serve: the model panicked on a batch; its requests got errors");
+            }
         }
     }
 }
@@ -257,7 +264,7 @@ struct Row {
 fn generate(runner: &Runner<'_>, batch: Vec<Job>, deadline: Instant) {
     let mut senders = Vec::with_capacity(batch.len());
     let mut conversations = Vec::new();
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut settings = None;
     for (j, job) in batch.into_iter().enumerate() {
         let Work::Generate {
@@ -290,9 +297,43 @@ fn generate(runner: &Runner<'_>, batch: Vec<Job>, deadline: Instant) {
             drop(s.send(GenerationEvent::Failed(error.clone())));
         }
     };
-    let prepared = match runner.prepare_conversations(conversations) {
+    let prepared = match runner.prepare_conversations(conversations.clone()) {
         Ok(p) => p,
         Err(e) => return fail_all(e.into()),
+    };
+    // A prompt that leaves no room for a reply fails its own request, not its batch's.
+    let context = runner.loaded.model.llm.max_position_embeddings;
+    let mut refused = vec![false; senders.len()];
+    for (row, prepared_row) in rows.iter().zip(&prepared.rows) {
+        let tokens = prepared_row.len();
+        if tokens >= context && !refused[row.job] {
+            refused[row.job] = true;
+            drop(senders[row.job].send(GenerationEvent::Failed(JobError::Request(format!(
+                "the prompt has {tokens} tokens (images included); the model's context holds {context}, its reply included"
+            )))));
+        }
+    }
+    let prepared = if refused.iter().any(|&r| r) {
+        let kept: Vec<bool> = rows.iter().map(|row| !refused[row.job]).collect();
+        rows = rows
+            .into_iter()
+            .zip(&kept)
+            .filter_map(|(row, &k)| k.then_some(row))
+            .collect();
+        let conversations: Vec<Conversation> = conversations
+            .into_iter()
+            .zip(&kept)
+            .filter_map(|(c, &k)| k.then_some(c))
+            .collect();
+        if conversations.is_empty() {
+            return;
+        }
+        match runner.prepare_conversations(conversations) {
+            Ok(p) => p,
+            Err(e) => return fail_all(e.into()),
+        }
+    } else {
+        prepared
     };
     let prompt_tokens: Vec<usize> = prepared.rows.iter().map(|r| r.len()).collect();
     let tokenizer = &runner.loaded.tokenizer;
@@ -336,6 +377,11 @@ fn generate(runner: &Runner<'_>, batch: Vec<Job>, deadline: Instant) {
         Err(e) => return fail_all(e.into()),
     };
     let rows = state.into_inner().unwrap_or_else(|e| e.into_inner());
+    // Generation stops for every row where the longest prompt fills the context.
+    let longest = prompt_tokens.iter().copied().max().unwrap_or(0);
+    let budget = generation
+        .max_new_tokens
+        .min(context.saturating_sub(longest));
     for (r, (row, ids)) in rows.iter().zip(&replies).enumerate() {
         let text = match runner.decode(ids) {
             Ok(t) => t,
@@ -345,7 +391,7 @@ fn generate(runner: &Runner<'_>, batch: Vec<Job>, deadline: Instant) {
             }
         };
         let (text, _) = cut_at_stop(&text, &stop);
-        let finish = if !row.stopped_by_string && ids.len() >= generation.max_new_tokens {
+        let finish = if !row.stopped_by_string && ids.len() >= budget {
             Finish::Length
         } else {
             Finish::Stop
