@@ -137,19 +137,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         bail!("no images given (pass IMAGE arguments or --list FILE)");
     }
     let device = inputs.device.device()?;
-    let mut found = finetune::find_run(&inputs.checkpoint)
-        .with_context(|| format!("reading the run {}", inputs.checkpoint.display()))?;
-    if !inputs.set.is_empty() {
-        found.config = calm::config::load(
-            Some(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG)),
-            &inputs.set,
-        )?;
-    }
-    let weights = if inputs.quantized {
-        calm::io::llama::GgufWeights::Quantized
-    } else {
-        calm::io::llama::GgufWeights::Dequantized
-    };
+    let found = find_run(&inputs.checkpoint, &inputs.set)?;
+    let weights = weights(inputs.quantized);
     let loaded =
         finetune::load_finetuned_with(&found, &device, weights).context("loading the model")?;
     let transform = found
@@ -271,25 +260,34 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_images: args.max_images,
     };
     let device = args.device.device()?;
-    let mut found = finetune::find_run(&args.checkpoint)
-        .with_context(|| format!("reading the run {}", args.checkpoint.display()))?;
-    if !args.set.is_empty() {
-        found.config = calm::config::load(
-            Some(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG)),
-            &args.set,
-        )?;
-    }
-    let weights = if args.quantized {
-        calm::io::llama::GgufWeights::Quantized
-    } else {
-        calm::io::llama::GgufWeights::Dequantized
-    };
+    let found = find_run(&args.checkpoint, &args.set)?;
     calm::errln!("serve: loading {}", found.dir.display());
-    calm::serve::serve(found, device, weights, config, |addr| {
+    calm::serve::serve(found, device, weights(args.quantized), config, |addr| {
         drop(calm::outln!("serve: listening on http://{addr}"));
     })?;
     calm::errln!("serve: stopped");
     Ok(())
+}
+
+/// The run at `checkpoint`, its config with `set`'s overrides.
+fn find_run(checkpoint: &Path, set: &[String]) -> anyhow::Result<finetune::FinetunedRun> {
+    let mut found = finetune::find_run(checkpoint)
+        .with_context(|| format!("reading the run {}", checkpoint.display()))?;
+    if !set.is_empty() {
+        found.config = calm::config::load(
+            Some(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG)),
+            set,
+        )?;
+    }
+    Ok(found)
+}
+
+fn weights(quantized: bool) -> calm::io::llama::GgufWeights {
+    if quantized {
+        calm::io::llama::GgufWeights::Quantized
+    } else {
+        calm::io::llama::GgufWeights::Dequantized
+    }
 }
 
 /// The readable images with their paths; the others reported on stderr (or fatal).

@@ -688,10 +688,7 @@ async fn run_task(
         Task::Score => {
             let (reply, answer) = oneshot::channel();
             enqueue(app, Work::Score { images, reply }, deadline)?;
-            let scores = answer
-                .await
-                .map_err(|_| model_gone())?
-                .map_err(|e| e.api(app))?;
+            let scores = answer_of(app, answer).await?;
             let results: Vec<Value> = names
                 .iter()
                 .zip(&scores)
@@ -724,10 +721,7 @@ async fn run_task(
                 },
                 deadline,
             )?;
-            let scores = answer
-                .await
-                .map_err(|_| model_gone())?
-                .map_err(|e| e.api(app))?;
+            let scores = answer_of(app, answer).await?;
             let results: Vec<Value> = names
                 .iter()
                 .zip(&scores)
@@ -829,6 +823,17 @@ impl Streaming {
             Ok(Some(event)) => event,
         }
     }
+}
+
+/// A score job's answer.
+async fn answer_of<T>(
+    app: &App,
+    answer: oneshot::Receiver<Result<T, JobError>>,
+) -> Result<T, ApiError> {
+    answer
+        .await
+        .map_err(|_| model_gone())?
+        .map_err(|e| e.api(app))
 }
 
 /// Waits for `rows` replies; the first failure answers for the whole request.
