@@ -21,6 +21,9 @@ use crate::data::transform::Transform;
 use crate::model::chat::Role;
 use crate::model::generate::GenerationConfig;
 
+/// The longest error message sent, in bytes.
+pub const MAX_MESSAGE: usize = 1000;
+
 /// A refusal: an HTTP status, a `code` clients can test, and a message naming the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -30,11 +33,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A message over `MAX_MESSAGE` bytes (one quoting a whole base64 image, say) is cut.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE {
+            let mut end = MAX_MESSAGE;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push_str("...");
+        }
         Self {
             status,
             code,
-            message: message.into(),
+            message,
         }
     }
 
@@ -279,7 +292,9 @@ async fn parse_task_multipart(
         let text = || String::from_utf8_lossy(&bytes).trim().to_string();
         match name.as_str() {
             "image" => images.push(Upload {
-                name: file_name.unwrap_or_else(|| images.len().to_string()),
+                name: file_name
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| images.len().to_string()),
                 bytes,
             }),
             "stream" if task.streams() => {
@@ -294,7 +309,9 @@ async fn parse_task_multipart(
                 }
             }
             "example" if task == Task::Personalize => examples.push(Upload {
-                name: file_name.unwrap_or_else(|| format!("example {}", examples.len())),
+                name: file_name
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| format!("example {}", examples.len())),
                 bytes,
             }),
             "example_score" if task == Task::Personalize => {
@@ -634,6 +651,14 @@ mod tests {
         assert!(e.message.contains("line 1"), "{}", e.message);
         let e = parse_task_json(Task::Score, br#"{"images": []} trailing"#).unwrap_err();
         assert_eq!(e.code, "bad_json");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let e = ApiError::bad_request("é".repeat(MAX_MESSAGE));
+        assert!(e.message.len() <= MAX_MESSAGE + 3, "{}", e.message.len());
+        assert!(e.message.ends_with("..."));
+        assert_eq!(ApiError::bad_request("short").message, "short");
     }
 
     #[test]
