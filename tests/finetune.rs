@@ -61,16 +61,6 @@ finetune:
     )
 }
 
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn bin(name: &str) -> Command {
     let path = match name {
         "pretrain" => env!("CARGO_BIN_EXE_pretrain"),
@@ -102,25 +92,29 @@ fn setup() -> &'static Setup {
         let pretrain_config = root.join("pretrain.yaml");
         std::fs::write(&pretrain_config, format!("{}{INFER}", common::TINY_MODEL)).expect("write");
         let pretrained = root.join("pretrained");
-        ok(bin("pretrain")
-            .arg("--config")
-            .arg(&pretrain_config)
-            .arg("--output-dir")
-            .arg(&pretrained)
-            .output()
-            .expect("runs"));
+        common::ok(
+            bin("pretrain")
+                .arg("--config")
+                .arg(&pretrain_config)
+                .arg("--output-dir")
+                .arg(&pretrained)
+                .output()
+                .expect("runs"),
+        );
         let config = root.join("finetune.yaml");
         let yaml = common::with_llm(&format!("{}{INFER}", common::TINY_MODEL), &llm)
             + &finetune_section(&pretrained);
         std::fs::write(&config, yaml).expect("write");
         let run = root.join("whole");
-        let out = ok(bin("finetune")
-            .arg("--config")
-            .arg(&config)
-            .arg("--output-dir")
-            .arg(&run)
-            .output()
-            .expect("runs"));
+        let out = common::ok(
+            bin("finetune")
+                .arg("--config")
+                .arg(&config)
+                .arg("--output-dir")
+                .arg(&run)
+                .output()
+                .expect("runs"),
+        );
         Setup {
             _dir: dir,
             root,
@@ -277,7 +271,7 @@ fn detached_score_heads_leave_the_words_as_a_run_without_heads_learns_them() {
         for set in sets {
             command.args(["--set", set]);
         }
-        ok(command.output().expect("runs"));
+        common::ok(command.output().expect("runs"));
         dir
     };
     let without = run(
@@ -325,13 +319,15 @@ fn detached_score_heads_leave_the_words_as_a_run_without_heads_learns_them() {
 #[test]
 fn evaluate_degradations_ranks_a_finetuned_models_readouts_on_shifted_kinds() {
     let s = setup();
-    let out = ok(bin("evaluate")
-        .args(["degradations", "--kinds", "shifted", "--checkpoint"])
-        .arg(&s.run)
-        .arg("--images")
-        .arg(s.root.join("pretrained/held_out"))
-        .output()
-        .expect("runs"));
+    let out = common::ok(
+        bin("evaluate")
+            .args(["degradations", "--kinds", "shifted", "--checkpoint"])
+            .arg(&s.run)
+            .arg("--images")
+            .arg(s.root.join("pretrained/held_out"))
+            .output()
+            .expect("runs"),
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
     // 2 held-out photos x 6 shifted kinds x 1 severity.
     assert_eq!(report["pairs"], 12, "{report}");
@@ -367,28 +363,34 @@ fn evaluate_raters_scores_held_out_photos_for_two_opposite_raters() {
     assert!(stderr.contains("2 query photos; at least 3"), "{stderr}");
     // A pretraining run that holds out 3 photos, and a fine-tuning run from it.
     let pretrained = s.root.join("pretrained_3");
-    ok(bin("pretrain")
-        .arg("--config")
-        .arg(&s.config)
-        .args(["--set", "pretrain.hold_out=3", "--output-dir"])
-        .arg(&pretrained)
-        .output()
-        .expect("runs"));
+    common::ok(
+        bin("pretrain")
+            .arg("--config")
+            .arg(&s.config)
+            .args(["--set", "pretrain.hold_out=3", "--output-dir"])
+            .arg(&pretrained)
+            .output()
+            .expect("runs"),
+    );
     let run = s.root.join("raters_run");
-    ok(bin("finetune")
-        .arg("--config")
-        .arg(&s.config)
-        .args(["--set", "pretrain.hold_out=3", "--set"])
-        .arg(format!("finetune.pretrained={}", pretrained.display()))
-        .arg("--output-dir")
-        .arg(&run)
-        .output()
-        .expect("runs"));
-    let out = ok(bin("evaluate")
-        .args(["raters", "--shots", "3", "--checkpoint"])
-        .arg(&run)
-        .output()
-        .expect("runs"));
+    common::ok(
+        bin("finetune")
+            .arg("--config")
+            .arg(&s.config)
+            .args(["--set", "pretrain.hold_out=3", "--set"])
+            .arg(format!("finetune.pretrained={}", pretrained.display()))
+            .arg("--output-dir")
+            .arg(&run)
+            .output()
+            .expect("runs"),
+    );
+    let out = common::ok(
+        bin("evaluate")
+            .args(["raters", "--shots", "3", "--checkpoint"])
+            .arg(&run)
+            .output()
+            .expect("runs"),
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(report["shots"], 3);
     assert_eq!(report["queries"], 3);
@@ -435,12 +437,14 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
         !killed.join("model.safetensors").exists(),
         "the run finished before it could be killed"
     );
-    ok(bin("finetune")
-        .arg("--resume")
-        .arg(&killed)
-        .arg("--no-eval")
-        .output()
-        .expect("runs"));
+    common::ok(
+        bin("finetune")
+            .arg("--resume")
+            .arg(&killed)
+            .arg("--no-eval")
+            .output()
+            .expect("runs"),
+    );
     let summary: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(killed.join("summary.json")).expect("summary"),
     )
@@ -502,14 +506,16 @@ fn infer_score_skips_a_corrupt_image_and_writes_the_csv() {
     let photos = sample_photos(2);
     let corrupt = s.root.join("corrupt.jpg");
     std::fs::write(&corrupt, b"\xff\xd8 not really a jpeg").expect("write");
-    let out = ok(bin("infer")
-        .args(["score", "--checkpoint"])
-        .arg(&s.run)
-        .arg(&photos[0])
-        .arg(&corrupt)
-        .arg(&photos[1])
-        .output()
-        .expect("runs"));
+    let out = common::ok(
+        bin("infer")
+            .args(["score", "--checkpoint"])
+            .arg(&s.run)
+            .arg(&photos[0])
+            .arg(&corrupt)
+            .arg(&photos[1])
+            .output()
+            .expect("runs"),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&corrupt.display().to_string()), "{stderr}");
     let csv = String::from_utf8_lossy(&out.stdout);
@@ -560,15 +566,17 @@ fn infer_comment_and_suggest_write_json_lines() {
     .expect("list");
     for (task, key) in [("comment", "comment"), ("suggest", "suggestion")] {
         let output = s.root.join(format!("{task}.jsonl"));
-        ok(bin("infer")
-            .args([task, "--checkpoint"])
-            .arg(&s.run)
-            .arg("--list")
-            .arg(&list)
-            .arg("--output")
-            .arg(&output)
-            .output()
-            .expect("runs"));
+        common::ok(
+            bin("infer")
+                .args([task, "--checkpoint"])
+                .arg(&s.run)
+                .arg("--list")
+                .arg(&list)
+                .arg("--output")
+                .arg(&output)
+                .output()
+                .expect("runs"),
+        );
         let text = std::fs::read_to_string(&output).expect("output");
         let rows: Vec<serde_json::Value> = text
             .lines()
@@ -600,14 +608,16 @@ fn infer_personalize_depends_on_the_raters_examples() {
         path
     };
     let score = |examples: &Path| {
-        let out = ok(bin("infer")
-            .args(["personalize", "--checkpoint"])
-            .arg(&s.run)
-            .arg("--examples")
-            .arg(examples)
-            .arg(query)
-            .output()
-            .expect("runs"));
+        let out = common::ok(
+            bin("infer")
+                .args(["personalize", "--checkpoint"])
+                .arg(&s.run)
+                .arg("--examples")
+                .arg(examples)
+                .arg(query)
+                .output()
+                .expect("runs"),
+        );
         let csv = String::from_utf8_lossy(&out.stdout).to_string();
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], "image,score,score_numeric,score_expected");
@@ -764,15 +774,17 @@ fn evaluate_task_runs_the_three_protocols_on_fixture_data() {
     let run = |name: &str| -> (PathBuf, serde_json::Value, String) {
         // Inside the run, as the README shows: clearing it touches nothing the command reads.
         let out_dir = s.run.join("eval").join(name);
-        let out = ok(bin("evaluate")
-            .args(["task", "--config"])
-            .arg(root.join(format!("{name}.yaml")))
-            .arg("--checkpoint")
-            .arg(&s.run)
-            .arg("--output-dir")
-            .arg(&out_dir)
-            .output()
-            .expect("runs"));
+        let out = common::ok(
+            bin("evaluate")
+                .args(["task", "--config"])
+                .arg(root.join(format!("{name}.yaml")))
+                .arg("--checkpoint")
+                .arg(&s.run)
+                .arg("--output-dir")
+                .arg(&out_dir)
+                .output()
+                .expect("runs"),
+        );
         let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout JSON");
         let written = read_json(&out_dir.join("metrics.json"));
         assert_eq!(printed, written);
@@ -848,7 +860,7 @@ fn evaluate_task_runs_the_three_protocols_on_fixture_data() {
         !out.status.success() && err.contains("--overwrite"),
         "{err}"
     );
-    ok(again(&["--overwrite"]));
+    common::ok(again(&["--overwrite"]));
     assert!(
         !dir.join("predictions.csv").exists(),
         "the old protocol's predictions stayed"
@@ -906,14 +918,16 @@ fn killed_at_random_moments_and_resumed_each_time_a_run_ends_as_if_never_stopped
         "final weights differ"
     );
     // Over the finished run, --overwrite starts clean: one run's metrics, one event file.
-    ok(bin("finetune")
-        .arg("--config")
-        .arg(&s.config)
-        .arg("--output-dir")
-        .arg(&killed)
-        .args(["--overwrite", "--no-eval"])
-        .output()
-        .expect("runs"));
+    common::ok(
+        bin("finetune")
+            .arg("--config")
+            .arg(&s.config)
+            .arg("--output-dir")
+            .arg(&killed)
+            .args(["--overwrite", "--no-eval"])
+            .output()
+            .expect("runs"),
+    );
     assert_eq!(metrics(&killed), metrics(&s.run));
     assert_eq!(
         std::fs::read_dir(killed.join("events"))

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::tfrecord;
@@ -19,16 +19,6 @@ fn pretrain(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pretrain"));
     c.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
     c
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn json(path: &Path) -> serde_json::Value {
@@ -69,20 +59,22 @@ fn tiny_run(extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
         run.to_str().expect("utf8"),
     ];
     args.extend_from_slice(extra);
-    ok(pretrain(&args).output().expect("runs"));
+    common::ok(pretrain(&args).output().expect("runs"));
     (dir, run)
 }
 
 /// `evaluate degradations`' JSON for a run (or checkpoint) on the run's held-out photos.
 fn evaluate(checkpoint: &Path, run: &Path) -> serde_json::Value {
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .args(["degradations", "--checkpoint"])
-        .arg(checkpoint)
-        .arg("--images")
-        .arg(run.join("held_out"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("runs"));
+    let out = common::ok(
+        Command::new(env!("CARGO_BIN_EXE_evaluate"))
+            .args(["degradations", "--checkpoint"])
+            .arg(checkpoint)
+            .arg("--images")
+            .arg(run.join("held_out"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("runs"),
+    );
     serde_json::from_slice(&out.stdout).expect("json on stdout")
 }
 
@@ -92,14 +84,16 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     let config = config.to_str().expect("utf8");
     let whole = dir.path().join("whole");
     let killed = dir.path().join("killed");
-    ok(pretrain(&[
-        "--config",
-        config,
-        "--output-dir",
-        whole.to_str().expect("utf8"),
-    ])
-    .output()
-    .expect("runs"));
+    common::ok(
+        pretrain(&[
+            "--config",
+            config,
+            "--output-dir",
+            whole.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("runs"),
+    );
 
     let mut child = pretrain(&[
         "--config",
@@ -129,9 +123,11 @@ fn a_killed_run_resumes_to_the_same_losses_and_weights() {
     let before = metrics(&killed).len();
     assert!(before < STEPS, "{before} steps logged before the kill");
 
-    let out = ok(pretrain(&["--resume", killed.to_str().expect("utf8")])
-        .output()
-        .expect("runs"));
+    let out = common::ok(
+        pretrain(&["--resume", killed.to_str().expect("utf8")])
+            .output()
+            .expect("runs"),
+    );
     let summary = json(&killed.join("summary.json"));
     let from = summary["resumed_from"].as_u64().expect("resumed_from") as usize;
     assert!(
@@ -304,18 +300,20 @@ fn gradient_accumulation_feeds_several_micro_batches_to_each_step() {
 fn after_one_default_step_every_parameter_has_optimizer_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = dir.path().join("run");
-    ok(pretrain(&[
-        "--output-dir",
-        run.to_str().expect("utf8"),
-        "--set",
-        "pretrain.steps=1",
-        "--set",
-        "pretrain.schedule.warmup_steps=0",
-        "--set",
-        "pretrain.evaluation.severities=[1.0]",
-    ])
-    .output()
-    .expect("runs"));
+    common::ok(
+        pretrain(&[
+            "--output-dir",
+            run.to_str().expect("utf8"),
+            "--set",
+            "pretrain.steps=1",
+            "--set",
+            "pretrain.schedule.warmup_steps=0",
+            "--set",
+            "pretrain.evaluation.severities=[1.0]",
+        ])
+        .output()
+        .expect("runs"),
+    );
     let found = calm::experiment::pretrain::find_run(&run).expect("run");
     assert_eq!(
         found.config.pretrain.qformer_init,
@@ -384,7 +382,7 @@ fn overwrite_replaces_every_file_of_the_earlier_run() {
     let data = format!("data.source.path={}", folder.display());
     let mut args = first.to_vec();
     args.push(&data);
-    ok(pretrain(&args).output().expect("runs"));
+    common::ok(pretrain(&args).output().expect("runs"));
     let old_held = entries(&run.join("held_out"));
     std::fs::write(run.join("notes.txt"), "a file of the old run").expect("write");
     let mut args: Vec<&str> = args
@@ -392,7 +390,7 @@ fn overwrite_replaces_every_file_of_the_earlier_run() {
         .map(|a| if *a == "seed=1" { "seed=2" } else { *a })
         .collect();
     args.extend(["--set", "pretrain.steps=2", "--overwrite"]);
-    ok(pretrain(&args).output().expect("runs"));
+    common::ok(pretrain(&args).output().expect("runs"));
     assert_eq!(metrics(&run).len(), 2, "metrics of one run only");
     assert_eq!(entries(&run.join("events")).len(), 1);
     assert_eq!(
@@ -450,18 +448,20 @@ fn a_resumed_run_keeps_its_split_and_removes_the_debris_of_killed_ones() {
     let run = dir.path().join("run");
     let folder = sample_folder(dir.path(), 8);
     let data = format!("data.source.path={}", folder.display());
-    ok(pretrain(&[
-        "--config",
-        config.to_str().expect("utf8"),
-        "--output-dir",
-        run.to_str().expect("utf8"),
-        "--set",
-        "pretrain.steps=3",
-        "--set",
-        &data,
-    ])
-    .output()
-    .expect("runs"));
+    common::ok(
+        pretrain(&[
+            "--config",
+            config.to_str().expect("utf8"),
+            "--output-dir",
+            run.to_str().expect("utf8"),
+            "--set",
+            "pretrain.steps=3",
+            "--set",
+            &data,
+        ])
+        .output()
+        .expect("runs"),
+    );
     let split = json(&run.join("split.json"));
     let held = entries(&run.join("held_out"));
     // Four more photos: a fresh draw over 12 photos would hold out others.
@@ -475,9 +475,11 @@ fn a_resumed_run_keeps_its_split_and_removes_the_debris_of_killed_ones() {
     std::fs::create_dir(&debris[0]).expect("mkdir");
     std::fs::write(debris[0].join("model.safetensors"), [0u8; 1000]).expect("write");
     std::fs::write(&debris[1], "{").expect("write");
-    let out = ok(pretrain(&["--resume", run.to_str().expect("utf8")])
-        .output()
-        .expect("runs"));
+    let out = common::ok(
+        pretrain(&["--resume", run.to_str().expect("utf8")])
+            .output()
+            .expect("runs"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("the data changed since this run started (4 photos added, 0 gone)"),
@@ -543,28 +545,30 @@ fn bad_photos_are_skipped_in_training_held_out_and_evaluation() {
     let run = dir.path().join("run");
     let seed_set = format!("seed={seed}");
     let data = format!("data.source.path={}", folder.display());
-    let out = ok(pretrain(&[
-        "--config",
-        config.to_str().expect("utf8"),
-        "--output-dir",
-        run.to_str().expect("utf8"),
-        "--set",
-        &seed_set,
-        "--set",
-        &data,
-        "--set",
-        "pretrain.hold_out=3",
-        // One photo a step for a whole epoch of the 8 training photos (5 good, 3 bad): every
-        // bad one is met, and each is replaced by the next good one.
-        "--set",
-        "pretrain.steps=8",
-        "--set",
-        "pretrain.schedule.warmup_steps=1",
-        "--set",
-        "data.loader.batch_size=1",
-    ])
-    .output()
-    .expect("runs"));
+    let out = common::ok(
+        pretrain(&[
+            "--config",
+            config.to_str().expect("utf8"),
+            "--output-dir",
+            run.to_str().expect("utf8"),
+            "--set",
+            &seed_set,
+            "--set",
+            &data,
+            "--set",
+            "pretrain.hold_out=3",
+            // One photo a step for a whole epoch of the 8 training photos (5 good, 3 bad): every
+            // bad one is met, and each is replaced by the next good one.
+            "--set",
+            "pretrain.steps=8",
+            "--set",
+            "pretrain.schedule.warmup_steps=1",
+            "--set",
+            "data.loader.batch_size=1",
+        ])
+        .output()
+        .expect("runs"),
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("pairwise accuracy"));
     let summary = json(&run.join("summary.json"));
     let skipped: Vec<&str> = summary["skipped"]
@@ -610,13 +614,15 @@ fn bad_photos_are_skipped_in_training_held_out_and_evaluation() {
     );
     assert_eq!(entries(&run.join("held_out")).len(), 1);
     // `evaluate degradations` on the whole folder: the good photos, each bad one skipped.
-    let out = ok(Command::new(env!("CARGO_BIN_EXE_evaluate"))
-        .args(["degradations", "--checkpoint"])
-        .arg(&run)
-        .arg("--images")
-        .arg(&folder)
-        .output()
-        .expect("runs"));
+    let out = common::ok(
+        Command::new(env!("CARGO_BIN_EXE_evaluate"))
+            .args(["degradations", "--checkpoint"])
+            .arg(&run)
+            .arg("--images")
+            .arg(&folder)
+            .output()
+            .expect("runs"),
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["photos"].as_array().expect("photos").len(), 6);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -638,14 +644,16 @@ fn killed_at_random_moments_and_resumed_each_time_a_run_ends_as_if_never_stopped
     let config = config.to_str().expect("utf8");
     let whole = dir.path().join("whole");
     let start = Instant::now();
-    ok(pretrain(&[
-        "--config",
-        config,
-        "--output-dir",
-        whole.to_str().expect("utf8"),
-    ])
-    .output()
-    .expect("runs"));
+    common::ok(
+        pretrain(&[
+            "--config",
+            config,
+            "--output-dir",
+            whole.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("runs"),
+    );
     let full = start.elapsed();
     let killed = dir.path().join("killed");
     let spawn = |args: &[&str]| {

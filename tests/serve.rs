@@ -40,15 +40,6 @@ finetune:
           task: {kind: self_supervised, questions: 2}
 ";
 
-fn ok(out: std::process::Output) {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A finished tiny fine-tuning run, made once for every test.
 fn run_dir() -> &'static Path {
     static RUN: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
@@ -58,29 +49,31 @@ fn run_dir() -> &'static Path {
         let llm = common::tiny_llm(root);
         let pretrain_config = root.join("pretrain.yaml");
         std::fs::write(&pretrain_config, format!("{}{INFER}", common::TINY_MODEL)).expect("write");
+        let job = |binary: &str, config: &Path, output: &Path| {
+            common::ok(
+                Command::new(binary)
+                    .current_dir(env!("CARGO_MANIFEST_DIR"))
+                    .arg("--config")
+                    .arg(config)
+                    .arg("--output-dir")
+                    .arg(output)
+                    .output()
+                    .expect("the job runs"),
+            )
+        };
         let pretrained = root.join("pretrained");
-        ok(Command::new(env!("CARGO_BIN_EXE_pretrain"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("--config")
-            .arg(&pretrain_config)
-            .arg("--output-dir")
-            .arg(&pretrained)
-            .output()
-            .expect("pretrain runs"));
+        job(
+            env!("CARGO_BIN_EXE_pretrain"),
+            &pretrain_config,
+            &pretrained,
+        );
         let config = root.join("finetune.yaml");
         let yaml = common::with_llm(&format!("{}{INFER}", common::TINY_MODEL), &llm)
             + FINETUNE
             + &format!("  pretrained: {}\n", pretrained.display());
         std::fs::write(&config, yaml).expect("write");
         let run = root.join("run");
-        ok(Command::new(env!("CARGO_BIN_EXE_finetune"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .arg("--config")
-            .arg(&config)
-            .arg("--output-dir")
-            .arg(&run)
-            .output()
-            .expect("finetune runs"));
+        job(env!("CARGO_BIN_EXE_finetune"), &config, &run);
         (dir, run)
     })
     .1

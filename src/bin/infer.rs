@@ -51,9 +51,8 @@ enum Sub {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// A fine-tuning run directory, or one of its checkpoint folders.
-    #[arg(long, value_name = "RUN")]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
     /// Where to listen; loopback unless asked, as the server has no authentication. Port 0
     /// picks a free port (the address is printed).
     #[arg(long, value_name = "HOST:PORT", default_value_t = ServeConfig::default().addr)]
@@ -73,34 +72,16 @@ struct ServeArgs {
     /// Images (rated examples included) in one request.
     #[arg(long, value_name = "N", default_value_t = ServeConfig::default().max_images)]
     max_images: usize,
-    /// Override a key of the run's config, e.g. `--set infer.batch_size=1` (no batching).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    set: Vec<String>,
-    /// Device: cpu, wgpu or cuda:N.
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    device: DeviceSpec,
-    /// Read a GGUF LLM's matrices from their quantised blocks, as `infer score --quantized`.
-    #[arg(long)]
-    quantized: bool,
 }
 
-const MIB: f64 = (1u64 << 20) as f64;
-
+/// The run every task loads, and how.
 #[derive(Debug, clap::Args)]
-struct Inputs {
+struct RunArgs {
     /// A fine-tuning run directory, or one of its checkpoint folders.
     #[arg(long, value_name = "RUN")]
     checkpoint: PathBuf,
-    /// Write here instead of stdout (CSV for score and personalize, JSON lines otherwise).
-    #[arg(long, value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// A text file of image paths, one a line, read before the IMAGE arguments.
-    #[arg(long, value_name = "FILE")]
-    list: Option<PathBuf>,
-    /// Stop at the first missing or unreadable image instead of skipping it.
-    #[arg(long)]
-    strict: bool,
-    /// Override a key of the run's config, e.g. `--set infer.score_readout=numeric`.
+    /// Override a key of the run's config, e.g. `--set infer.score_readout=numeric`, or
+    /// `--set infer.batch_size=1` (for `serve`: no batching).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Device: cpu, wgpu or cuda:N.
@@ -112,6 +93,46 @@ struct Inputs {
     /// figures where tokens nearly tie. A run that trained the LLM's own weights stays f32.
     #[arg(long)]
     quantized: bool,
+}
+
+impl RunArgs {
+    /// The run, its config with `--set`'s overrides.
+    fn find(&self) -> anyhow::Result<finetune::FinetunedRun> {
+        let mut found = finetune::find_run(&self.checkpoint)
+            .with_context(|| format!("reading the run {}", self.checkpoint.display()))?;
+        if !self.set.is_empty() {
+            found.config = calm::config::load(
+                Some(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG)),
+                &self.set,
+            )?;
+        }
+        Ok(found)
+    }
+
+    fn weights(&self) -> calm::io::llama::GgufWeights {
+        if self.quantized {
+            calm::io::llama::GgufWeights::Quantized
+        } else {
+            calm::io::llama::GgufWeights::Dequantized
+        }
+    }
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+#[derive(Debug, clap::Args)]
+struct Inputs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Write here instead of stdout (CSV for score and personalize, JSON lines otherwise).
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// A text file of image paths, one a line, read before the IMAGE arguments.
+    #[arg(long, value_name = "FILE")]
+    list: Option<PathBuf>,
+    /// Stop at the first missing or unreadable image instead of skipping it.
+    #[arg(long)]
+    strict: bool,
     /// Images to process.
     #[arg(value_name = "IMAGE")]
     images: Vec<PathBuf>,
@@ -136,9 +157,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     if paths.is_empty() {
         bail!("no images given (pass IMAGE arguments or --list FILE)");
     }
-    let device = inputs.device.device()?;
-    let found = find_run(&inputs.checkpoint, &inputs.set)?;
-    let weights = weights(inputs.quantized);
+    let device = inputs.run.device.device()?;
+    let found = inputs.run.find()?;
+    let weights = inputs.run.weights();
     let loaded =
         finetune::load_finetuned_with(&found, &device, weights).context("loading the model")?;
     let transform = found
@@ -259,35 +280,14 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
         max_pixels: (positive(args.max_megapixels, "--max-megapixels")? * 1e6) as u64,
         max_images: args.max_images,
     };
-    let device = args.device.device()?;
-    let found = find_run(&args.checkpoint, &args.set)?;
+    let device = args.run.device.device()?;
+    let found = args.run.find()?;
     calm::errln!("serve: loading {}", found.dir.display());
-    calm::serve::serve(found, device, weights(args.quantized), config, |addr| {
+    calm::serve::serve(found, device, args.run.weights(), config, |addr| {
         drop(calm::outln!("serve: listening on http://{addr}"));
     })?;
     calm::errln!("serve: stopped");
     Ok(())
-}
-
-/// The run at `checkpoint`, its config with `set`'s overrides.
-fn find_run(checkpoint: &Path, set: &[String]) -> anyhow::Result<finetune::FinetunedRun> {
-    let mut found = finetune::find_run(checkpoint)
-        .with_context(|| format!("reading the run {}", checkpoint.display()))?;
-    if !set.is_empty() {
-        found.config = calm::config::load(
-            Some(&found.dir.join(calm::run::RunLayout::RESOLVED_CONFIG)),
-            set,
-        )?;
-    }
-    Ok(found)
-}
-
-fn weights(quantized: bool) -> calm::io::llama::GgufWeights {
-    if quantized {
-        calm::io::llama::GgufWeights::Quantized
-    } else {
-        calm::io::llama::GgufWeights::Dequantized
-    }
 }
 
 /// The readable images with their paths; the others reported on stderr (or fatal).

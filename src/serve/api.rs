@@ -183,15 +183,8 @@ fn from_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Parses a task's body: JSON with base64 images, or multipart with file parts.
+/// Parses a task's non-empty body: JSON with base64 images, or multipart with file parts.
 pub async fn parse_task(task: Task, kind: &BodyKind, body: Bytes) -> Result<TaskRequest, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_body",
-            "the request has no body",
-        ));
-    }
     let request = match kind {
         BodyKind::Json => parse_task_json(task, &body)?,
         BodyKind::Multipart { boundary } => parse_task_multipart(task, boundary, body).await?,
@@ -501,15 +494,8 @@ pub struct Chat {
     pub include_usage: bool,
 }
 
-/// Parses a chat completions body; `defaults` are the run's generation settings.
+/// Parses a non-empty chat completions body; `defaults` are the run's generation settings.
 pub fn parse_chat(body: &[u8], defaults: &GenerationConfig) -> Result<Chat, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "empty_body",
-            "the request has no body",
-        ));
-    }
     let request: ChatRequest = from_json(body)?;
     if let Some(n) = request.n
         && n != 1

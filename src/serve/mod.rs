@@ -445,12 +445,11 @@ impl JobError {
     }
 }
 
+/// What a request is told when the model's thread dropped its job unanswered.
+const MODEL_GONE: &str = "the model stopped before answering";
+
 fn model_gone() -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "model_error",
-        "the model stopped before answering",
-    )
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "model_error", MODEL_GONE)
 }
 
 /// Bytes of the shared body budget that one request holds until dropped.
@@ -540,11 +539,7 @@ async fn read_body(
 
 /// Decodes and crops uploads off the async threads, a few requests at a time; the permit goes
 /// with the work, so a client that leaves does not free it before the decoding ends.
-async fn decode(
-    app: &Arc<App>,
-    uploads: Vec<Upload>,
-    first_index: usize,
-) -> Result<Vec<Arc<RgbImage>>, ApiError> {
+async fn decode(app: &Arc<App>, uploads: Vec<Upload>) -> Result<Vec<Arc<RgbImage>>, ApiError> {
     let permit = app
         .decoding
         .clone()
@@ -557,9 +552,7 @@ async fn decode(
         uploads
             .iter()
             .enumerate()
-            .map(|(i, u)| {
-                api::decode_image(u, first_index + i, app.config.max_pixels, &app.transform)
-            })
+            .map(|(i, u)| api::decode_image(u, i, app.config.max_pixels, &app.transform))
             .collect()
     })
     .await
@@ -619,9 +612,16 @@ impl Drop for Admission {
     }
 }
 
-/// Admits a request whose body has been read if fewer than `queue` + `batch_size` are
-/// being decoded, waiting or running; else 503.
-fn admit(app: &Arc<App>) -> Result<Admission, ApiError> {
+/// Admits a request whose body has been read and holds `images` images (examples included):
+/// 400 over `max_images`; 503 unless fewer than `queue` + `batch_size` requests are being
+/// decoded, waiting or running.
+fn admit(app: &Arc<App>, images: usize) -> Result<Admission, ApiError> {
+    if images > app.config.max_images {
+        return Err(ApiError::bad_request(format!(
+            "{images} images in one request; the server takes at most {}",
+            app.config.max_images
+        )));
+    }
     let limit = app.config.queue + app.batch_size;
     app.admitted
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -670,18 +670,11 @@ async fn run_task(
         examples,
         stream,
     } = api::parse_task(task, &kind, body).await?;
-    let count = images.len() + examples.len();
-    if count > app.config.max_images {
-        return Err(ApiError::bad_request(format!(
-            "{count} images in one request; the server takes at most {}",
-            app.config.max_images
-        )));
-    }
-    let admission = admit(app)?;
+    let admission = admit(app, images.len() + examples.len())?;
     let names: Vec<String> = images.iter().map(|u| u.name.clone()).collect();
     let (example_uploads, scores): (Vec<Upload>, Vec<f64>) = examples.into_iter().unzip();
-    let example_images = decode(app, example_uploads, 0).await?;
-    let images = decode(app, images, 0).await?;
+    let example_images = decode(app, example_uploads).await?;
+    let images = decode(app, images).await?;
     // The encoded bytes are gone; what is held now is the cropped images.
     drop(lease);
     match task {
@@ -689,24 +682,9 @@ async fn run_task(
             let (reply, answer) = oneshot::channel();
             enqueue(app, Work::Score { images, reply }, deadline)?;
             let scores = answer_of(app, answer).await?;
-            let results: Vec<Value> = names
-                .iter()
-                .zip(&scores)
-                .map(|(name, s)| {
-                    json!({
-                        "image": name,
-                        "score": s.score,
-                        "score_numeric": s.score_numeric,
-                        "score_levels": s.score_levels,
-                        "score_distribution": s.score_distribution,
-                        "score_regression": s.score_regression,
-                        "level_probabilities": s.level_probabilities,
-                    })
-                })
-                .collect();
             Ok(json_response(
                 StatusCode::OK,
-                &json!({"levels": LEVELS, "results": results}),
+                &json!({"levels": LEVELS, "results": named(&names, &scores)}),
             ))
         }
         Task::Personalize => {
@@ -722,19 +700,10 @@ async fn run_task(
                 deadline,
             )?;
             let scores = answer_of(app, answer).await?;
-            let results: Vec<Value> = names
-                .iter()
-                .zip(&scores)
-                .map(|(name, s)| {
-                    json!({
-                        "image": name,
-                        "score": s.score,
-                        "score_numeric": s.score_numeric,
-                        "score_expected": s.score_expected,
-                    })
-                })
-                .collect();
-            Ok(json_response(StatusCode::OK, &json!({"results": results})))
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"results": named(&names, &scores)}),
+            ))
         }
         Task::Comment | Task::Suggest => {
             let (prompt, key) = match task {
@@ -817,12 +786,25 @@ impl Streaming {
         }
         match tokio::time::timeout_at(self.deadline.into(), self.received.recv()).await {
             Err(_) => GenerationEvent::Failed(JobError::Timeout),
-            Ok(None) => GenerationEvent::Failed(JobError::Model(
-                "the model stopped before answering".into(),
-            )),
+            Ok(None) => GenerationEvent::Failed(JobError::Model(MODEL_GONE.into())),
             Ok(Some(event)) => event,
         }
     }
+}
+
+/// Each result as its type serializes (the fields of `infer`'s CSV), with its image's name.
+fn named<T: serde::Serialize>(names: &[String], results: &[T]) -> Vec<Value> {
+    names
+        .iter()
+        .zip(results)
+        .map(|(name, result)| {
+            let mut value = serde_json::to_value(result).unwrap_or(Value::Null);
+            if let Value::Object(fields) = &mut value {
+                fields.insert("image".into(), json!(name));
+            }
+            value
+        })
+        .collect()
 }
 
 /// A score job's answer.
@@ -941,15 +923,8 @@ async fn run_chat(
         ));
     }
     let chat = api::parse_chat(&body, &app.generation)?;
-    if chat.images.len() > app.config.max_images {
-        return Err(ApiError::bad_request(format!(
-            "{} images in one request; the server takes at most {}",
-            chat.images.len(),
-            app.config.max_images
-        )));
-    }
-    let admission = admit(app)?;
-    let images = decode(app, chat.images, 0).await?;
+    let admission = admit(app, chat.images.len())?;
+    let images = decode(app, chat.images).await?;
     drop((body, lease));
     let (events, received) = mpsc::unbounded_channel();
     enqueue(

@@ -40,6 +40,17 @@ pretrain:
   evaluation: {severities: [1.0]}
 ";
 
+/// `out`, after checking its process succeeded (else its stdout and stderr are the message).
+pub fn ok(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The sample photos shipped in `data/samples`, sorted.
 pub fn sample_photo_paths() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/samples");
